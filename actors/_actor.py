@@ -1,0 +1,123 @@
+"""The ``Actor`` base class and the ``@handler`` decorator."""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, Union
+
+from protocol import Message
+
+if TYPE_CHECKING:
+    from ._context import ActorContext
+
+__all__ = ["Actor", "handler"]
+
+_HANDLER_MARK = "__actors_handler__"
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def handler(method: F) -> F:
+    """Mark an ``async def`` method as the handler of the Message type(s) it is annotated with.
+
+    ``async def add(self, msg: Add) -> Total`` handles ``Add`` (and subclasses without a
+    handler of their own); ``msg: Add | Sub`` handles both. What it returns (a Message, or
+    None) is the reply to an ``ask``; for a ``tell`` it is dropped.
+    """
+    if not inspect.iscoroutinefunction(method):
+        raise TypeError(f"@handler {method.__qualname__} must be an 'async def' method")
+    setattr(method, _HANDLER_MARK, True)
+    return method
+
+
+def _message_types(cls: type, method: Callable[..., Any]) -> list[type[Message]]:
+    params = list(inspect.signature(method).parameters.values())
+    if len(params) != 2:
+        raise TypeError(
+            f"@handler {cls.__qualname__}.{method.__name__} must take (self, message)"
+        )
+    try:
+        hints = typing.get_type_hints(method)
+    except NameError as exc:
+        raise TypeError(
+            f"cannot resolve the annotation of @handler {cls.__qualname__}.{method.__name__}: "
+            f"{exc}"
+        ) from exc
+    annotation = hints.get(params[1].name)
+    if annotation is None:
+        raise TypeError(
+            f"@handler {cls.__qualname__}.{method.__name__}: annotate the message parameter "
+            "with the Message type it handles"
+        )
+    origin = typing.get_origin(annotation)
+    members = typing.get_args(annotation) if origin in (Union, types.UnionType) else (annotation,)
+    found: list[type[Message]] = []
+    for member in members:
+        if not (isinstance(member, type) and issubclass(member, Message)):
+            raise TypeError(
+                f"@handler {cls.__qualname__}.{method.__name__} is annotated with {member!r}, "
+                "which is not a Message subclass"
+            )
+        found.append(member)
+    return found
+
+
+class Actor:
+    """Base class of actors.
+
+    Subclass it, give it ``@handler`` methods, and start it with ``system.spawn`` or a
+    supervision tree. The runtime delivers one message at a time, in the order each sender
+    sent them. ``__init__`` keyword arguments come from ``spawn(..., **kwargs)``; for process
+    actors they must be JSON-serialisable.
+
+    Lifecycle: ``setup()`` runs before the actor is ready (a failure there is a failed
+    start); ``cleanup()`` runs once it has stopped taking messages, whatever the reason.
+    An exception escaping a handler crashes the actor: an ``ask`` being handled gets a
+    :class:`RemoteError`, queued asks get :class:`ActorGone`.
+    """
+
+    mailbox_size: ClassVar[int] = 1024
+    """Messages that may wait in the mailbox before ``tell`` waits for room."""
+
+    __handlers__: ClassVar[dict[type[Message], str]] = {}
+    _actor_context: ActorContext | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        table: dict[type[Message], str] = {}
+        for base in reversed(cls.__mro__[1:]):
+            table.update(getattr(base, "__handlers__", {}))
+        for name, member in vars(cls).items():
+            if getattr(member, _HANDLER_MARK, False):
+                for message_type in _message_types(cls, member):
+                    table[message_type] = name
+        cls.__handlers__ = table
+
+    @classmethod
+    def handler_for(cls, message_type: type[Message]) -> str | None:
+        """Name of the method handling ``message_type`` (nearest base class wins), or None."""
+        table = cls.__handlers__
+        name = table.get(message_type)
+        if name is None:
+            for base in message_type.__mro__[1:]:
+                if base in table:
+                    name = table[base]
+                    table[message_type] = name  # remember the resolution
+                    break
+        return name
+
+    @property
+    def ctx(self) -> ActorContext:
+        """This actor's context: its ref, its path, spawning children, stopping itself."""
+        if self._actor_context is None:
+            raise RuntimeError("the actor context exists once the runtime has started the actor")
+        return self._actor_context
+
+    async def setup(self) -> None:
+        """Runs before the actor takes messages; raising here fails the start."""
+
+    async def cleanup(self) -> None:
+        """Runs after the actor stopped taking messages, on every kind of stop."""

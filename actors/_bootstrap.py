@@ -1,0 +1,215 @@
+"""Entry point of a worker process: ``python -m actors._bootstrap``.
+
+The worker reads its channel's fd from ``ACTORS_CHANNEL_FD``, arranges to die with its parent
+(``PR_SET_PDEATHSIG`` plus the channel's EOF), ignores SIGINT (the master orchestrates
+shutdown) and takes SIGTERM as "finish queued work and exit". It then handshakes, imports the
+actor's class (loading the parent's main script as ``__mp_main__`` when there is one, so
+that its ``if __name__ == "__main__":`` block does not run again), runs the actor, and exits:
+0 after a normal stop, 1 after a crash or a failed start.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import importlib.util
+import io
+import os
+import signal
+import socket
+import sys
+import types
+
+import trio
+
+from protocol import (
+    PROTOCOL_VERSION,
+    Channel,
+    FrameKind,
+    ProtocolError,
+    VersionMismatch,
+    decode_message,
+    encode_message,
+    open_channel,
+)
+
+from ._actor import Actor
+from ._arguments import arguments_from_json
+from ._cell import Cell, Child
+from ._control import Failure, Hello, Ready, Start, StartFailed, Stop, Stopping
+from ._node import Link, Node
+from ._process import CHANNEL_FD_ENV, PARENT_PID_ENV
+from ._spawn import spawn
+
+_PR_SET_PDEATHSIG = 1
+_EXIT_FLUSH_TIMEOUT = 1.0
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: the channel's EOF still ends the worker
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _load_main(main_path: str | None, main_module: str | None) -> None:
+    if main_module is not None:
+        spec = importlib.util.find_spec(main_module)
+        if spec is None or spec.origin is None:
+            raise ImportError(f"cannot find the main module {main_module!r}")
+        main_path = spec.origin
+        package = main_module.rpartition(".")[0]
+    elif main_path is not None:
+        package = ""
+    else:
+        return
+    module = types.ModuleType("__mp_main__")
+    module.__file__ = main_path
+    module.__package__ = package
+    sys.modules["__mp_main__"] = module
+    with io.open_code(main_path) as source:
+        code = compile(source.read(), main_path, "exec")
+    exec(code, module.__dict__)
+    sys.modules["__main__"] = module
+
+
+def _import_class(path: str) -> type[Actor]:
+    module_name, _, qualname = path.partition(":")
+    target: object = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    if not (isinstance(target, type) and issubclass(target, Actor)):
+        raise TypeError(f"{path} is not an Actor subclass")
+    return target
+
+
+class _Root:
+    """The parent of the worker's actor: owns nothing but the nursery it runs in."""
+
+    def __init__(self, path: str, nursery: trio.Nursery) -> None:
+        self.path = path
+        self.nursery = nursery
+        self.children: list[Child] = []
+
+
+async def _handshake(channel: Channel) -> Start:
+    data, fds = encode_message(FrameKind.SYSTEM, Hello(version=PROTOCOL_VERSION, pid=os.getpid()))
+    channel.send_nowait(data, fds)
+    frames = await channel.receive_some()
+    if len(frames) != 1 or frames[0].kind is not FrameKind.SYSTEM:
+        raise ProtocolError("the parent's first frame must be Start, alone")
+    start = decode_message(frames[0])
+    if not isinstance(start, Start):
+        raise ProtocolError(f"expected Start, got {frames[0].tag!r}")
+    return start
+
+
+async def _serve(fd: int) -> int:
+    sock = socket.socket(fileno=fd)
+    async with open_channel(sock) as channel:
+        try:
+            start = await _handshake(channel)
+        except (ProtocolError, trio.EndOfChannel, trio.BrokenResourceError):
+            return 1
+        link = Link(start.node.rpartition(".")[0], channel, is_parent=True)
+
+        def fail_start(exc: BaseException) -> int:
+            failure = Failure.from_exception("remote", exc, actor=start.path)
+            try:
+                link.send_control(StartFailed(failure=failure))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            return 1
+
+        try:
+            if start.version != PROTOCOL_VERSION:
+                raise VersionMismatch(PROTOCOL_VERSION, start.version)
+            for entry in reversed(start.sys_path):
+                if entry not in sys.path:
+                    sys.path.insert(0, entry)
+            _load_main(start.main_path, start.main_module)
+            actor_class = _import_class(start.actor_class)
+            kwargs = arguments_from_json(actor_class, start.arguments)
+        except Exception as exc:
+            code = fail_start(exc)
+            await _flush(channel)
+            return code
+
+        exit_code = 0
+        async with trio.open_nursery() as nursery:
+            node = Node(start.node, nursery, max_frame_size=start.max_frame_size)
+            node.parent = link
+            cell_box: list[Cell] = []
+
+            def on_control(message: object) -> None:
+                if isinstance(message, Stop):
+                    for cell in cell_box:
+                        cell.stop()
+                else:
+                    raise ProtocolError(f"unexpected control message {type(message).__name__}")
+
+            link.on_control = on_control
+
+            async def pump_parent() -> None:
+                await node.pump(link)
+                # The parent is gone (or spoke garbage): nobody can use this worker any more.
+                nursery.cancel_scope.cancel()
+
+            async def watch_sigterm() -> None:
+                with trio.open_signal_receiver(signal.SIGTERM) as signals:
+                    async for _ in signals:
+                        for cell in cell_box:
+                            cell.stop()
+
+            nursery.start_soon(pump_parent)
+            nursery.start_soon(watch_sigterm)
+            parent_path, _, name = start.path.rpartition("/")
+            root = _Root(parent_path, nursery)
+            try:
+                ref = await spawn(
+                    root, node, actor_class, name=name, process=False,
+                    shutdown=float("inf"), kwargs=kwargs,
+                )
+            except Exception as exc:
+                exit_code = fail_start(exc.__cause__ or exc)
+                await _flush(channel)
+                nursery.cancel_scope.cancel()
+                return exit_code
+            cell = node.cells[int(ref.address.partition("/")[2])]  # type: ignore[union-attr]
+            cell_box.append(cell)
+            link.send_control(Ready(address=cell.address))
+            await cell.done.wait()
+            failure = None
+            if cell.failure is not None:
+                exit_code = 1
+                failure = Failure.from_exception("remote", cell.failure, actor=start.path)
+            try:
+                link.send_control(Stopping(failure=failure))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            await _flush(channel)
+            nursery.cancel_scope.cancel()
+        return exit_code
+
+
+async def _flush(channel: Channel) -> None:
+    with trio.move_on_after(_EXIT_FLUSH_TIMEOUT):
+        try:
+            await channel.flush()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+
+def main() -> None:
+    fd = int(os.environ.pop(CHANNEL_FD_ENV))
+    parent_pid = int(os.environ.pop(PARENT_PID_ENV))
+    _die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(trio.run(_serve, fd))
+
+
+if __name__ == "__main__":
+    main()

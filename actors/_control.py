@@ -1,0 +1,116 @@
+"""Control messages exchanged between a process and the worker processes it started.
+
+They travel in ``SYSTEM`` frames (and failures in ``ERROR`` frames) and never reach user
+handlers. Their tags are fixed so that they do not depend on module layout.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Literal
+
+from protocol import Message
+
+__all__ = [
+    "Failure",
+    "Hello",
+    "NameRegistered",
+    "NameUnregistered",
+    "NodeDown",
+    "Ready",
+    "Start",
+    "StartFailed",
+    "Stop",
+    "Stopping",
+]
+
+FailureKind = Literal["remote", "gone", "not_found", "protocol"]
+
+
+class Failure(Message, tag="actors.Failure"):
+    """Why an ask failed; the body of every ERROR frame."""
+
+    kind: FailureKind
+    type_name: str
+    message: str
+    traceback: str = ""
+    actor: str = ""
+
+    @classmethod
+    def from_exception(cls, kind: FailureKind, exc: BaseException, actor: str = "") -> Failure:
+        return cls(
+            kind=kind,
+            type_name=_qualified_name(type(exc)),
+            message=str(exc),
+            traceback="".join(traceback.format_exception(exc)),
+            actor=actor,
+        )
+
+
+def _qualified_name(cls: type) -> str:
+    module = cls.__module__
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+
+
+class Hello(Message, tag="actors.Hello"):
+    """A worker's first frame: who it is and which protocol it speaks."""
+
+    version: int
+    pid: int
+
+
+class Start(Message, tag="actors.Start"):
+    """What the worker must run."""
+
+    version: int
+    node: str
+    actor_class: str
+    arguments: str  # JSON of the validated constructor arguments
+    path: str
+    main_path: str | None = None
+    main_module: str | None = None
+    sys_path: list[str]
+    max_frame_size: int
+
+
+class Ready(Message, tag="actors.Ready"):
+    """The worker's actor finished ``setup`` and takes messages at ``address``."""
+
+    address: str
+
+
+class StartFailed(Message, tag="actors.StartFailed"):
+    """The worker could not start its actor."""
+
+    failure: Failure
+
+
+class Stop(Message, tag="actors.Stop"):
+    """Finish queued work, run cleanup, exit."""
+
+
+class Stopping(Message, tag="actors.Stopping"):
+    """The worker's actor has stopped; ``failure`` says why when it crashed."""
+
+    failure: Failure | None = None
+
+
+class NodeDown(Message, tag="actors.NodeDown"):
+    """A process of the system is gone: asks waiting on it will not be answered."""
+
+    node: str
+    reason: str
+
+
+class NameRegistered(Message, tag="actors.NameRegistered"):
+    """An actor took a path (sent up towards the master, which keeps the system's names)."""
+
+    path: str
+    address: str
+
+
+class NameUnregistered(Message, tag="actors.NameUnregistered"):
+    """An actor gave up its path."""
+
+    path: str
+    address: str

@@ -1,0 +1,474 @@
+"""The per-process runtime: local actors, links to other processes, routing, pending asks.
+
+Every process of a system (the master and each worker) runs one :class:`Node`. Processes form
+a tree: the master is node ``"0"``; a worker it starts is ``"0.1"``, a worker that one starts
+is ``"0.1.1"``. A :class:`Link` is the channel to a parent or child process. A frame's route is
+``"<destination>|<source node>"``, the destination an address (``node/id``), a path resolved by
+the master (``0/@path``), or for replies a node id; every node forwards what is not its own
+one hop along the tree.
+
+Every ask gets an answer: each hop that forwards an ask remembers it until the reply passes
+back, and answers it with :class:`ActorGone` itself if the link it went out on goes down.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from protocol import (
+    DEFAULT_MAX_FRAME_SIZE,
+    Channel,
+    Frame,
+    FrameKind,
+    InvalidMessage,
+    Message,
+    ProtocolError,
+    UnknownMessageType,
+    decode_message,
+    encode_message,
+)
+
+from ._control import Failure, FailureKind
+from ._errors import ActorError, ActorGone, ActorNotFound, RemoteError
+from ._ref import NODE_CONTEXT_KEY, ActorRef
+
+if TYPE_CHECKING:
+    from ._cell import Cell
+
+__all__ = ["Link", "Node", "Reply"]
+
+log = logging.getLogger("actors")
+
+MASTER_NODE = "0"
+
+
+class _Pending:
+    """An ask waiting for its reply."""
+
+    __slots__ = ("error", "event", "link", "value")
+
+    def __init__(self, link: Link | None) -> None:
+        self.event = trio.Event()
+        self.link = link
+        self.value: Message | None = None
+        self.error: BaseException | None = None
+
+    def resolve(self, value: Message | None) -> None:
+        if not self.event.is_set():
+            self.value = value
+            self.event.set()
+
+    def fail(self, error: BaseException) -> None:
+        if not self.event.is_set():
+            self.error = error
+            self.event.set()
+
+
+class Reply:
+    """Where the answer to one ask goes: a local waiter, or a frame back to another node."""
+
+    __slots__ = ("_corr", "_node", "_pending", "_target")
+
+    def __init__(
+        self, node: Node, *, pending: _Pending | None = None, target: str = "", corr: int = 0
+    ) -> None:
+        self._node = node
+        self._pending = pending
+        self._target = target
+        self._corr = corr
+
+    def send(self, value: Message | None) -> None:
+        if self._pending is not None:
+            self._pending.resolve(value)
+        else:
+            self._node.send_reply(self._target, self._corr, value)
+
+    def fail(self, failure: Failure) -> None:
+        if self._pending is not None:
+            self._pending.fail(failure_to_exception(failure))
+        else:
+            self._node.send_failure(self._target, self._corr, failure)
+
+
+def failure_to_exception(failure: Failure) -> ActorError:
+    if failure.kind == "remote":
+        return RemoteError(failure.type_name, failure.message, failure.traceback, failure.actor)
+    if failure.kind == "not_found":
+        return ActorNotFound(failure.message)
+    return ActorGone(failure.message)
+
+
+class Link:
+    """The channel to a neighbouring process in the tree."""
+
+    def __init__(self, peer: str, channel: Channel, *, is_parent: bool) -> None:
+        self.peer = peer
+        self.channel = channel
+        self.is_parent = is_parent
+        self.down = False
+        self.down_reason = ""
+        # Asks forwarded out through this link, keyed by (asker node, corr): the destination.
+        self.relayed: dict[tuple[str, int], str] = {}
+        self.on_control: Callable[[Message], None] | None = None
+
+    def send_control(self, message: Message) -> None:
+        data, fds = encode_message(
+            FrameKind.SYSTEM, message, max_frame_size=self.channel.max_frame_size
+        )
+        self.channel.send_nowait(data, fds)
+
+    def owns(self, node_id: str) -> bool:
+        """True when ``node_id`` is the peer or below it (only meaningful for child links)."""
+        return node_id == self.peer or node_id.startswith(self.peer + ".")
+
+
+class Node:
+    """The runtime of one process. Created by ``open_system`` or a worker's bootstrap."""
+
+    def __init__(
+        self,
+        node_id: str,
+        nursery: trio.Nursery,
+        *,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    ) -> None:
+        self.id = node_id
+        self.nursery = nursery
+        self.max_frame_size = max_frame_size
+        self.parent: Link | None = None
+        self.children: dict[str, Link] = {}
+        self.cells: dict[int, Cell] = {}
+        self.names: dict[str, str] = {}
+        self._actor_ids = itertools.count(1)
+        self._child_ids = itertools.count(1)
+        self._corrs = itertools.count(1)
+        self._pending: dict[int, _Pending] = {}
+        self._context = {NODE_CONTEXT_KEY: self}
+
+    @property
+    def is_master(self) -> bool:
+        return self.parent is None
+
+    # -- identities -------------------------------------------------------------------------
+
+    def next_actor_id(self) -> int:
+        return next(self._actor_ids)
+
+    def next_child_node(self) -> str:
+        return f"{self.id}.{next(self._child_ids)}"
+
+    def register_name(self, path: str, address: str) -> None:
+        if path in self.names and self.names[path] != address:
+            raise ActorError(f"the name {path!r} is already taken by {self.names[path]}")
+        self.names[path] = address
+        if self.parent is not None and not self.parent.down:
+            from ._control import NameRegistered
+
+            try:
+                self.parent.send_control(NameRegistered(path=path, address=address))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+
+    def unregister_name(self, path: str, address: str) -> None:
+        if self.names.get(path) == address:
+            del self.names[path]
+            if self.parent is not None and not self.parent.down:
+                from ._control import NameUnregistered
+
+                try:
+                    self.parent.send_control(NameUnregistered(path=path, address=address))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+
+    def name_taken(self, path: str) -> bool:
+        return path in self.names
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def _resolve(self, ref: ActorRef) -> str:
+        """The address to send to: an address, or a path this node can resolve or route."""
+        if ref.address is not None:
+            return ref.address
+        assert ref.path is not None
+        address = self.names.get(ref.path)
+        if address is not None:
+            return address
+        if self.is_master:
+            raise ActorNotFound(f"no actor is registered under the path {ref.path!r}")
+        return f"{MASTER_NODE}/@{ref.path}"
+
+    def link_towards(self, node_id: str) -> Link | None:
+        """The next hop towards ``node_id`` (None for this node or when there is none)."""
+        if node_id == self.id:
+            return None
+        prefix = self.id + "."
+        if node_id.startswith(prefix):
+            child = node_id[: len(prefix)] + node_id[len(prefix) :].split(".", 1)[0]
+            return self.children.get(child)
+        return self.parent
+
+    def _local_cell(self, actor: str) -> Cell:
+        try:
+            cell = self.cells.get(int(actor))
+        except ValueError:
+            cell = None
+        if cell is None or not cell.accepting:
+            raise ActorGone(f"actor {self.id}/{actor} is not running")
+        return cell
+
+    async def tell(self, ref: ActorRef, message: Message) -> None:
+        address = self._resolve(ref)
+        node_id, _, actor = address.partition("/")
+        if node_id == self.id:
+            await self._local_cell(actor).deliver(message, None)
+            return
+        link = self.link_towards(node_id)
+        if link is None or link.down:
+            raise ActorGone(f"no route to actor {address}: its process is gone")
+        data, fds = encode_message(
+            FrameKind.TELL, message, route=f"{address}|{self.id}",
+            max_frame_size=self.max_frame_size,
+        )
+        try:
+            await link.channel.send(data, fds)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise ActorGone(f"no route to actor {address}: {exc}") from exc
+
+    async def ask(self, ref: ActorRef, message: Message) -> Message | None:
+        address = self._resolve(ref)
+        node_id, _, actor = address.partition("/")
+        if node_id == self.id:
+            pending = _Pending(None)
+            await self._local_cell(actor).deliver(message, Reply(self, pending=pending))
+            await pending.event.wait()
+        else:
+            link = self.link_towards(node_id)
+            if link is None or link.down:
+                raise ActorGone(f"no route to actor {address}: its process is gone")
+            corr = next(self._corrs)
+            data, fds = encode_message(
+                FrameKind.ASK, message, corr=corr, route=f"{address}|{self.id}",
+                max_frame_size=self.max_frame_size,
+            )
+            pending = _Pending(link)
+            self._pending[corr] = pending
+            try:
+                try:
+                    await link.channel.send(data, fds)
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    raise ActorGone(f"no route to actor {address}: {exc}") from exc
+                await pending.event.wait()
+            finally:
+                del self._pending[corr]
+        if pending.error is not None:
+            raise pending.error
+        return pending.value
+
+    def send_reply(self, target: str, corr: int, value: Message | None) -> None:
+        if value is None:
+            value = _NONE_REPLY
+        try:
+            data, fds = encode_message(
+                FrameKind.REPLY, value, corr=corr, route=f"{target}|{self.id}",
+                max_frame_size=self.max_frame_size,
+            )
+        except ProtocolError as exc:
+            self.send_failure(target, corr, Failure.from_exception("protocol", exc))
+            return
+        self._send_nowait(target, data, fds)
+
+    def send_failure(self, target: str, corr: int, failure: Failure) -> None:
+        data, fds = encode_message(
+            FrameKind.ERROR, failure, corr=corr, route=f"{target}|{self.id}",
+            max_frame_size=self.max_frame_size,
+        )
+        self._send_nowait(target, data, fds)
+
+    def _send_nowait(self, target: str, data: bytes, fds: list[int]) -> None:
+        link = self.link_towards(target)
+        if link is None or link.down:
+            log.debug("dropping a reply to %s: no route", target)
+            return
+        try:
+            link.channel.send_nowait(data, fds)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            log.debug("dropping a reply to %s: link down", target)
+
+    # -- receiving --------------------------------------------------------------------------
+
+    async def pump(self, link: Link) -> None:
+        """Route every frame arriving on ``link`` until it ends; then take the link down."""
+        reason = "closed"
+        try:
+            while True:
+                for frame in await link.channel.receive_some():
+                    await self._on_frame(link, frame)
+        except trio.EndOfChannel:
+            reason = "closed"
+        except ProtocolError as exc:
+            reason = f"protocol error: {exc}"
+            log.error("closing the channel to node %s: %s", link.peer, exc)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            reason = f"channel failed: {exc}"
+        finally:
+            self.link_down(link, reason)
+
+    def link_down(self, link: Link, reason: str) -> None:
+        """Forget ``link``: fail what waits on it and close it."""
+        if link.down:
+            return
+        link.down = True
+        link.down_reason = reason
+        link.channel.close()
+        error = f"the process of node {link.peer} is gone ({reason})"
+        for pending in self._pending.values():
+            if pending.link is link:
+                pending.fail(ActorGone(error))
+        for (asker, corr), destination in link.relayed.items():
+            self.send_failure(
+                asker, corr, Failure(kind="gone", type_name="ActorGone",
+                                     message=f"actor {destination}: {error}")
+            )
+        link.relayed.clear()
+        if not link.is_parent:
+            if self.children.get(link.peer) is link:
+                del self.children[link.peer]
+            for path, address in list(self.names.items()):
+                if link.owns(address.partition("/")[0]):
+                    del self.names[path]
+
+    async def _on_frame(self, link: Link, frame: Frame) -> None:
+        kind = frame.kind
+        if kind is FrameKind.SYSTEM:
+            message = decode_message(frame, self._context)
+            if link.on_control is None:
+                raise ProtocolError(f"unexpected control message {frame.tag!r}")
+            link.on_control(message)
+            return
+        destination, sep, source = frame.route.partition("|")
+        if not sep or not source:
+            _close_fds(frame)
+            raise ProtocolError(f"frame without a source in its route {frame.route!r}")
+        if not link.is_parent and not link.owns(source):
+            _close_fds(frame)
+            raise ProtocolError(f"node {link.peer} sent a frame claiming to be from {source}")
+        if kind is FrameKind.TELL or kind is FrameKind.ASK:
+            await self._on_request(link, frame, destination, source)
+        else:
+            self._on_answer(link, frame, destination, source)
+
+    async def _on_request(self, link: Link, frame: Frame, destination: str, source: str) -> None:
+        node_id, _, actor = destination.partition("/")
+        if node_id == self.id and actor.startswith("@"):
+            path = actor[1:]
+            address = self.names.get(path)
+            if address is None:
+                self._refuse(frame, source, "not_found",
+                             f"no actor is registered under the path {path!r}")
+                return
+            frame.route = f"{address}|{source}"
+            node_id, _, actor = address.partition("/")
+        if node_id != self.id:
+            await self._forward(link, frame, node_id, source)
+            return
+        try:
+            cell = self._local_cell(actor)
+        except ActorGone as exc:
+            self._refuse(frame, source, "gone", str(exc))
+            return
+        try:
+            message = decode_message(frame, self._context)
+        except (UnknownMessageType, InvalidMessage) as exc:
+            if frame.kind is FrameKind.ASK:
+                self.send_failure(source, frame.corr, Failure.from_exception("protocol", exc))
+            if source == link.peer:
+                raise  # the peer that wrote it is the offender: its channel is closed
+            log.error("dropping a message from node %s to %s: %s", source, destination, exc)
+            return
+        reply = Reply(self, target=source, corr=frame.corr) if frame.kind is FrameKind.ASK else None
+        try:
+            await cell.deliver(message, reply)
+        except ActorGone as exc:
+            if reply is not None:
+                reply.fail(Failure.from_exception("gone", exc))
+
+    def _refuse(self, frame: Frame, source: str, kind: FailureKind, text: str) -> None:
+        _close_fds(frame)
+        if frame.kind is FrameKind.ASK:
+            self.send_failure(
+                source, frame.corr, Failure(kind=kind, type_name="ActorError", message=text)
+            )
+        else:
+            log.debug("dropping a message from node %s: %s", source, text)
+
+    async def _forward(self, came_from: Link, frame: Frame, node_id: str, source: str) -> None:
+        out = self.link_towards(node_id)
+        if out is None or out is came_from or out.down:
+            self._refuse(frame, source, "gone", f"no process is running node {node_id}")
+            return
+        if frame.kind is FrameKind.ASK:
+            out.relayed[(source, frame.corr)] = frame.route.partition("|")[0]
+        try:
+            await out.channel.send(frame.encode(), frame.fds)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            if frame.kind is FrameKind.ASK:
+                out.relayed.pop((source, frame.corr), None)
+            self._refuse(frame, source, "gone", f"the process of node {node_id} is gone")
+        finally:
+            _close_fds(frame)
+
+    def _on_answer(self, link: Link, frame: Frame, destination: str, source: str) -> None:
+        link.relayed.pop((destination, frame.corr), None)
+        if destination != self.id:
+            out = self.link_towards(destination)
+            if out is None or out.down:
+                _close_fds(frame)
+                return
+            try:
+                out.channel.send_nowait(frame.encode(), frame.fds)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            finally:
+                _close_fds(frame)
+            return
+        pending = self._pending.get(frame.corr)
+        if pending is None:  # the asker gave up (cancelled) before the answer came
+            _close_fds(frame)
+            return
+        try:
+            message = decode_message(frame, self._context)
+        except (UnknownMessageType, InvalidMessage) as exc:
+            pending.fail(exc)
+            if source == link.peer:
+                raise
+            return
+        if frame.kind is FrameKind.ERROR:
+            if not isinstance(message, Failure):
+                pending.fail(ProtocolError(f"error frame carries {frame.tag!r}"))
+            else:
+                pending.fail(failure_to_exception(message))
+        else:
+            pending.resolve(None if isinstance(message, _NoneReply) else message)
+
+
+class _NoneReply(Message, tag="actors.NoneReply"):
+    """The reply of a handler that returned None."""
+
+
+_NONE_REPLY = _NoneReply()
+
+
+def _close_fds(frame: Frame) -> None:
+    import os
+
+    for fd in frame.fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    frame.fds = []

@@ -1,0 +1,110 @@
+"""``ActorRef``: the handle through which actors are told and asked."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+from pydantic import GetCoreSchemaHandler, ValidationInfo
+from pydantic_core import core_schema
+
+from protocol import Message
+
+if TYPE_CHECKING:
+    from ._node import Node
+
+__all__ = ["NODE_CONTEXT_KEY", "ActorRef"]
+
+M = TypeVar("M", bound=Message)
+
+NODE_CONTEXT_KEY = "actors.node"
+"""Key of the receiving Node in the pydantic context used to decode messages."""
+
+
+class ActorRef:
+    """Where to send messages to one actor, valid in every process of the system.
+
+    A ref holds either an address (one incarnation of an actor) or a path (whatever actor
+    holds that name when a message is sent; see ``system.ref``). Refs compare equal when
+    they name the same address or path, and may be sent inside messages: a field typed
+    ``ActorRef`` arrives as a ref usable from the receiving process.
+    """
+
+    __slots__ = ("_node", "address", "path")
+
+    def __init__(self, node: Node, *, address: str | None = None, path: str | None = None) -> None:
+        if (address is None) == (path is None):
+            raise ValueError("an ActorRef has an address or a path, not both")
+        self._node = node
+        self.address = address
+        self.path = path
+
+    async def tell(self, message: Message) -> None:
+        """Send ``message`` one way. Waits while the target's mailbox (or channel) is full.
+
+        Raises :class:`ActorGone` or :class:`ActorNotFound` when the runtime knows the target
+        cannot receive it; a message to an actor in another process that dies before reading
+        it is lost silently, as in Erlang.
+        """
+        await self._node.tell(self, message)
+
+    @overload
+    async def ask(self, message: Message) -> Message | None: ...
+
+    @overload
+    async def ask(self, message: Message, expect: type[M]) -> M: ...
+
+    async def ask(self, message: Message, expect: type[M] | None = None) -> Message | None:
+        """Send ``message`` and wait for the handler's reply.
+
+        Raises :class:`RemoteError` if the handler raised, :class:`ActorGone` if the actor
+        stopped or its process died first, :class:`ActorNotFound` for an unknown path. With
+        ``expect``, a reply of another type is a TypeError. Bound the wait with
+        ``trio.fail_after``; cancelling an ask abandons its reply.
+        """
+        reply = await self._node.ask(self, message)
+        if expect is not None and not isinstance(reply, expect):
+            raise TypeError(f"expected a {expect.__name__} reply, got {reply!r}")
+        return reply
+
+    def wire(self) -> str:
+        """The ref as it travels: ``node/id`` for an address, ``@path`` for a path."""
+        return self.address if self.address is not None else f"@{self.path}"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ActorRef) and other.wire() == self.wire()
+
+    def __hash__(self) -> int:
+        return hash(self.wire())
+
+    def __repr__(self) -> str:
+        if self.address is not None:
+            return f"ActorRef(address={self.address!r})"
+        return f"ActorRef(path={self.path!r})"
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: type[Any], handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.with_info_plain_validator_function(
+            cls._validate,
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                ActorRef.wire, when_used="always"
+            ),
+        )
+
+    @classmethod
+    def _validate(cls, value: Any, info: ValidationInfo) -> ActorRef:
+        if isinstance(value, ActorRef):
+            return value
+        context = info.context
+        node = context.get(NODE_CONTEXT_KEY) if isinstance(context, dict) else None
+        if node is None:
+            raise ValueError("an ActorRef can only be decoded by the actor runtime")
+        if not isinstance(value, str) or not value:
+            raise ValueError("an ActorRef travels as a non-empty string")
+        if value.startswith("@"):
+            return cls(node, path=value[1:])
+        node_id, sep, actor = value.partition("/")
+        if not sep or not node_id or not actor.isdigit():
+            raise ValueError(f"malformed actor address {value!r}")
+        return cls(node, address=value)

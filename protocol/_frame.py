@@ -1,0 +1,253 @@
+"""Frames: the fixed binary header, encoding, and a sans-IO decoder.
+
+A frame on the wire is::
+
+    header (20 bytes, little endian)
+        u32  length      bytes after the header: len(tag) + len(route) + len(body)
+        u8   kind        FrameKind
+        u8   nfds        file descriptors sent with the frame (SCM_RIGHTS)
+        u16  tag_len
+        u16  route_len
+        u16  reserved    zero
+        u64  corr        correlation id: pairs an ASK with its REPLY or ERROR
+    tag      UTF-8, the registered Message tag
+    route    UTF-8, addressing owned by the layer above (opaque here)
+    body     JSON
+
+``length`` is checked against the maximum frame size before a byte of the body is buffered.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import struct
+from typing import Any, Final
+
+from ._errors import DecodeError, FrameTooLarge
+from ._handles import CLAIMED_KEY, HANDLES_KEY
+from ._message import Message, registry
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_SIZE",
+    "HEADER_SIZE",
+    "MAX_FDS_PER_FRAME",
+    "Frame",
+    "FrameDecoder",
+    "FrameKind",
+    "decode_message",
+    "encode_frame",
+    "encode_message",
+]
+
+DEFAULT_MAX_FRAME_SIZE: Final = 16 * 1024 * 1024
+MAX_FDS_PER_FRAME: Final = 253  # SCM_MAX_FD: the kernel refuses more in one sendmsg
+
+_HEADER: Final = struct.Struct("<IBBHHHQ")
+HEADER_SIZE: Final = _HEADER.size
+_U64_MAX: Final = (1 << 64) - 1
+
+
+class FrameKind(enum.IntEnum):
+    """What a frame is for; the actor layer gives each its meaning."""
+
+    TELL = 1
+    ASK = 2
+    REPLY = 3
+    ERROR = 4
+    SYSTEM = 5
+
+
+_KINDS: Final = {int(kind): kind for kind in FrameKind}
+
+
+class Frame:
+    """One decoded frame. ``fds`` is filled in by the channel that received it."""
+
+    __slots__ = ("body", "corr", "fds", "kind", "nfds", "route", "tag")
+
+    def __init__(
+        self,
+        kind: FrameKind,
+        corr: int,
+        tag: str,
+        route: str,
+        body: bytes,
+        nfds: int = 0,
+        fds: list[int] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.corr = corr
+        self.tag = tag
+        self.route = route
+        self.body = body
+        self.nfds = nfds
+        self.fds: list[int] = [] if fds is None else fds
+
+    def encode(self) -> bytes:
+        """The frame's bytes (its fds travel beside them)."""
+        return encode_frame(
+            self.kind, self.tag.encode(), self.body, corr=self.corr,
+            route=self.route.encode(), nfds=self.nfds,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Frame({self.kind.name}, corr={self.corr}, tag={self.tag!r}, route={self.route!r}, "
+            f"body={len(self.body)} bytes, nfds={self.nfds})"
+        )
+
+
+def encode_frame(
+    kind: FrameKind,
+    tag: bytes,
+    body: bytes,
+    *,
+    corr: int = 0,
+    route: bytes = b"",
+    nfds: int = 0,
+) -> bytes:
+    """Build a frame from already-encoded parts."""
+    if not 0 <= corr <= _U64_MAX:
+        raise ValueError(f"correlation id out of range: {corr}")
+    if nfds > MAX_FDS_PER_FRAME:
+        raise ValueError(f"a frame carries at most {MAX_FDS_PER_FRAME} fds, not {nfds}")
+    if len(tag) > 0xFFFF or len(route) > 0xFFFF:
+        raise ValueError("tag and route are limited to 65535 bytes each")
+    length = len(tag) + len(route) + len(body)
+    if length > 0xFFFFFFFF:
+        raise FrameTooLarge(length, 0xFFFFFFFF)
+    return b"".join(
+        (_HEADER.pack(length, kind, nfds, len(tag), len(route), 0, corr), tag, route, body)
+    )
+
+
+def encode_message(
+    kind: FrameKind,
+    message: Message,
+    *,
+    corr: int = 0,
+    route: str = "",
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+) -> tuple[bytes, list[int]]:
+    """Encode ``message`` as one frame; returns its bytes and the fds to send with them.
+
+    A message larger than ``max_frame_size`` is refused here, where the caller can still act
+    on it, rather than by the peer's decoder.
+    """
+    fds: list[int] = []
+    body = type(message).__pydantic_serializer__.to_json(message, context={HANDLES_KEY: fds})
+    tag = message.message_tag.encode()
+    route_bytes = route.encode()
+    length = len(tag) + len(route_bytes) + len(body)
+    if length > max_frame_size:
+        raise FrameTooLarge(length, max_frame_size)
+    return encode_frame(kind, tag, body, corr=corr, route=route_bytes, nfds=len(fds)), fds
+
+
+def decode_message(frame: Frame, context: dict[str, Any] | None = None) -> Message:
+    """Validate a frame's body as its registered Message class.
+
+    The message takes ownership of the frame's fds that its handle fields claim; any fd it
+    does not claim, and every fd when decoding fails, is closed here.
+    """
+    fds = frame.fds
+    frame.fds = []
+    ctx: dict[str, Any] = {} if context is None else dict(context)
+    ctx[HANDLES_KEY] = fds
+    ok = False
+    try:
+        message = registry.decode(frame.tag, frame.body, ctx)
+        ok = True
+        return message
+    finally:
+        claimed: set[int] = ctx.get(CLAIMED_KEY, set()) if ok else set()
+        for index, fd in enumerate(fds):
+            if index not in claimed:
+                _close_quietly(fd)
+
+
+def _close_quietly(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+class FrameDecoder:
+    """Sans-IO decoder: feed it bytes, take complete frames out.
+
+    ``feed`` only buffers; ``next_frame`` returns the next complete frame or None. A bad
+    header raises a :class:`ProtocolError` from ``next_frame`` after every frame before it
+    was returned, so nothing that arrived intact is lost. After an error the decoder is
+    unusable (the stream has lost its framing).
+    """
+
+    def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+        if max_frame_size < 0:
+            raise ValueError("max_frame_size must be >= 0")
+        self.max_frame_size = max_frame_size
+        self._buf = bytearray()
+        self._pos = 0
+        self._failed: DecodeError | FrameTooLarge | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received that belong to a frame not yet complete."""
+        return len(self._buf) - self._pos
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        if self._pos and self._pos == len(self._buf):
+            self._buf.clear()
+            self._pos = 0
+        self._buf += data
+
+    def next_frame(self) -> Frame | None:
+        if self._failed is not None:
+            raise self._failed
+        buf = self._buf
+        pos = self._pos
+        available = len(buf) - pos
+        if available < HEADER_SIZE:
+            self._compact()
+            return None
+        length, kind, nfds, tag_len, route_len, reserved, corr = _HEADER.unpack_from(buf, pos)
+        error: DecodeError | FrameTooLarge | None = None
+        if length > self.max_frame_size:
+            error = FrameTooLarge(length, self.max_frame_size)
+        elif kind not in _KINDS:
+            error = DecodeError(f"unknown frame kind {kind} (garbage on the channel?)")
+        elif reserved != 0 or tag_len + route_len > length:
+            error = DecodeError("malformed frame header (garbage on the channel?)")
+        if error is not None:
+            self._failed = error
+            raise error
+        end = pos + HEADER_SIZE + length
+        if len(buf) < end:
+            self._compact()
+            return None
+        start = pos + HEADER_SIZE
+        try:
+            tag = buf[start : start + tag_len].decode()
+            route = buf[start + tag_len : start + tag_len + route_len].decode()
+        except UnicodeDecodeError as exc:
+            self._failed = DecodeError(f"frame tag or route is not UTF-8: {exc}")
+            raise self._failed from exc
+        body = bytes(buf[start + tag_len + route_len : end])
+        self._pos = end
+        return Frame(_KINDS[kind], corr, tag, route, body, nfds)
+
+    def frames(self) -> list[Frame]:
+        """Every complete frame buffered now (raises at the first bad one)."""
+        out = []
+        while (frame := self.next_frame()) is not None:
+            out.append(frame)
+        return out
+
+    def _compact(self) -> None:
+        # Drop consumed bytes once they dominate, so the buffer holds at most one partial
+        # frame plus what the last feed brought.
+        if self._pos > 65536 and self._pos * 2 > len(self._buf):
+            del self._buf[: self._pos]
+            self._pos = 0
+
