@@ -27,10 +27,11 @@ def handler(method: F) -> F:
     handler of their own); ``msg: Add | Sub`` handles both. What it returns (a Message, or
     None) is the reply to an ``ask``; for a ``tell`` it is dropped.
     """
+    marked = method
     if not inspect.iscoroutinefunction(method):
         raise TypeError(f"@handler {method.__qualname__} must be an 'async def' method")
-    setattr(method, _HANDLER_MARK, True)
-    return method
+    setattr(marked, _HANDLER_MARK, True)
+    return marked
 
 
 def _message_types(cls: type, method: Callable[..., Any]) -> list[type[Message]]:

@@ -45,23 +45,23 @@ def _arguments_model(cls: type[Actor]) -> type[BaseModel]:
                 default = ... if param.default is param.empty else param.default
                 fields[param.name] = (annotation, default)
     config = ConfigDict(extra=extra, arbitrary_types_allowed=True)
-    model = pydantic.create_model(  # type: ignore[call-overload]
-        f"{cls.__name__}Arguments", __config__=config, **fields
-    )
+    model = pydantic.create_model(f"{cls.__name__}Arguments", __config__=config, **fields)
     setattr(cls, _MODEL_ATTR, model)
     return typing.cast(type[BaseModel], model)
 
 
-def validate_arguments(cls: type[Actor], kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The arguments as ``cls(**result)`` takes them, or :class:`InvalidArguments`."""
+def validate_arguments(cls: type[Actor], kwargs: dict[str, Any]) -> None:
+    """Check arguments for an in-process actor, or raise :class:`InvalidArguments`.
+
+    The actor then gets the very objects given (as a direct call would), not copies.
+    """
     model = _arguments_model(cls)
     try:
-        validated = model.model_validate(kwargs)
+        model.model_validate(kwargs)
     except pydantic.ValidationError as exc:
         raise InvalidArguments(
             f"invalid arguments for {cls.__qualname__}: " + _describe(exc)
         ) from exc
-    return _as_kwargs(validated)
 
 
 def arguments_to_json(cls: type[Actor], kwargs: dict[str, Any]) -> str:

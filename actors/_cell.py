@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from typing import TYPE_CHECKING, Protocol
 
 import trio
@@ -32,7 +31,7 @@ class Child(Protocol):
     shutdown_timeout: float
     done: trio.Event
 
-    async def shutdown(self, timeout: float) -> None: ...
+    async def shutdown(self, grace: float) -> None: ...
 
 
 class Parent(Protocol):
@@ -79,7 +78,10 @@ class Cell:
         if not self.accepting:
             raise ActorGone(f"actor {self.path} ({self.address}) is not running")
         try:
-            await self._send.send((message, reply))
+            try:
+                self._send.send_nowait((message, reply))
+            except trio.WouldBlock:
+                await self._send.send((message, reply))
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise ActorGone(f"actor {self.path} ({self.address}) stopped") from None
 
@@ -88,15 +90,17 @@ class Cell:
         self.accepting = False
         self._send.close()
 
-    async def shutdown(self, timeout: float) -> None:
-        """Stop, wait up to ``timeout`` seconds for the queue to drain, then cancel."""
+    async def shutdown(self, grace: float) -> None:
+        """Stop, wait up to ``grace`` seconds for the queue to drain, then cancel."""
         self.stop()
-        with trio.move_on_after(timeout):
+        with trio.move_on_after(grace):
             await self.done.wait()
         self._scope.cancel()
         await self.done.wait()
 
-    async def run(self, *, task_status: trio.TaskStatus[ActorRef] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: trio.TaskStatus[ActorRef] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         node = self.node
         node.cells[self.id] = self
         started = False
@@ -136,7 +140,7 @@ class Cell:
             self.done.set()
 
     async def _cleanup(self) -> None:
-        timeout = self.shutdown_timeout if math.isfinite(self.shutdown_timeout) else math.inf
+        timeout = self.shutdown_timeout
         with trio.move_on_after(timeout) as scope:
             try:
                 await self.actor.cleanup()

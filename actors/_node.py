@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -33,7 +34,7 @@ from protocol import (
     encode_message,
 )
 
-from ._control import Failure, FailureKind
+from ._control import Failure, FailureKind, NameRegistered, NameUnregistered
 from ._errors import ActorError, ActorGone, ActorNotFound, RemoteError
 from ._ref import NODE_CONTEXT_KEY, ActorRef
 
@@ -45,6 +46,7 @@ __all__ = ["Link", "Node", "Reply"]
 log = logging.getLogger("actors")
 
 MASTER_NODE = "0"
+_TELL_BUDGET = 64
 
 
 class _Pending:
@@ -112,6 +114,7 @@ class Link:
         self.is_parent = is_parent
         self.down = False
         self.down_reason = ""
+        self.error: BaseException | None = None  # what ended the link, if it failed
         # Asks forwarded out through this link, keyed by (asker node, corr): the destination.
         self.relayed: dict[tuple[str, int], str] = {}
         self.on_control: Callable[[Message], None] | None = None
@@ -149,6 +152,7 @@ class Node:
         self._corrs = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
         self._context = {NODE_CONTEXT_KEY: self}
+        self._tell_budget = _TELL_BUDGET
 
     @property
     def is_master(self) -> bool:
@@ -167,8 +171,6 @@ class Node:
             raise ActorError(f"the name {path!r} is already taken by {self.names[path]}")
         self.names[path] = address
         if self.parent is not None and not self.parent.down:
-            from ._control import NameRegistered
-
             try:
                 self.parent.send_control(NameRegistered(path=path, address=address))
             except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -178,8 +180,6 @@ class Node:
         if self.names.get(path) == address:
             del self.names[path]
             if self.parent is not None and not self.parent.down:
-                from ._control import NameUnregistered
-
                 try:
                     self.parent.send_control(NameUnregistered(path=path, address=address))
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -222,24 +222,37 @@ class Node:
         return cell
 
     async def tell(self, ref: ActorRef, message: Message) -> None:
+        # A tell is a cancellation point every time, but lets other tasks run only every
+        # _TELL_BUDGET calls (or when it has to wait): a burst of tells to a worker then
+        # leaves in a few large writes instead of one write and one scheduling round each.
+        await trio.lowlevel.checkpoint_if_cancelled()
         address = self._resolve(ref)
         node_id, _, actor = address.partition("/")
         if node_id == self.id:
             await self._local_cell(actor).deliver(message, None)
-            return
-        link = self.link_towards(node_id)
-        if link is None or link.down:
-            raise ActorGone(f"no route to actor {address}: its process is gone")
-        data, fds = encode_message(
-            FrameKind.TELL, message, route=f"{address}|{self.id}",
-            max_frame_size=self.max_frame_size,
-        )
-        try:
-            await link.channel.send(data, fds)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise ActorGone(f"no route to actor {address}: {exc}") from exc
+        else:
+            link = self.link_towards(node_id)
+            if link is None or link.down:
+                raise ActorGone(f"no route to actor {address}: its process is gone")
+            data, fds = encode_message(
+                FrameKind.TELL, message, route=f"{address}|{self.id}",
+                max_frame_size=self.max_frame_size,
+            )
+            try:
+                queued = link.channel.send_nowait(data, fds, defer=True)
+                if queued > link.channel.high_water:
+                    await link.channel.wait_writable()
+                    self._tell_budget = _TELL_BUDGET
+                    return
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise ActorGone(f"no route to actor {address}: {exc}") from exc
+        self._tell_budget -= 1
+        if self._tell_budget <= 0:
+            self._tell_budget = _TELL_BUDGET
+            await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def ask(self, ref: ActorRef, message: Message) -> Message | None:
+        await trio.lowlevel.checkpoint_if_cancelled()
         address = self._resolve(ref)
         node_id, _, actor = address.partition("/")
         if node_id == self.id:
@@ -259,7 +272,9 @@ class Node:
             self._pending[corr] = pending
             try:
                 try:
-                    await link.channel.send(data, fds)
+                    # Written at once (no deferral): the asker waits for the answer anyway.
+                    if link.channel.send_nowait(data, fds) > link.channel.high_water:
+                        await link.channel.wait_writable()
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                     raise ActorGone(f"no route to actor {address}: {exc}") from exc
                 await pending.event.wait()
@@ -304,6 +319,7 @@ class Node:
     async def pump(self, link: Link) -> None:
         """Route every frame arriving on ``link`` until it ends; then take the link down."""
         reason = "closed"
+        error: BaseException | None = None
         try:
             while True:
                 for frame in await link.channel.receive_some():
@@ -311,28 +327,31 @@ class Node:
         except trio.EndOfChannel:
             reason = "closed"
         except ProtocolError as exc:
-            reason = f"protocol error: {exc}"
-            log.error("closing the channel to node %s: %s", link.peer, exc)
+            reason, error = f"protocol error: {type(exc).__name__}: {exc}", exc
+            log.error("closing the channel to node %s: %s", link.peer, reason)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            reason = f"channel failed: {exc}"
+            reason, error = f"channel failed: {exc}", exc
         finally:
-            self.link_down(link, reason)
+            self.link_down(link, reason, error)
 
-    def link_down(self, link: Link, reason: str) -> None:
+    def link_down(self, link: Link, reason: str, error: BaseException | None = None) -> None:
         """Forget ``link``: fail what waits on it and close it."""
         if link.down:
             return
         link.down = True
         link.down_reason = reason
+        link.error = error
         link.channel.close()
-        error = f"the process of node {link.peer} is gone ({reason})"
+        text = f"the process of node {link.peer} is gone ({reason})"
         for pending in self._pending.values():
             if pending.link is link:
-                pending.fail(ActorGone(error))
+                gone = ActorGone(text)
+                gone.__cause__ = error
+                pending.fail(gone)
         for (asker, corr), destination in link.relayed.items():
             self.send_failure(
                 asker, corr, Failure(kind="gone", type_name="ActorGone",
-                                     message=f"actor {destination}: {error}")
+                                     message=f"actor {destination}: {text}")
             )
         link.relayed.clear()
         if not link.is_parent:
@@ -414,7 +433,11 @@ class Node:
         if frame.kind is FrameKind.ASK:
             out.relayed[(source, frame.corr)] = frame.route.partition("|")[0]
         try:
-            await out.channel.send(frame.encode(), frame.fds)
+            queued = out.channel.send_nowait(
+                frame.encode(), frame.fds, defer=frame.kind is FrameKind.TELL
+            )
+            if queued > out.channel.high_water:
+                await out.channel.wait_writable()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             if frame.kind is FrameKind.ASK:
                 out.relayed.pop((source, frame.corr), None)
@@ -464,8 +487,6 @@ _NONE_REPLY = _NoneReply()
 
 
 def _close_fds(frame: Frame) -> None:
-    import os
-
     for fd in frame.fds:
         try:
             os.close(fd)

@@ -11,7 +11,6 @@ that a pre-imported fork server can replace the cold interpreter start.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import signal
 import socket
@@ -24,8 +23,16 @@ import trio
 from protocol import PROTOCOL_VERSION, Message, VersionMismatch, open_channel
 
 from ._actor import Actor
-from ._control import Hello, NameRegistered, NameUnregistered, Ready, Start, StartFailed, Stop
-from ._control import Stopping
+from ._control import (
+    Hello,
+    NameRegistered,
+    NameUnregistered,
+    Ready,
+    Start,
+    StartFailed,
+    Stop,
+    Stopping,
+)
 from ._errors import ActorError, SpawnError
 from ._node import Link, Node
 from ._ref import ActorRef
@@ -48,6 +55,7 @@ log = logging.getLogger("actors")
 CHANNEL_FD_ENV = "ACTORS_CHANNEL_FD"
 PARENT_PID_ENV = "ACTORS_PARENT_PID"
 _GRACE_AFTER_EOF = 1.0  # a worker whose channel closed exits within this long
+_RUNTIME_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class Spawner(Protocol):
@@ -64,9 +72,8 @@ class ColdSpawner:
         env[CHANNEL_FD_ENV] = str(fd)
         env[PARENT_PID_ENV] = str(os.getpid())
         # The worker must import this very copy of the runtime, installed or not.
-        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env["PYTHONPATH"] = os.pathsep.join(
-            [here, *(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p)]
+            [_RUNTIME_ROOT, *(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p)]
         )
         return await trio.lowlevel.open_process(
             [sys.executable, "-m", "actors._bootstrap"],
@@ -252,18 +259,18 @@ class ProcessChild:
         else:
             raise SpawnError(f"unexpected control message {type(message).__name__}")
 
-    async def shutdown(self, timeout: float) -> None:
-        """Ask the worker to stop; after ``timeout`` seconds, kill its process group."""
+    async def shutdown(self, grace: float) -> None:
+        """Ask the worker to stop; after ``grace`` seconds, kill its process group."""
         link = self.link
         if link is not None and not link.down:
             try:
                 link.send_control(Stop())
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
-        with trio.move_on_after(timeout if math.isfinite(timeout) else math.inf):
+        with trio.move_on_after(grace):
             await self.done.wait()
         if not self.done.is_set():
-            log.warning("worker %s did not stop within %s s: killing it", self.path, timeout)
+            log.warning("worker %s did not stop within %s s: killing it", self.path, grace)
             self._kill()
             await self.done.wait()
 
@@ -293,7 +300,7 @@ class ProcessChild:
             grace = self.shutdown_timeout
         else:
             grace = _GRACE_AFTER_EOF
-        with trio.move_on_after(grace if math.isfinite(grace) else math.inf):
+        with trio.move_on_after(grace):
             await process.wait()
         if process.returncode is None:
             self._kill()

@@ -56,9 +56,9 @@ async def spawn(
         parent.children.append(child)
         parent.nursery.start_soon(child.run)
         return await child.wait_ready()
-    validated = validate_arguments(actor_class, kwargs)
+    validate_arguments(actor_class, kwargs)
     try:
-        actor = actor_class(**validated)
+        actor = actor_class(**kwargs)
     except Exception as exc:
         raise SpawnError(f"{actor_class.__qualname__}(...) raised {exc!r}") from exc
     cell = Cell(node, actor, path=path, parent=parent, shutdown_timeout=shutdown)

@@ -73,7 +73,9 @@ class ActorSystem:
 
 
 @asynccontextmanager
-async def open_system(*, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> AsyncIterator[ActorSystem]:
+async def open_system(
+    *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+) -> AsyncIterator[ActorSystem]:
     """Run an actor system in this process (the master) for the duration of the block.
 
     Leaving the block stops every actor, the last started first: each gets a stop request

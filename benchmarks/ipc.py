@@ -166,6 +166,13 @@ def capped(n: int, warm_n: int, warm_s: float, budget_s: float) -> int:
     return min(n, max(1_000, int(warm_n / warm_s * budget_s)))
 
 
+def describe(exc: BaseException) -> str:
+    """One line for an exception, with the leaves of an exception group spelled out."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(describe(sub) for sub in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}"
+
+
 class Verdict(Exception):
     """The child's reply contradicts what was sent: the figures would be meaningless."""
 
@@ -190,12 +197,12 @@ async def _ours_round(cfg: Config) -> Round:
             nonlocal sent
             reply = await ref.ask(Ping(seq=seq, payload=PAYLOAD))
             sent += 1
-            if reply.seq != seq:
+            if not isinstance(reply, Ping) or reply.seq != seq:
                 raise Verdict(f"reply {reply!r} to ask {seq}")
 
         async def count() -> None:
             counted = await ref.ask(Count())
-            if counted.value != sent:
+            if not isinstance(counted, Counted) or counted.value != sent:
                 raise Verdict(f"sink counted {counted!r}, expected {sent}")
 
         t0 = time.perf_counter()
@@ -379,14 +386,14 @@ class ImplResult:
     def median(self, metric: str) -> float | None:
         if self.status != "ok" or not self.rounds:
             return None
-        return statistics.median(getattr(r, metric) for r in self.rounds)
+        return float(statistics.median(getattr(r, metric) for r in self.rounds))
 
     def spread(self, metric: str) -> float | None:
         """Half the min-max range over the rounds, relative to the median."""
         med = self.median(metric)
         if med is None or not self.rounds or med == 0:
             return None
-        values = [getattr(r, metric) for r in self.rounds]
+        values: list[float] = [getattr(r, metric) for r in self.rounds]
         return (max(values) - min(values)) / 2 / med
 
 
@@ -405,7 +412,7 @@ def run_all(cfg: Config, impls: Sequence[str], log: Callable[[str], None]) -> di
                 figures = RoundFigures.of(RUNNERS[impl](cfg))
             except Exception as exc:
                 result.status = "error"
-                result.error = f"round {i + 1}: {type(exc).__name__}: {exc}"
+                result.error = f"round {i + 1}: {describe(exc)}"
                 log(f"round {i + 1}/{cfg.rounds} {impl}: {result.error}")
                 continue
             assert result.rounds is not None

@@ -69,6 +69,9 @@ class Channel:
         self._drained = trio.lowlevel.ParkingLot()
         self._closed = False
 
+    high_water: Final = _HIGH_WATER
+    """Queued bytes past which producers should wait (see :meth:`wait_writable`)."""
+
     @property
     def max_frame_size(self) -> int:
         return self._decoder.max_frame_size
@@ -89,20 +92,21 @@ class Channel:
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         if self.send_nowait(data, fds) > _HIGH_WATER:
-            while len(self._out) > _LOW_WATER and self._send_error is None:
-                await self._drained.park()
-            self._check_sendable()
+            await self.wait_writable()
         else:
             await trio.lowlevel.cancel_shielded_checkpoint()
 
-    def send_nowait(self, data: bytes, fds: Sequence[int] = ()) -> int:
+    def send_nowait(self, data: bytes, fds: Sequence[int] = (), *, defer: bool = False) -> int:
         """Send or queue one frame without waiting; returns the bytes left queued.
 
-        For replies and control frames, whose number is bounded by the peer's requests;
-        anything a sender can produce without bound should use :meth:`send`.
+        With ``defer``, a frame without fds is only queued: the writer task sends everything
+        queued in one write once the sending task lets it run. Bursts of one-way messages
+        then cost one system call per burst; a request that waits for an answer should not
+        defer. Nothing here bounds the queue: callers that can produce without bound
+        (``send``, ``tell``) wait when it passes the high-water mark.
         """
         self._check_sendable()
-        if not self._out:
+        if not self._out and not (defer and not fds):
             try:
                 sent = self._sock.sendmsg([data], [_rights(fds)]) if fds else self._sock.send(data)
             except BlockingIOError:
@@ -122,8 +126,20 @@ class Channel:
                 offset = self._out_base + len(self._out)
                 self._out_fds.append((offset, [os.dup(fd) for fd in fds]))
             self._out += data
-        self._wake_writer.unpark_all()
+        if self._wake_writer:
+            self._wake_writer.unpark_all()
         return len(self._out)
+
+    @property
+    def queued(self) -> int:
+        """Bytes waiting for the writer task."""
+        return len(self._out)
+
+    async def wait_writable(self) -> None:
+        """Wait until the queue is below the low-water mark (backpressure for producers)."""
+        while len(self._out) > _LOW_WATER and self._send_error is None:
+            await self._drained.park()
+        self._check_sendable()
 
     async def flush(self) -> None:
         """Wait until every frame sent so far is written to the socket."""
@@ -200,6 +216,7 @@ class Channel:
         self._receiving = True
         try:
             await trio.lowlevel.checkpoint_if_cancelled()
+            waited = False
             while not self._ready:
                 if self._recv_error is not None:
                     raise self._recv_error
@@ -211,13 +228,15 @@ class Channel:
                     )
                 except BlockingIOError:
                     await trio.lowlevel.wait_readable(self._sock)
+                    waited = True
                     continue
                 except OSError as exc:
                     self._fail(trio.BrokenResourceError(f"channel read failed: {exc}"))
                     continue
                 self._absorb(data, ancdata, flags)
             frames, self._ready = self._ready, []
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            if not waited:  # waiting was the checkpoint; otherwise make one
+                await trio.lowlevel.cancel_shielded_checkpoint()
             return frames
         finally:
             self._receiving = False

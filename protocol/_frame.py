@@ -149,19 +149,21 @@ def decode_message(frame: Frame, context: dict[str, Any] | None = None) -> Messa
     """Validate a frame's body as its registered Message class.
 
     The message takes ownership of the frame's fds that its handle fields claim; any fd it
-    does not claim, and every fd when decoding fails, is closed here.
+    does not claim, and every fd when decoding fails, is closed here. ``context`` is passed
+    to pydantic validators (it is not modified).
     """
     fds = frame.fds
+    if not fds:
+        return registry.decode(frame.tag, frame.body, context)
     frame.fds = []
     ctx: dict[str, Any] = {} if context is None else dict(context)
     ctx[HANDLES_KEY] = fds
-    ok = False
+    claimed: set[int] = set()
     try:
         message = registry.decode(frame.tag, frame.body, ctx)
-        ok = True
+        claimed = ctx.get(CLAIMED_KEY, claimed)
         return message
     finally:
-        claimed: set[int] = ctx.get(CLAIMED_KEY, set()) if ok else set()
         for index, fd in enumerate(fds):
             if index not in claimed:
                 _close_quietly(fd)
@@ -187,7 +189,10 @@ class FrameDecoder:
         if max_frame_size < 0:
             raise ValueError("max_frame_size must be >= 0")
         self.max_frame_size = max_frame_size
-        self._buf = bytearray()
+        # What was fed and not yet returned starts at self._pos. A read that ends on a frame
+        # boundary is kept as the bytes object it came in (no copy); only a partial frame is
+        # accumulated in a bytearray.
+        self._buf: bytes | bytearray = b""
         self._pos = 0
         self._failed: DecodeError | FrameTooLarge | None = None
 
@@ -197,9 +202,16 @@ class FrameDecoder:
         return len(self._buf) - self._pos
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
-        if self._pos and self._pos == len(self._buf):
-            self._buf.clear()
+        if self._pos >= len(self._buf):
+            self._buf = data if isinstance(data, bytes) else bytes(data)
             self._pos = 0
+            return
+        if isinstance(self._buf, bytearray):
+            if self._pos:
+                del self._buf[: self._pos]
+        else:
+            self._buf = bytearray(memoryview(self._buf)[self._pos :])
+        self._pos = 0
         self._buf += data
 
     def next_frame(self) -> Frame | None:
@@ -207,9 +219,7 @@ class FrameDecoder:
             raise self._failed
         buf = self._buf
         pos = self._pos
-        available = len(buf) - pos
-        if available < HEADER_SIZE:
-            self._compact()
+        if len(buf) - pos < HEADER_SIZE:
             return None
         length, kind, nfds, tag_len, route_len, reserved, corr = _HEADER.unpack_from(buf, pos)
         error: DecodeError | FrameTooLarge | None = None
@@ -224,30 +234,35 @@ class FrameDecoder:
             raise error
         end = pos + HEADER_SIZE + length
         if len(buf) < end:
-            self._compact()
             return None
         start = pos + HEADER_SIZE
+        split = start + tag_len
+        body_start = split + route_len
         try:
-            tag = buf[start : start + tag_len].decode()
-            route = buf[start + tag_len : start + tag_len + route_len].decode()
+            tag = str(buf[start:split], "utf-8")
+            route = str(buf[split:body_start], "utf-8") if route_len else ""
         except UnicodeDecodeError as exc:
             self._failed = DecodeError(f"frame tag or route is not UTF-8: {exc}")
             raise self._failed from exc
-        body = bytes(buf[start + tag_len + route_len : end])
+        body = buf[body_start:end]
         self._pos = end
-        return Frame(_KINDS[kind], corr, tag, route, body, nfds)
+        return Frame(
+            _KINDS[kind], corr, tag, route, body if type(body) is bytes else bytes(body), nfds
+        )
 
     def frames(self) -> list[Frame]:
-        """Every complete frame buffered now (raises at the first bad one)."""
-        out = []
-        while (frame := self.next_frame()) is not None:
-            out.append(frame)
-        return out
+        """Every complete frame buffered now.
 
-    def _compact(self) -> None:
-        # Drop consumed bytes once they dominate, so the buffer holds at most one partial
-        # frame plus what the last feed brought.
-        if self._pos > 65536 and self._pos * 2 > len(self._buf):
-            del self._buf[: self._pos]
-            self._pos = 0
+        A bad header raises here only once the frames before it were returned (by this call
+        or an earlier one): they are already taken out of the decoder and would be lost.
+        """
+        out: list[Frame] = []
+        try:
+            while (frame := self.next_frame()) is not None:
+                out.append(frame)
+        except (DecodeError, FrameTooLarge):
+            if not out:
+                raise
+            # The error is kept in self._failed: the next call raises it.
+        return out
 

@@ -69,7 +69,7 @@ class FdHandle:
         return f"{type(self).__name__}({'closed' if self._fd is None else self._fd})"
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other._fd == self._fd  # type: ignore[attr-defined]
+        return isinstance(other, FdHandle) and type(other) is type(self) and other._fd == self._fd
 
     def __hash__(self) -> int:
         return hash((type(self), self._fd))

@@ -65,7 +65,8 @@ class MessageRegistry:
         """Validate the JSON ``body`` as the message registered under ``tag``."""
         cls = self.lookup(tag)
         try:
-            return cls.model_validate_json(body, context=context)
+            message: Message = cls.__pydantic_validator__.validate_json(body, context=context)
+            return message
         except pydantic.ValidationError as exc:
             raise InvalidMessage(tag, _summarise(exc)) from exc
         except ValueError as exc:  # a handle index out of range, bad UTF-8 in the body

@@ -1,0 +1,21 @@
+"""The examples run as a user would run them (actors defined in ``__main__``)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+
+
+async def test_ping_pong_runs_actors_defined_in_main() -> None:
+    with trio.fail_after(60):
+        result = await trio.run_process(
+            [sys.executable, str(EXAMPLES / "ping_pong.py"), "--rounds", "200"],
+            capture_stdout=True, capture_stderr=True, check=False,
+        )
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"asks/s" in result.stdout

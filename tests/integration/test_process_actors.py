@@ -1,0 +1,262 @@
+"""Process actors end to end: real worker processes, real channels."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+import trio
+
+from actors import (
+    Actor,
+    ActorGone,
+    ActorNotFound,
+    ActorRef,
+    InvalidArguments,
+    RemoteError,
+    SpawnError,
+    handler,
+    open_system,
+)
+from protocol import Message
+
+from conftest import child_processes
+
+TIMEOUT = 20
+
+
+class Add(Message):
+    a: int
+    b: int
+
+
+class Total(Message):
+    value: int
+
+
+class Fail(Message):
+    text: str
+
+
+class WhoAreYou(Message):
+    pass
+
+
+class Identity(Message):
+    pid: int
+    path: str
+    node: str
+
+
+class Hang(Message):
+    pass
+
+
+class Adder(Actor):
+    def __init__(self, base: int = 0) -> None:
+        self.base = base
+
+    @handler
+    async def add(self, msg: Add) -> Total:
+        return Total(value=msg.a + msg.b + self.base)
+
+    @handler
+    async def fail(self, msg: Fail) -> None:
+        raise KeyError(msg.text)
+
+    @handler
+    async def who(self, msg: WhoAreYou) -> Identity:
+        return Identity(pid=os.getpid(), path=self.ctx.path, node=self.ctx.node)
+
+    @handler
+    async def hang(self, msg: Hang) -> None:
+        await trio.sleep_forever()
+
+
+class Forward(Message):
+    target: ActorRef
+    a: int
+    b: int
+
+
+class Relay(Actor):
+    """Asks whatever actor it is sent, from its own process."""
+
+    @handler
+    async def forward(self, msg: Forward) -> Total:
+        return await msg.target.ask(Add(a=msg.a, b=msg.b), Total)
+
+
+class StartChildren(Message):
+    process: bool
+
+
+class Children(Message):
+    child: ActorRef
+    pid: int
+
+
+class Parent(Actor):
+    @handler
+    async def start(self, msg: StartChildren) -> Children:
+        child = await self.ctx.spawn(Adder, name="child", process=msg.process, base=100)
+        ident = await child.ask(WhoAreYou(), Identity)
+        return Children(child=child, pid=ident.pid)
+
+
+class BadSetup(Actor):
+    async def setup(self) -> None:
+        raise RuntimeError("no database")
+
+
+class Loose(Actor):
+    def __init__(self, **options: object) -> None:
+        self.options = options
+
+
+class Stubborn(Actor):
+    """Takes far longer to clean up than its shutdown timeout allows."""
+
+    async def cleanup(self) -> None:
+        with trio.CancelScope(shield=True):
+            await trio.sleep(60)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def test_tell_and_ask_a_process_actor() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_system() as system:
+            adder = await system.spawn(Adder, name="adder", process=True, base=10)
+            assert await adder.ask(Add(a=1, b=2)) == Total(value=13)
+            for i in range(100):
+                await adder.tell(Add(a=i, b=i))
+            ident = await adder.ask(WhoAreYou(), Identity)
+            assert ident.pid != os.getpid()
+            assert ident.path == "adder"
+            assert ident.node != "0"
+            assert await system.ref("adder").ask(Add(a=2, b=2), Total) == Total(value=14)
+
+
+async def test_handler_error_reaches_asker_with_type_and_traceback() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_system() as system:
+            adder = await system.spawn(Adder, name="adder", process=True)
+            with pytest.raises(RemoteError) as info:
+                await adder.ask(Fail(text="boom"))
+            assert info.value.type_name == "KeyError"
+            assert "boom" in info.value.message
+            assert "raise KeyError(msg.text)" in info.value.traceback
+            # The crash ended the actor, and with it its worker: later asks fail promptly.
+            with pytest.raises(ActorGone):
+                await adder.ask(Add(a=1, b=1))
+
+
+async def test_ask_fails_promptly_when_the_worker_is_killed_mid_question() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_system() as system:
+            adder = await system.spawn(Adder, name="adder", process=True)
+            ident = await adder.ask(WhoAreYou(), Identity)
+
+            async def kill_soon() -> None:
+                await trio.sleep(0.2)
+                os.kill(ident.pid, signal.SIGKILL)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(kill_soon)
+                with trio.fail_after(5), pytest.raises(ActorGone):
+                    await adder.ask(Hang())
+            with pytest.raises(ActorGone):
+                await adder.tell(Add(a=1, b=1))
+
+
+async def test_unknown_path_and_bad_arguments_start_nothing() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_system() as system:
+            before = child_processes()
+            with pytest.raises(ActorNotFound):
+                await system.ref("nobody").ask(Add(a=1, b=1))
+            with pytest.raises(InvalidArguments, match="base"):
+                await system.spawn(Adder, name="a", process=True, base="not a number")
+            with pytest.raises(InvalidArguments, match="unexpected"):
+                await system.spawn(Adder, name="b", process=True, unexpected=1)
+            with pytest.raises(InvalidArguments, match="JSON"):
+                await system.spawn(Loose, name="c", process=True, anything=object())
+            assert child_processes() == before
+
+
+async def test_setup_failure_is_a_spawn_error_with_the_worker_traceback() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_system() as system:
+            with pytest.raises(SpawnError, match="no database") as info:
+                await system.spawn(BadSetup, name="bad", process=True)
+            assert "RuntimeError" in str(info.value)
+            assert not child_processes()
+            assert "bad" not in system.names()
+
+
+async def test_refs_travel_in_messages_between_workers() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_system() as system:
+            adder = await system.spawn(Adder, name="adder", process=True, base=1)
+            relay = await system.spawn(Relay, name="relay", process=True)
+            local = await system.spawn(Adder, name="local", base=1000)
+            assert await relay.ask(Forward(target=adder, a=1, b=2), Total) == Total(value=4)
+            assert await relay.ask(Forward(target=local, a=1, b=2), Total) == Total(value=1003)
+            by_path = system.ref("adder")
+            assert await relay.ask(Forward(target=by_path, a=5, b=5), Total) == Total(value=11)
+
+
+async def test_actor_spawns_children_bounded_by_its_lifetime() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_system() as system:
+            parent = await system.spawn(Parent, name="parent", process=True)
+            result = await parent.ask(StartChildren(process=True), Children)
+            assert result.pid not in (os.getpid(),)
+            assert await result.child.ask(Add(a=1, b=1), Total) == Total(value=102)
+            assert await system.ref("parent/child").ask(Add(a=0, b=0), Total) == Total(value=100)
+            await system.stop()
+            with trio.fail_after(5):
+                while _alive(result.pid):
+                    await trio.sleep(0.05)
+
+
+async def test_in_process_parent_with_process_child() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_system() as system:
+            parent = await system.spawn(Parent, name="parent")
+            result = await parent.ask(StartChildren(process=True), Children)
+            assert result.pid != os.getpid()
+            assert await result.child.ask(Add(a=1, b=1), Total) == Total(value=102)
+
+
+async def test_worker_ignores_sigint_and_finishes_on_sigterm() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_system() as system:
+            adder = await system.spawn(Adder, name="adder", process=True)
+            ident = await adder.ask(WhoAreYou(), Identity)
+            os.kill(ident.pid, signal.SIGINT)
+            assert await adder.ask(Add(a=1, b=1), Total) == Total(value=2)
+            os.kill(ident.pid, signal.SIGTERM)
+            while _alive(ident.pid):
+                await trio.sleep(0.02)
+            with pytest.raises(ActorGone):
+                await adder.ask(Add(a=1, b=1))
+
+
+async def test_leaving_the_system_kills_a_worker_that_will_not_stop() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_system() as system:
+            await system.spawn(Stubborn, name="stubborn", process=True, shutdown=0.5)
+            pids = list(child_processes())
+            assert len(pids) == 1
+            start = trio.current_time()
+        assert trio.current_time() - start < 10
+        assert not child_processes()
