@@ -8,36 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-
-def open_fds() -> set[int]:
-    """The fds open in this process (the one os.listdir opens to list them is not kept)."""
-    fds = set()
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        try:
-            os.fstat(fd)
-        except OSError:
-            continue  # the directory handle of the listing itself, closed by now
-        fds.add(fd)
-    return fds
-
-
-def child_processes() -> dict[int, str]:
-    """Direct children of this process (pid -> state letter), zombies included."""
-    me = os.getpid()
-    found: dict[int, str] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as handle:
-                stat = handle.read()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == me:
-            found[int(name)] = fields[0]
-    return found
+from tests.leaks import child_processes, open_fds
 
 
 @pytest.fixture(autouse=True)

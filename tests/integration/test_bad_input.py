@@ -20,12 +20,12 @@ from protocol import (
     FrameKind,
     FrameTooLarge,
     InvalidMessage,
+    Message,
     ProtocolError,
     UnexpectedHandles,
     UnknownMessageType,
     encode_frame,
 )
-from protocol import Message
 
 TIMEOUT = 20
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trio
+
+from tests.processes import is_running, wait_exited
 
 SCRIPT = Path(__file__).with_name("master_script.py")
 _PR_SET_CHILD_SUBREAPER = 36
@@ -28,41 +29,39 @@ def subreaper() -> Iterator[None]:
         libc.prctl(_PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
 
 
-def _exited(pid: int) -> bool:
-    """True once ``pid`` has exited; reaps it if it became our child."""
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return True
-    except ChildProcessError:
-        pass
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
-
-
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
 async def test_worker_exits_when_its_master_dies(subreaper: None, how: signal.Signals) -> None:
     with trio.fail_after(30):
-        master = subprocess.Popen(
-            [sys.executable, str(SCRIPT)], stdout=subprocess.PIPE, cwd=SCRIPT.parent
-        )
+        receive, send = os.pipe()
         try:
-            assert master.stdout is not None
-            line = await trio.to_thread.run_sync(master.stdout.readline)
+            master = await trio.lowlevel.open_process(
+                [sys.executable, str(SCRIPT)], stdout=send, cwd=SCRIPT.parent
+            )
+        finally:
+            os.close(send)
+        worker = 0
+        try:
+            async with trio.lowlevel.FdStream(receive) as stdout:
+                line = b""
+                while not line.endswith(b"\n"):
+                    chunk = await stdout.receive_some()
+                    assert chunk, "the master exited before printing its worker's pid"
+                    line += chunk
             worker = int(line)
-            assert not _exited(worker)
+            assert is_running(worker)
             master.send_signal(how)
-            await trio.to_thread.run_sync(master.wait)
+            await master.wait()
             # PR_SET_PDEATHSIG makes this immediate; channel EOF is the second line of defence.
             with trio.fail_after(3):
-                while not _exited(worker):
-                    await trio.sleep(0.01)
+                await wait_exited(worker)
         finally:
-            if master.poll() is None:
-                master.kill()
-                master.wait()
-            if master.stdout is not None:
-                master.stdout.close()
+            master.kill()
+            await master.wait()
+            if worker:
+                if is_running(worker):
+                    os.kill(worker, signal.SIGKILL)
+                await wait_exited(worker)
+                try:  # re-parented to us as subreaper: reap it (it has exited: no wait)
+                    os.waitpid(worker, os.WNOHANG)  # noqa: ASYNC222
+                except ChildProcessError:
+                    pass

@@ -20,8 +20,8 @@ from actors import (
     open_system,
 )
 from protocol import Message
-
-from conftest import child_processes
+from tests.leaks import child_processes
+from tests.processes import wait_exited
 
 TIMEOUT = 20
 
@@ -123,14 +123,6 @@ class Stubborn(Actor):
             await trio.sleep(60)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 async def test_tell_and_ask_a_process_actor() -> None:
     with trio.fail_after(TIMEOUT):
         async with open_system() as system:
@@ -224,8 +216,7 @@ async def test_actor_spawns_children_bounded_by_its_lifetime() -> None:
             assert await system.ref("parent/child").ask(Add(a=0, b=0), Total) == Total(value=100)
             await system.stop()
             with trio.fail_after(5):
-                while _alive(result.pid):
-                    await trio.sleep(0.05)
+                await wait_exited(result.pid)
 
 
 async def test_in_process_parent_with_process_child() -> None:
@@ -245,8 +236,7 @@ async def test_worker_ignores_sigint_and_finishes_on_sigterm() -> None:
             os.kill(ident.pid, signal.SIGINT)
             assert await adder.ask(Add(a=1, b=1), Total) == Total(value=2)
             os.kill(ident.pid, signal.SIGTERM)
-            while _alive(ident.pid):
-                await trio.sleep(0.02)
+            await wait_exited(ident.pid)
             with pytest.raises(ActorGone):
                 await adder.ask(Add(a=1, b=1))
 
