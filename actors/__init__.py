@@ -8,8 +8,25 @@ from ._errors import ActorGone as ActorGone
 from ._errors import ActorNotFound as ActorNotFound
 from ._errors import InvalidArguments as InvalidArguments
 from ._errors import RemoteError as RemoteError
+from ._errors import RestartLimitExceeded as RestartLimitExceeded
 from ._errors import SpawnError as SpawnError
+from ._events import ActorExited as ActorExited
+from ._events import ActorReady as ActorReady
+from ._events import ActorRestarted as ActorRestarted
+from ._events import ActorStarted as ActorStarted
+from ._events import ActorSuicided as ActorSuicided
+from ._events import Event as Event
+from ._events import ExitReason as ExitReason
+from ._events import SupervisorGaveUp as SupervisorGaveUp
 from ._ref import ActorRef as ActorRef
+from ._restart import Decision as Decision
+from ._restart import RestartHistory as RestartHistory
+from ._restart import decide as decide
+from ._spec import Backoff as Backoff
+from ._spec import SupervisorSpec as SupervisorSpec
+from ._spec import WorkerSpec as WorkerSpec
+from ._spec import supervisor as supervisor
+from ._spec import worker as worker
 from ._system import ActorSystem as ActorSystem
 from ._system import open_system as open_system
 
@@ -17,13 +34,30 @@ __all__ = [
     "Actor",
     "ActorContext",
     "ActorError",
+    "ActorExited",
     "ActorGone",
     "ActorNotFound",
+    "ActorReady",
     "ActorRef",
+    "ActorRestarted",
+    "ActorStarted",
+    "ActorSuicided",
     "ActorSystem",
+    "Backoff",
+    "Decision",
+    "Event",
+    "ExitReason",
     "InvalidArguments",
     "RemoteError",
+    "RestartHistory",
+    "RestartLimitExceeded",
     "SpawnError",
+    "SupervisorGaveUp",
+    "SupervisorSpec",
+    "WorkerSpec",
+    "decide",
     "handler",
     "open_system",
+    "supervisor",
+    "worker",
 ]

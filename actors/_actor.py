@@ -75,7 +75,8 @@ class Actor:
     actors they must be JSON-serialisable.
 
     Lifecycle: ``setup()`` runs before the actor is ready (a failure there is a failed
-    start); ``cleanup()`` runs once it has stopped taking messages, whatever the reason.
+    start); ``drain()`` once it stops taking messages, to let work in flight finish;
+    ``cleanup()`` last, whatever the reason it stopped.
     An exception escaping a handler crashes the actor: an ``ask`` being handled gets a
     :class:`RemoteError`, queued asks get :class:`ActorGone`.
     """
@@ -119,6 +120,13 @@ class Actor:
 
     async def setup(self) -> None:
         """Runs before the actor takes messages; raising here fails the start."""
+
+    async def drain(self) -> None:
+        """Runs when the actor stops taking messages, before its children stop and cleanup.
+
+        Wait here for work in flight (open connections, background tasks) to finish. It is
+        bounded by the actor's shutdown time, and skipped after an in-process crash.
+        """
 
     async def cleanup(self) -> None:
         """Runs after the actor stopped taking messages, on every kind of stop."""

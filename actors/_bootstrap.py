@@ -36,10 +36,19 @@ from protocol import (
 from ._actor import Actor
 from ._arguments import arguments_from_json
 from ._cell import Cell, Child
-from ._control import Failure, Hello, Ready, Start, StartFailed, Stop, Stopping
+from ._control import (
+    Failure,
+    Heartbeat,
+    Hello,
+    Ready,
+    Start,
+    StartFailed,
+    Stop,
+    Stopping,
+    Suicide,
+)
 from ._node import Link, Node
 from ._process import CHANNEL_FD_ENV, PARENT_PID_ENV
-from ._spawn import spawn
 
 _PR_SET_PDEATHSIG = 1
 _EXIT_FLUSH_TIMEOUT = 1.0
@@ -164,21 +173,40 @@ async def _serve(fd: int) -> int:
                         for cell in cell_box:
                             cell.stop()
 
+            async def send_heartbeats(interval: float) -> None:
+                while True:
+                    try:
+                        link.send_control(Heartbeat())
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        return
+                    await trio.sleep(interval)
+
+            def suicide(exc: BaseException) -> None:
+                # Ask for a replacement first; the cell then drains and exits.
+                failure = Failure.from_exception("remote", exc, actor=start.path)
+                try:
+                    link.send_control(Suicide(failure=failure))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+
             nursery.start_soon(pump_parent)
             nursery.start_soon(watch_sigterm)
-            parent_path, _, name = start.path.rpartition("/")
-            root = _Root(parent_path, nursery)
+            if start.heartbeat > 0:
+                nursery.start_soon(send_heartbeats, start.heartbeat)
+            root = _Root(start.path.rpartition("/")[0], nursery)
             try:
-                ref = await spawn(
-                    root, node, actor_class, name=name, process=False,
-                    shutdown=float("inf"), kwargs=kwargs,
-                )
+                actor = actor_class(**kwargs)
+                # The parent reports this actor's lifecycle; the worker reports its children's.
+                cell = Cell(node, actor, path=start.path, parent=root,
+                            shutdown_timeout=start.drain_timeout, report_events=False)
+                cell.on_crash = suicide
+                root.children.append(cell)
+                await nursery.start(cell.run)
             except Exception as exc:
-                exit_code = fail_start(exc.__cause__ or exc)
+                exit_code = fail_start(exc)
                 await _flush(channel)
                 nursery.cancel_scope.cancel()
                 return exit_code
-            cell = node.cells[int(ref.address.partition("/")[2])]  # type: ignore[union-attr]
             cell_box.append(cell)
             link.send_control(Ready(address=cell.address))
             await cell.done.wait()

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Protocol
 
 import trio
@@ -11,7 +15,8 @@ from protocol import Message
 
 from ._actor import Actor
 from ._control import Failure
-from ._errors import ActorGone
+from ._errors import ActorGone, leaves
+from ._events import ActorExited, ActorReady, ActorStarted, ExitReason
 from ._ref import ActorRef
 
 if TYPE_CHECKING:
@@ -30,6 +35,11 @@ class Child(Protocol):
     path: str
     shutdown_timeout: float
     done: trio.Event
+    started_at: float
+    exit_reason: ExitReason | None
+
+    @property
+    def ref(self) -> ActorRef: ...
 
     async def shutdown(self, grace: float) -> None: ...
 
@@ -52,7 +62,14 @@ class Cell:
     """
 
     def __init__(
-        self, node: Node, actor: Actor, *, path: str, parent: Parent, shutdown_timeout: float
+        self,
+        node: Node,
+        actor: Actor,
+        *,
+        path: str,
+        parent: Parent,
+        shutdown_timeout: float,
+        report_events: bool = True,
     ) -> None:
         self.node = node
         self.actor = actor
@@ -61,17 +78,31 @@ class Cell:
         self.shutdown_timeout = shutdown_timeout
         self.id = node.next_actor_id()
         self.address = f"{node.id}/{self.id}"
-        self.ref = ActorRef(node, address=self.address)
+        self._ref = ActorRef(node, address=self.address)
         self.children: list[Child] = []
         self.accepting = False
         self.done = trio.Event()
         self.failure: BaseException | None = None
+        self.exit_reason: ExitReason | None = None
+        self.on_crash: Callable[[BaseException], None] | None = None
+        self.drain_timeout = shutdown_timeout
+        self.started_at = 0.0
+        self.pid = os.getpid()
         self._send, self._recv = trio.open_memory_channel[tuple[Message, "Reply | None"]](
             max(0, actor.mailbox_size)
         )
         self._current: Reply | None = None
         self._scope = trio.CancelScope()
+        self._teardown_scope = trio.CancelScope(shield=True)
+        self._stop_requested = False
+        self._killed = False
+        self.stopped_itself = False
+        self._report = node.publish if report_events else _ignore
         self.nursery: trio.Nursery
+
+    @property
+    def ref(self) -> ActorRef:
+        return self._ref
 
     async def deliver(self, message: Message, reply: Reply | None) -> None:
         """Put a message in the mailbox, waiting while it is full."""
@@ -92,10 +123,14 @@ class Cell:
 
     async def shutdown(self, grace: float) -> None:
         """Stop, wait up to ``grace`` seconds for the queue to drain, then cancel."""
+        self._stop_requested = True
         self.stop()
         with trio.move_on_after(grace):
             await self.done.wait()
-        self._scope.cancel()
+        if not self.done.is_set():
+            self._killed = True
+            self._scope.cancel()
+            self._teardown_scope.cancel()
         await self.done.wait()
 
     async def run(
@@ -104,25 +139,42 @@ class Cell:
         node = self.node
         node.cells[self.id] = self
         started = False
+        self.started_at = trio.current_time()
+        self._report(ActorStarted(path=self.path, pid=self.pid))
         try:
-            with self._scope:
+            with self._scope, _unwrap_setup_failure(self):
                 async with trio.open_nursery() as nursery:
                     self.nursery = nursery
                     self.actor._actor_context = _make_context(self)
-                    await self.actor.setup()
+                    try:
+                        await self.actor.setup()
+                    except Exception as exc:
+                        self.failure = exc
+                        raise
                     node.register_name(self.path, self.address)
                     self.accepting = True
                     started = True
+                    self._report(
+                        ActorReady(path=self.path, address=self.address, pid=self.pid)
+                    )
                     task_status.started(self.ref)
+                    crashed = False
                     try:
                         await self._serve()
                     except Exception as exc:
+                        crashed = True
                         self.failure = exc
+                        self.stop()
+                        self._fail_queued()
                         log.error("actor %s (%s) crashed", self.path, self.address, exc_info=exc)
+                        if self.on_crash is not None:
+                            self.on_crash(exc)
                     finally:
                         self.stop()
                         self._fail_queued()
-                        with trio.CancelScope(shield=True):
+                        with self._teardown_scope:
+                            if not crashed or self.on_crash is not None:
+                                await self._drain()
                             await stop_children(self)
                             await self._cleanup()
                         nursery.cancel_scope.cancel()
@@ -137,7 +189,31 @@ class Cell:
                 node.unregister_name(self.path, self.address)
             if self in self.parent.children:
                 self.parent.children.remove(self)
+            self.exit_reason = self._reason()
+            self._report(ActorExited(
+                path=self.path, address=self.address if started else None, pid=self.pid,
+                reason=self.exit_reason,
+            ))
             self.done.set()
+
+    def _reason(self) -> ExitReason:
+        if self.failure is not None:
+            return crash_reason(self.failure)
+        if self._killed:
+            return ExitReason(
+                kind="killed", detail=f"did not stop within {self.shutdown_timeout} s"
+            )
+        if self.stopped_itself and not self._stop_requested:
+            return ExitReason(kind="normal")
+        # Asked to stop, or cancelled with whatever contains it (the system closing).
+        return ExitReason(kind="shutdown")
+
+    async def _drain(self) -> None:
+        with trio.move_on_after(self.drain_timeout):
+            try:
+                await self.actor.drain()
+            except Exception as exc:
+                log.error("drain of actor %s failed", self.path, exc_info=exc)
 
     async def _cleanup(self) -> None:
         timeout = self.shutdown_timeout
@@ -209,6 +285,38 @@ class Cell:
                 dropped += 1
         if dropped:
             log.warning("actor %s stopped with %d messages unread", self.path, dropped)
+
+
+def _ignore(event: object) -> None:
+    pass
+
+
+@contextmanager
+def _unwrap_setup_failure(cell: Cell) -> Iterator[None]:
+    """A failed ``setup`` leaves the cell's nursery as an exception group of one: re-raise
+    the original, so that the starter sees (and reports) what the actor raised."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        failure = cell.failure
+        if failure is not None and not cell.accepting and leaves(group) == [failure]:
+            raise failure from None
+        raise
+
+
+def crash_reason(exc: BaseException) -> ExitReason:
+    return ExitReason(
+        kind="crashed",
+        error_type=_qualified_name(type(exc)),
+        detail=str(exc),
+        traceback="".join(traceback.format_exception(exc)),
+    )
+
+
+def _qualified_name(cls: type) -> str:
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _gone(cell: Cell, why: str) -> Failure:

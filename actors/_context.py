@@ -59,5 +59,9 @@ class ActorContext:
         return ActorRef(self._cell.node, path=path)
 
     def stop(self) -> None:
-        """Stop this actor once the messages already in its mailbox are handled."""
+        """Stop this actor once the messages already in its mailbox are handled.
+
+        Its exit is ``normal``: a ``transient`` child that stops itself is not restarted.
+        """
+        self._cell.stopped_itself = True
         self._cell.stop()

@@ -12,16 +12,18 @@ from typing import Literal
 from protocol import Message
 
 __all__ = [
+    "EventReport",
     "Failure",
+    "Heartbeat",
     "Hello",
     "NameRegistered",
     "NameUnregistered",
-    "NodeDown",
     "Ready",
     "Start",
     "StartFailed",
     "Stop",
     "Stopping",
+    "Suicide",
 ]
 
 FailureKind = Literal["remote", "gone", "not_found", "protocol"]
@@ -71,6 +73,8 @@ class Start(Message, tag="actors.Start"):
     main_module: str | None = None
     sys_path: list[str]
     max_frame_size: int
+    heartbeat: float = 0.0  # seconds between heartbeats; 0: none
+    drain_timeout: float = 5.0  # how long work in flight may take after a suicide
 
 
 class Ready(Message, tag="actors.Ready"):
@@ -95,11 +99,21 @@ class Stopping(Message, tag="actors.Stopping"):
     failure: Failure | None = None
 
 
-class NodeDown(Message, tag="actors.NodeDown"):
-    """A process of the system is gone: asks waiting on it will not be answered."""
+class Suicide(Message, tag="actors.Suicide"):
+    """The worker hit an unexpected exception: start my replacement, I drain and exit."""
 
-    node: str
-    reason: str
+    failure: Failure
+
+
+class Heartbeat(Message, tag="actors.Heartbeat"):
+    """The worker's event loop is alive."""
+
+
+class EventReport(Message, tag="actors.EventReport"):
+    """A lifecycle event from a worker, forwarded towards the master's ``events()``."""
+
+    tag: str
+    body: str
 
 
 class NameRegistered(Message, tag="actors.NameRegistered"):

@@ -5,6 +5,7 @@
     ActorError                 the root: anything the runtime raises on purpose
     ├── SpawnError             an actor could not be started
     │   └── InvalidArguments   constructor arguments refused before any process started
+    ├── RestartLimitExceeded   a supervisor restarted too often and gave up
     ├── ActorNotFound          no actor is registered under that name or path
     ├── ActorGone              the actor stopped or its process died before it could answer
     └── RemoteError            a handler raised; carries the original type name and traceback
@@ -15,12 +16,18 @@ were waiting on the far side of it fail with :class:`ActorGone`, chained to it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._events import ExitReason
+
 __all__ = [
     "ActorError",
     "ActorGone",
     "ActorNotFound",
     "InvalidArguments",
     "RemoteError",
+    "RestartLimitExceeded",
     "SpawnError",
 ]
 
@@ -31,6 +38,21 @@ class ActorError(Exception):
 
 class SpawnError(ActorError):
     """An actor could not be started (import, construction, setup, or its process failed)."""
+
+    reason: ExitReason | None = None  # how the failed instance ended, when it got that far
+
+
+class RestartLimitExceeded(ActorError):
+    """A supervisor saw more than ``max_restarts`` restarts within ``within`` seconds."""
+
+    def __init__(self, path: str, restarts: int, within: float, last: str) -> None:
+        super().__init__(
+            f"supervisor {path!r} gave up: {restarts} restarts within {within} s "
+            f"(last exit: {last})"
+        )
+        self.path = path
+        self.restarts = restarts
+        self.within = within
 
 
 class InvalidArguments(SpawnError):
@@ -61,3 +83,10 @@ class RemoteError(ActorError):
         if self.traceback:
             text += "\n\nRemote traceback:\n" + self.traceback.rstrip()
         return text
+
+
+def leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (possibly nested) exception groups, or ``[exc]``."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in leaves(inner)]
+    return [exc]

@@ -34,8 +34,9 @@ from protocol import (
     encode_message,
 )
 
-from ._control import Failure, FailureKind, NameRegistered, NameUnregistered
+from ._control import EventReport, Failure, FailureKind, NameRegistered, NameUnregistered
 from ._errors import ActorError, ActorGone, ActorNotFound, RemoteError
+from ._events import Event, EventBus
 from ._ref import NODE_CONTEXT_KEY, ActorRef
 
 if TYPE_CHECKING:
@@ -115,6 +116,8 @@ class Link:
         self.down = False
         self.down_reason = ""
         self.error: BaseException | None = None  # what ended the link, if it failed
+        self.last_heard = trio.current_time()
+        self.delivering = False  # the pump waits for a full mailbox: silence is ours
         # Asks forwarded out through this link, keyed by (asker node, corr): the destination.
         self.relayed: dict[tuple[str, int], str] = {}
         self.on_control: Callable[[Message], None] | None = None
@@ -153,6 +156,12 @@ class Node:
         self._pending: dict[int, _Pending] = {}
         self._context = {NODE_CONTEXT_KEY: self}
         self._tell_budget = _TELL_BUDGET
+        self.events: EventBus | None = None
+        self.restart_wait = 5.0
+        # Paths a supervisor keeps alive; senders by path wait (bounded) while nobody holds one.
+        self._supervised: set[str] = set()
+        self._awaiting: dict[str, trio.Event] = {}
+        self._held: dict[str, list[tuple[Link, Frame, str]]] = {}
 
     @property
     def is_master(self) -> bool:
@@ -170,6 +179,8 @@ class Node:
         if path in self.names and self.names[path] != address:
             raise ActorError(f"the name {path!r} is already taken by {self.names[path]}")
         self.names[path] = address
+        if path in self._awaiting or path in self._held:
+            self._wake(path)
         if self.parent is not None and not self.parent.down:
             try:
                 self.parent.send_control(NameRegistered(path=path, address=address))
@@ -188,19 +199,100 @@ class Node:
     def name_taken(self, path: str) -> bool:
         return path in self.names
 
+    def hold_name(self, path: str) -> None:
+        """A supervisor keeps ``path`` alive: while nobody holds it, senders by path wait
+        (up to ``restart_wait``) for the next incarnation instead of failing at once."""
+        self._supervised.add(path)
+
+    def release_name(self, path: str) -> None:
+        """``path`` will not come back: wake whoever waits for it (they fail)."""
+        if path not in self.names:
+            self._supervised.discard(path)
+        self._wake(path)
+
+    def _wake(self, path: str) -> None:
+        event = self._awaiting.pop(path, None)
+        if event is not None:
+            event.set()
+        held = self._held.pop(path, None)
+        if held:
+            self.nursery.start_soon(self._redeliver, held)
+
+    def _awaited(self, path: str) -> trio.Event | None:
+        """The event to wait on for ``path`` to be registered, if it is worth waiting for."""
+        if path not in self._supervised:
+            return None
+        event = self._awaiting.get(path)
+        if event is None:
+            event = self._awaiting[path] = trio.Event()
+        return event
+
+    async def _redeliver(self, held: list[tuple[Link, Frame, str]]) -> None:
+        for link, frame, source in held:
+            destination = frame.route.partition("|")[0]
+            try:
+                await self._on_request(link, frame, destination, source)
+            except ProtocolError as exc:
+                log.error("dropping a held message from node %s: %s", source, exc)
+
+    async def _hold_frame(self, path: str, link: Link, frame: Frame, source: str) -> None:
+        held = self._held.get(path)
+        if held is None:
+            held = self._held[path] = []
+            self.nursery.start_soon(self._expire_hold, path)
+        held.append((link, frame, source))
+
+    async def _expire_hold(self, path: str) -> None:
+        event = self._awaited(path)
+        if event is None:
+            self._wake(path)
+            return
+        with trio.move_on_after(self.restart_wait):
+            await event.wait()
+        if not event.is_set():
+            log.warning("%s was not back within %s s: failing what waited for it",
+                        path, self.restart_wait)
+            for _, frame, source in self._held.pop(path, []):
+                self._refuse(frame, source, "gone",
+                             f"{path!r} is restarting and was not back within "
+                             f"{self.restart_wait} s")
+
+    def publish(self, event: Event) -> None:
+        """Report a lifecycle event: to ``events()`` in the master, up the tree elsewhere."""
+        if self.events is not None:
+            self.events.publish(event)
+        elif self.parent is not None and not self.parent.down:
+            try:
+                self.parent.send_control(
+                    EventReport(tag=event.message_tag, body=event.model_dump_json())
+                )
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+
     # -- sending ----------------------------------------------------------------------------
 
-    def _resolve(self, ref: ActorRef) -> str:
+    async def _resolve(self, ref: ActorRef) -> str:
         """The address to send to: an address, or a path this node can resolve or route."""
         if ref.address is not None:
             return ref.address
-        assert ref.path is not None
-        address = self.names.get(ref.path)
+        path = ref.path
+        assert path is not None
+        address = self.names.get(path)
+        event = self._awaited(path) if address is None else None
+        if event is not None:
+            with trio.move_on_after(self.restart_wait):
+                await event.wait()
+            address = self.names.get(path)
+            if address is None and path not in self._supervised:
+                raise ActorNotFound(f"{path!r} was not restarted: its supervisor let it go")
+            if address is None:
+                raise ActorGone(f"{path!r} is restarting and was not back within "
+                                f"{self.restart_wait} s")
         if address is not None:
             return address
         if self.is_master:
-            raise ActorNotFound(f"no actor is registered under the path {ref.path!r}")
-        return f"{MASTER_NODE}/@{ref.path}"
+            raise ActorNotFound(f"no actor is registered under the path {path!r}")
+        return f"{MASTER_NODE}/@{path}"
 
     def link_towards(self, node_id: str) -> Link | None:
         """The next hop towards ``node_id`` (None for this node or when there is none)."""
@@ -226,7 +318,7 @@ class Node:
         # _TELL_BUDGET calls (or when it has to wait): a burst of tells to a worker then
         # leaves in a few large writes instead of one write and one scheduling round each.
         await trio.lowlevel.checkpoint_if_cancelled()
-        address = self._resolve(ref)
+        address = await self._resolve(ref)
         node_id, _, actor = address.partition("/")
         if node_id == self.id:
             await self._local_cell(actor).deliver(message, None)
@@ -253,7 +345,7 @@ class Node:
 
     async def ask(self, ref: ActorRef, message: Message) -> Message | None:
         await trio.lowlevel.checkpoint_if_cancelled()
-        address = self._resolve(ref)
+        address = await self._resolve(ref)
         node_id, _, actor = address.partition("/")
         if node_id == self.id:
             pending = _Pending(None)
@@ -322,8 +414,13 @@ class Node:
         error: BaseException | None = None
         try:
             while True:
-                for frame in await link.channel.receive_some():
+                frames = await link.channel.receive_some()
+                link.last_heard = trio.current_time()
+                link.delivering = True
+                for frame in frames:
                     await self._on_frame(link, frame)
+                link.delivering = False
+                link.last_heard = trio.current_time()
         except trio.EndOfChannel:
             reason = "closed"
         except ProtocolError as exc:
@@ -386,6 +483,9 @@ class Node:
         if node_id == self.id and actor.startswith("@"):
             path = actor[1:]
             address = self.names.get(path)
+            if address is None and path in self._supervised:
+                await self._hold_frame(path, link, frame, source)
+                return
             if address is None:
                 self._refuse(frame, source, "not_found",
                              f"no actor is registered under the path {path!r}")

@@ -11,19 +11,25 @@ that a pre-imported fork server can replace the cold interpreter start.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 import trio
 
-from protocol import PROTOCOL_VERSION, Message, VersionMismatch, open_channel
+from protocol import PROTOCOL_VERSION, Message, VersionMismatch, open_channel, registry
 
 from ._actor import Actor
+from ._cell import crash_reason
 from ._control import (
+    EventReport,
+    Failure,
+    Heartbeat,
     Hello,
     NameRegistered,
     NameUnregistered,
@@ -32,8 +38,18 @@ from ._control import (
     StartFailed,
     Stop,
     Stopping,
+    Suicide,
 )
 from ._errors import ActorError, SpawnError
+from ._events import (
+    ActorExited,
+    ActorReady,
+    ActorStarted,
+    ActorSuicided,
+    Event,
+    ExitKind,
+    ExitReason,
+)
 from ._node import Link, Node
 from ._ref import ActorRef
 
@@ -58,10 +74,24 @@ _GRACE_AFTER_EOF = 1.0  # a worker whose channel closed exits within this long
 _RUNTIME_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+class WorkerProcess(Protocol):
+    """What the parent needs of a started worker process (``trio.Process`` is one)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
+
+    def kill(self) -> None: ...
+
+
 class Spawner(Protocol):
     """Starts a worker process whose channel is ``fd`` (to be passed by number)."""
 
-    async def start(self, fd: int) -> trio.Process: ...
+    async def start(self, fd: int) -> WorkerProcess: ...
 
 
 class ColdSpawner:
@@ -126,7 +156,8 @@ class ProcessChild:
     """A worker process running one actor, seen from the process that started it.
 
     ``run`` (a task in the parent's nursery) starts the process, routes its frames until its
-    channel ends, and always reaps it; ``wait_ready`` is what ``spawn`` awaits.
+    channel ends, and always reaps it; ``wait_ready`` is what ``spawn`` awaits. Its exit
+    reason is recorded exactly once, from the first thing that explains the exit.
     """
 
     def __init__(
@@ -139,6 +170,7 @@ class ProcessChild:
         parent: Parent,
         shutdown_timeout: float,
         start_timeout: float,
+        heartbeat_timeout: float | None = None,
         spawner: Spawner | None = None,
     ) -> None:
         self.node = node
@@ -149,18 +181,34 @@ class ProcessChild:
         self.parent = parent
         self.shutdown_timeout = shutdown_timeout
         self.start_timeout = start_timeout
+        self.heartbeat_timeout = heartbeat_timeout
         self.spawner: Spawner = spawner or ColdSpawner()
         self.node_id = node.next_child_node()
-        self.process: trio.Process | None = None
+        self.process: WorkerProcess | None = None
         self.link: Link | None = None
         self.address: str | None = None
         self.pid: int | None = None
         self.ready = trio.Event()
         self.done = trio.Event()
         self.start_error: BaseException | None = None
-        self.failure: Message | None = None
+        self.exit_reason: ExitReason | None = None
         self.returncode: int | None = None
+        self.started_at = 0.0
+        self.on_suicide: Callable[[ProcessChild], None] | None = None
+        self._reason: ExitReason | None = None  # the first explanation of the exit
+        self._stop_requested = False
+        self._killed_after_grace = False
         self._hello = False
+
+    @property
+    def ref(self) -> ActorRef:
+        if self.address is None:
+            raise SpawnError(f"actor {self.path} is not ready")
+        return ActorRef(self.node, address=self.address)
+
+    def _explain(self, reason: ExitReason) -> None:
+        if self._reason is None:
+            self._reason = reason
 
     async def wait_ready(self) -> ActorRef:
         """The actor's ref once its worker is ready; SpawnError (after reaping) otherwise."""
@@ -175,6 +223,7 @@ class ProcessChild:
 
     async def run(self) -> None:
         node = self.node
+        self.started_at = trio.current_time()
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             try:
@@ -182,17 +231,23 @@ class ProcessChild:
             finally:
                 child_sock.close()
             self.pid = self.process.pid
+            node.publish(ActorStarted(path=self.path, pid=self.pid))
             async with open_channel(parent_sock, max_frame_size=node.max_frame_size) as channel:
                 link = self.link = Link(self.node_id, channel, is_parent=False)
                 link.on_control = self._on_control
                 node.children[self.node_id] = link
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._start_deadline, link)
+                    if self.heartbeat_timeout is not None:
+                        nursery.start_soon(self._watchdog, link, self.heartbeat_timeout)
                     await node.pump(link)
                     nursery.cancel_scope.cancel()
+                if link.error is not None:
+                    self._explain(crash_reason(link.error))
         except Exception as exc:
             if self.start_error is None:
                 self.start_error = exc
+            self._explain(crash_reason(exc))
             log.error("worker %s (%s) failed: %r", self.path, self.node_id, exc)
         finally:
             parent_sock.close()
@@ -206,8 +261,30 @@ class ProcessChild:
                 )
             if self in self.parent.children:
                 self.parent.children.remove(self)
+            self.exit_reason = self._final_reason()
+            node.publish(ActorExited(
+                path=self.path, address=self.address, pid=self.pid, reason=self.exit_reason
+            ))
             self.ready.set()
             self.done.set()
+
+    def _final_reason(self) -> ExitReason:
+        code = self.returncode
+        signal_number = -code if code is not None and code < 0 else None
+        exit_code = code if code is not None and code >= 0 else None
+        reason = self._reason
+        if reason is None:
+            if self._killed_after_grace:
+                reason = ExitReason(
+                    kind="killed", detail=f"did not stop within {self.shutdown_timeout} s"
+                )
+            elif signal_number is not None:
+                reason = ExitReason(kind="killed", detail="killed by a signal")
+            elif code == 0:
+                reason = ExitReason(kind="shutdown" if self._stop_requested else "normal")
+            else:
+                reason = ExitReason(kind="crashed", detail="the worker exited with an error")
+        return reason.model_copy(update={"exit_code": exit_code, "signal": signal_number})
 
     async def _start_deadline(self, link: Link) -> None:
         with trio.move_on_after(self.start_timeout):
@@ -216,27 +293,58 @@ class ProcessChild:
         self.start_error = SpawnError(
             f"actor {self.path} did not become ready within {self.start_timeout} s"
         )
+        self._explain(ExitReason(
+            kind="timeout", detail=f"not ready within {self.start_timeout} s"
+        ))
         self.node.link_down(link, "start timeout")
+
+    async def _watchdog(self, link: Link, limit: float) -> None:
+        """Kill the worker if its event loop stops sending heartbeats for ``limit`` s."""
+        await self.ready.wait()
+        while not link.down:
+            await trio.sleep(limit / 4)
+            silent = trio.current_time() - link.last_heard
+            if silent > limit and not link.delivering:
+                log.error("worker %s (pid %s) sent nothing for %.1f s: killing it",
+                          self.path, self.pid, silent)
+                self._explain(ExitReason(
+                    kind="unresponsive", detail=f"no heartbeat for {silent:.1f} s"
+                ))
+                self._kill()
+                return
 
     def _on_control(self, message: Message) -> None:
         link = self.link
         assert link is not None
+        if isinstance(message, Heartbeat):
+            return  # the pump already noted that the worker is alive
+        if isinstance(message, EventReport):
+            if not link.owns(self.node_id):
+                return
+            event = registry.decode(message.tag, message.body.encode())
+            if isinstance(event, Event):
+                self.node.publish(event)
+            return
         if isinstance(message, Hello) and not self._hello:
             self._hello = True
             if message.version != PROTOCOL_VERSION:
                 raise VersionMismatch(PROTOCOL_VERSION, message.version)
             main_path, main_module = main_script()
+            drain = self.shutdown_timeout if math.isfinite(self.shutdown_timeout) else 3600.0
             link.send_control(Start(
                 version=PROTOCOL_VERSION, node=self.node_id, actor_class=self.class_path,
                 arguments=self.arguments, path=self.path, main_path=main_path,
                 main_module=main_module, sys_path=list(sys.path),
                 max_frame_size=self.node.max_frame_size,
+                heartbeat=self.heartbeat_timeout / 4 if self.heartbeat_timeout else 0.0,
+                drain_timeout=drain,
             ))
         elif isinstance(message, Ready) and self._hello and self.address is None:
             if not link.owns(message.address.partition("/")[0]):
                 raise SpawnError(f"worker {self.node_id} claims address {message.address}")
             self.address = message.address
             self.node.register_name(self.path, message.address)
+            self.node.publish(ActorReady(path=self.path, address=message.address, pid=self.pid))
             self.ready.set()
         elif isinstance(message, StartFailed) and self.address is None:
             failure = message.failure
@@ -244,6 +352,7 @@ class ProcessChild:
             if failure.traceback:
                 text += "\n\nWorker traceback:\n" + failure.traceback.rstrip()
             self.start_error = SpawnError(text)
+            self._explain(_failure_reason("crashed", failure))
         elif isinstance(message, NameRegistered | NameUnregistered):
             if not link.owns(message.address.partition("/")[0]):
                 raise SpawnError(f"worker {self.node_id} registers foreign {message.address}")
@@ -254,15 +363,25 @@ class ProcessChild:
                     self.node.register_name(message.path, message.address)
             else:
                 self.node.unregister_name(message.path, message.address)
+        elif isinstance(message, Suicide):
+            reason = _failure_reason("suicide", message.failure)
+            self._explain(reason)
+            self.node.publish(ActorSuicided(path=self.path, pid=self.pid, reason=reason))
+            if self.address is not None:
+                self.node.unregister_name(self.path, self.address)
+            if self.on_suicide is not None:
+                self.on_suicide(self)
         elif isinstance(message, Stopping):
-            self.failure = message.failure
+            if message.failure is not None:
+                self._explain(_failure_reason("crashed", message.failure))
         else:
             raise SpawnError(f"unexpected control message {type(message).__name__}")
 
     async def shutdown(self, grace: float) -> None:
         """Ask the worker to stop; after ``grace`` seconds, kill its process group."""
+        self._stop_requested = True
         link = self.link
-        if link is not None and not link.down:
+        if link is not None and not link.down and grace > 0:
             try:
                 link.send_control(Stop())
             except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -270,7 +389,11 @@ class ProcessChild:
         with trio.move_on_after(grace):
             await self.done.wait()
         if not self.done.is_set():
-            log.warning("worker %s did not stop within %s s: killing it", self.path, grace)
+            if grace > 0:
+                log.warning("worker %s did not stop within %s s: killing it", self.path, grace)
+                self._killed_after_grace = True
+            else:
+                self._explain(ExitReason(kind="shutdown", detail="brutal_kill"))
             self._kill()
             await self.done.wait()
 
@@ -293,6 +416,7 @@ class ProcessChild:
         link = self.link
         if link is not None and not link.down and process.returncode is None:
             # Cancelled while the worker runs: ask it to stop as a shutdown would.
+            self._stop_requested = True
             try:
                 link.send_control(Stop())
             except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -307,3 +431,9 @@ class ProcessChild:
             await process.wait()
         self.returncode = process.returncode
 
+
+def _failure_reason(kind: ExitKind, failure: Failure) -> ExitReason:
+    return ExitReason(
+        kind=kind, error_type=failure.type_name, detail=failure.message,
+        traceback=failure.traceback,
+    )

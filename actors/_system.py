@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,9 +14,13 @@ from protocol import DEFAULT_MAX_FRAME_SIZE
 
 from ._actor import Actor
 from ._cell import Child, stop_children
+from ._errors import RestartLimitExceeded, leaves
+from ._events import Event, EventBus
 from ._node import MASTER_NODE, Node
 from ._ref import ActorRef
 from ._spawn import spawn
+from ._spec import ChildSpec, SupervisorSpec
+from ._supervisor import Supervisor
 
 __all__ = ["ActorSystem", "open_system"]
 
@@ -25,15 +30,17 @@ log = logging.getLogger("actors")
 class ActorSystem:
     """The running system, as seen from the master. Get one from :func:`open_system`."""
 
-    def __init__(self, node: Node, nursery: trio.Nursery) -> None:
+    def __init__(self, node: Node, nursery: trio.Nursery, events: EventBus) -> None:
         self._node = node
+        self._events = events
         self.path = ""
         self.nursery = nursery
         self.children: list[Child] = []
+        self.root: Supervisor | None = None
 
     async def spawn(
         self,
-        actor_class: type[Actor],
+        actor_class: type[Actor] | ChildSpec,
         *,
         name: str | None = None,
         process: bool = False,
@@ -41,25 +48,30 @@ class ActorSystem:
         start_timeout: float = 30.0,
         **kwargs: Any,
     ) -> ActorRef:
-        """Start a top-level actor and return its ref once it is ready.
+        """Start an actor (or a ``worker(...)``/``supervisor(...)`` spec) and return its ref.
 
-        ``process=True`` runs it in a worker process of its own; ``kwargs`` go to its
-        ``__init__`` and are validated against its signature first (and must be JSON for a
-        process), so bad arguments raise :class:`InvalidArguments` before anything starts.
-        A failed start raises :class:`SpawnError` once any process it started is reaped.
-        ``shutdown`` bounds how long the actor may take to stop when the system closes
-        (then its worker is killed); ``start_timeout`` bounds its start.
+        With a supervision tree, the child is added to the root supervisor (its path is
+        ``root/name``): an actor class is ``temporary`` (never restarted), a spec follows its
+        own restart type. ``process=True`` runs it in a worker process of its own; ``kwargs``
+        go to its ``__init__`` and are validated against its signature first (and must be
+        JSON for a process), so bad arguments raise :class:`InvalidArguments` before anything
+        starts. A failed start raises :class:`SpawnError` once any process it started is
+        reaped. ``shutdown`` bounds how long the actor may take to stop when the system
+        closes (then its worker is killed); ``start_timeout`` bounds its start.
         """
+        parent = self.root if self.root is not None else self
         return await spawn(
-            self, self._node, actor_class, name=name, process=process, shutdown=shutdown,
-            kwargs=kwargs, start_timeout=start_timeout,
+            parent, self._node, actor_class, name=name, process=process,
+            shutdown=shutdown, kwargs=kwargs, start_timeout=start_timeout,
         )
 
     def ref(self, path: str) -> ActorRef:
-        """A ref to whatever actor holds ``path`` (``"adder"``, ``"adder/helper"``).
+        """A ref to whatever actor holds ``path`` (``"adder"``, ``"root/pool/worker"``).
 
         It is resolved each time a message is sent, so it follows the name to a restarted
-        actor; sending to a path nobody holds raises :class:`ActorNotFound`.
+        actor: while that actor is restarting, a send waits for the new one (up to
+        ``restart_wait`` seconds, then :class:`ActorGone`); sending to a path nobody holds
+        raises :class:`ActorNotFound`.
         """
         return ActorRef(self._node, path=path)
 
@@ -67,27 +79,103 @@ class ActorSystem:
         """Every registered path and the address of the actor holding it."""
         return dict(self._node.names)
 
+    def events(self, *, history: bool = False) -> trio.MemoryReceiveChannel[Event]:
+        """A channel of the lifecycle events from now on (iterate it; close it when done).
+
+        With ``history``, it starts with the last 1024 events (those of the tree's start,
+        which happen before the ``open_system`` block is entered). A subscriber that falls
+        more than 1024 events behind loses the newest ones: the runtime never waits for an
+        observer.
+        """
+        return self._events.subscribe(history=history)
+
     async def stop(self) -> None:
         """Stop every actor, the last started first (as leaving ``open_system`` does)."""
         await stop_children(self)
 
+    async def until_signalled(
+        self, *signals: signal.Signals
+    ) -> signal.Signals:
+        """Wait for one of ``signals`` (default SIGTERM and SIGINT) and return it.
+
+        The usual master: ``await system.until_signalled()`` at the end of the
+        ``open_system`` block, so that a SIGTERM or Ctrl-C leaves it and shuts the system
+        down in order (and the program exits 0).
+        """
+        wanted = signals or (signal.SIGTERM, signal.SIGINT)
+        with trio.open_signal_receiver(*wanted) as received:
+            async for number in received:
+                return signal.Signals(number)
+        raise AssertionError("unreachable")
+
 
 @asynccontextmanager
 async def open_system(
-    *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+    tree: SupervisorSpec | None = None,
+    *,
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    restart_wait: float = 5.0,
 ) -> AsyncIterator[ActorSystem]:
     """Run an actor system in this process (the master) for the duration of the block.
+
+    With ``tree``, its supervisor is started first (children in order, each once ready);
+    the block is entered when the whole tree is up. If the root supervisor gives up (more
+    restarts than its intensity allows), the block is cancelled and :class:`RestartLimitExceeded`
+    is raised from it, after every worker is gone.
 
     Leaving the block stops every actor, the last started first: each gets a stop request
     and its ``shutdown`` seconds to finish, then its worker process is killed; every worker
     is reaped before this returns. Cancellation and errors inside the block do the same.
+    ``restart_wait`` bounds how long a send by path waits for a restarting actor.
     """
-    async with trio.open_nursery() as nursery:
-        node = Node(MASTER_NODE, nursery, max_frame_size=max_frame_size)
-        system = ActorSystem(node, nursery)
-        try:
-            yield system
-        finally:
-            with trio.CancelScope(shield=True):
-                await stop_children(system)
-            nursery.cancel_scope.cancel()
+    failure: RestartLimitExceeded | None = None
+    body_error: BaseException | None = None
+    events = EventBus()
+    system: ActorSystem | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            node = Node(MASTER_NODE, nursery, max_frame_size=max_frame_size)
+            node.events = events
+            node.restart_wait = restart_wait
+            system = ActorSystem(node, nursery, events)
+            if tree is not None:
+                root = Supervisor(node, tree, parent=system, path=tree.name)
+                system.children.append(root)
+                try:
+                    await nursery.start(root.run)
+                except RestartLimitExceeded as exc:
+                    failure = exc
+                else:
+                    system.root = root
+                    nursery.start_soon(_cancel_when_root_gives_up, root, nursery)
+            if failure is None:
+                try:
+                    yield system
+                except BaseException as exc:
+                    body_error = exc
+                    raise
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await stop_children(system)
+                    nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        gave_up = system.root.gave_up if system is not None and system.root else None
+        if gave_up is not None:
+            # The root giving up explains what the block then ran into (its cancellation,
+            # a send finding its target gone): that is the error the caller gets.
+            raise gave_up from None
+        if body_error is not None and leaves(group) == [body_error]:
+            raise body_error from None  # the block's own exception, not a group of one
+        raise
+    finally:
+        events.close()
+    if system is not None and system.root is not None and system.root.gave_up is not None:
+        failure = system.root.gave_up
+    if failure is not None:
+        raise failure
+
+
+async def _cancel_when_root_gives_up(root: Supervisor, nursery: trio.Nursery) -> None:
+    await root.done.wait()
+    if root.gave_up is not None:
+        nursery.cancel_scope.cancel()

@@ -177,18 +177,24 @@ class Channel:
                 await trio.lowlevel.wait_writable(sock)
             except trio.ClosedResourceError:
                 return
-            # Every queued fd must reach the peer no later than the first byte of its frame,
-            # and one sendmsg carries at most MAX_FDS_PER_FRAME: stop the write before the
-            # first frame whose fds do not fit.
+            # The kernel attaches the fds of a sendmsg to its first buffer (36 KiB or so, not
+            # the whole write), and the peer's read that takes them stops at that buffer's
+            # end. The reader needs each frame's fds in the read that brings the frame's first
+            # byte, no earlier (a complete read with fds left over is UnexpectedHandles), no
+            # later (TruncatedHandles). So a write carries the fds of one frame only, and
+            # starts with that frame; bytes before it go in a write of their own.
             limit = min(len(self._out), 4 * _HIGH_WATER)
             groups = 0
             fds: list[int] = []
-            for offset, group in self._out_fds:
-                if len(fds) + len(group) > MAX_FDS_PER_FRAME:
+            if self._out_fds:
+                offset, group = self._out_fds[0]
+                if offset > self._out_base:
                     limit = min(limit, offset - self._out_base)
-                    break
-                fds.extend(group)
-                groups += 1
+                else:
+                    fds = group
+                    groups = 1
+                    if len(self._out_fds) > 1:
+                        limit = min(limit, self._out_fds[1][0] - self._out_base)
             chunk = memoryview(self._out)[:limit]
             try:
                 try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import struct
 
 import pydantic
@@ -87,7 +88,9 @@ messages = st.one_of(
         f=st.floats(allow_nan=False, allow_infinity=False),
         b=st.booleans(),
     ),
-    st.builds(Lists, numbers=st.lists(st.integers(), max_size=5), words=st.lists(texts, max_size=5)),
+    st.builds(
+        Lists, numbers=st.lists(st.integers(), max_size=5), words=st.lists(texts, max_size=5)
+    ),
     st.builds(Optionals, maybe=st.none() | st.integers(), label=st.none() | texts),
     st.builds(
         Nested,
@@ -247,7 +250,7 @@ def test_random_chunks_yield_the_messages_in_order(sequence, data) -> None:
     bounds = [0, *cuts, len(stream)]
     decoder = FrameDecoder()
     frames = []
-    for start, end in zip(bounds, bounds[1:], strict=False):
+    for start, end in itertools.pairwise(bounds):
         decoder.feed(stream[start:end])
         frames.extend(decoder.frames())
     assert decoder.buffered == 0

@@ -182,7 +182,7 @@ def test_unclaimed_fds_are_closed(pipe) -> None:
     assert message.first.fileno() == claimed
     assert message.second is None
     for fd in stray:
-        with pytest.raises(OSError):
+        with pytest.raises(OSError, match="Bad file descriptor"):
             os.fstat(fd)
     assert is_open(claimed)
     message.first.close()
@@ -206,7 +206,7 @@ def test_invalid_message_closes_every_fd(pipe) -> None:
     with pytest.raises(InvalidMessage, match="count"):
         decode_message(frame)
     for fd in fds:
-        with pytest.raises(OSError):
+        with pytest.raises(OSError, match="Bad file descriptor"):
             os.fstat(fd)
     assert frame.fds == []
 

@@ -185,7 +185,7 @@ def test_decode_round_trip() -> None:
 
 
 def test_unknown_tag() -> None:
-    with pytest.raises(UnknownMessageType, match="no.such.tag") as info:
+    with pytest.raises(UnknownMessageType, match=r"no\.such\.tag") as info:
         registry.decode("no.such.tag", b"{}")
     assert info.value.tag == "no.such.tag"
     assert isinstance(info.value, DecodeError)

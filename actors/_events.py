@@ -1,0 +1,175 @@
+"""Lifecycle events: what happened to which actor, as typed messages.
+
+Every event is also logged (logger ``actors.events``). Subscribe with ``system.events()``;
+events from supervisors running inside worker processes are forwarded to the master.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from typing import Literal
+
+import trio
+from pydantic import Field
+
+from protocol import Message
+
+__all__ = [
+    "ActorExited",
+    "ActorReady",
+    "ActorRestarted",
+    "ActorStarted",
+    "ActorSuicided",
+    "Event",
+    "EventBus",
+    "ExitReason",
+    "SupervisorGaveUp",
+]
+
+log = logging.getLogger("actors.events")
+
+ExitKind = Literal["normal", "shutdown", "crashed", "killed", "suicide", "timeout", "unresponsive"]
+
+
+class ExitReason(Message, tag="actors.ExitReason"):
+    """Why an actor instance ended.
+
+    ``normal``: it stopped by itself. ``shutdown``: it stopped because it was asked.
+    ``crashed``: an exception ended it (``error_type``, ``detail``, ``traceback``), or its
+    process exited with a non-zero status. ``killed``: a signal ended its process. ``suicide``:
+    it reported an unexpected exception and asked to be replaced. ``timeout``: it did not
+    become ready within its start timeout. ``unresponsive``: its process stopped answering
+    heartbeats and was killed.
+    """
+
+    kind: ExitKind
+    detail: str = ""
+    error_type: str = ""
+    traceback: str = ""
+    exit_code: int | None = None
+    signal: int | None = None
+
+    @property
+    def normal(self) -> bool:
+        """True for the exits OTP calls normal: the actor ended by itself or as asked."""
+        return self.kind in ("normal", "shutdown")
+
+    def describe(self) -> str:
+        parts: list[str] = [self.kind]
+        if self.error_type:
+            parts.append(f"{self.error_type}: {self.detail}")
+        elif self.detail:
+            parts.append(self.detail)
+        if self.signal is not None:
+            parts.append(f"signal {self.signal}")
+        elif self.exit_code is not None:
+            parts.append(f"exit status {self.exit_code}")
+        return " - ".join(parts)
+
+
+class Event(Message, tag="actors.Event"):
+    """Base of lifecycle events."""
+
+    path: str
+    at: float = Field(default_factory=time.time)
+
+
+class ActorStarted(Event, tag="actors.ActorStarted"):
+    """An instance is starting (its process exists, if it has one)."""
+
+    pid: int | None = None
+
+
+class ActorReady(Event, tag="actors.ActorReady"):
+    """An instance finished ``setup`` and takes messages."""
+
+    address: str
+    pid: int | None = None
+
+
+class ActorExited(Event, tag="actors.ActorExited"):
+    """An instance ended; recorded exactly once per instance."""
+
+    address: str | None = None
+    pid: int | None = None
+    reason: ExitReason
+
+
+class ActorRestarted(Event, tag="actors.ActorRestarted"):
+    """A supervisor is starting a new instance after an exit (after ``delay`` seconds)."""
+
+    restarts: int
+    delay: float = 0.0
+    reason: ExitReason
+
+
+class ActorSuicided(Event, tag="actors.ActorSuicided"):
+    """A worker hit an unexpected exception: its replacement starts while it drains."""
+
+    pid: int | None = None
+    reason: ExitReason
+
+
+class SupervisorGaveUp(Event, tag="actors.SupervisorGaveUp"):
+    """A supervisor exceeded its restart intensity and stopped all its children."""
+
+    restarts: int
+    within: float
+    reason: ExitReason
+
+
+class EventBus:
+    """Fans events out to every subscriber; never blocks the runtime.
+
+    A subscriber that falls more than ``buffer`` events behind loses the newest ones (and a
+    warning says how many): the runtime never waits for an observer.
+    """
+
+    def __init__(self, buffer: int = 1024) -> None:
+        self._buffer = buffer
+        self._subscribers: list[trio.MemorySendChannel[Event]] = []
+        self._history: deque[Event] = deque(maxlen=buffer)
+
+    def subscribe(self, *, history: bool = False) -> trio.MemoryReceiveChannel[Event]:
+        send, receive = trio.open_memory_channel[Event](self._buffer)
+        if history:
+            for event in self._history:
+                send.send_nowait(event)
+        self._subscribers.append(send)
+        return receive
+
+    def publish(self, event: Event) -> None:
+        _log(event)
+        self._history.append(event)
+        for send in list(self._subscribers):
+            try:
+                send.send_nowait(event)
+            except trio.WouldBlock:
+                log.warning("an events() subscriber is %d events behind: dropping", self._buffer)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._subscribers.remove(send)
+
+    def close(self) -> None:
+        for send in self._subscribers:
+            send.close()
+        self._subscribers.clear()
+
+
+def _log(event: Event) -> None:
+    if isinstance(event, ActorExited):
+        level = logging.INFO if event.reason.normal else logging.WARNING
+        log.log(level, "%s exited: %s", event.path, event.reason.describe())
+    elif isinstance(event, SupervisorGaveUp):
+        log.error(
+            "%s gave up after %d restarts within %s s: %s",
+            event.path, event.restarts, event.within, event.reason.describe(),
+        )
+    elif isinstance(event, ActorSuicided):
+        log.warning("%s (pid %s) asked to be replaced: %s", event.path, event.pid,
+                    event.reason.describe())
+    elif isinstance(event, ActorRestarted):
+        log.info("%s restarting (restart %d, in %.3f s)", event.path, event.restarts, event.delay)
+    else:
+        log.debug("%s: %s", type(event).__name__, event)

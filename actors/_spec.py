@@ -1,0 +1,231 @@
+"""Child specifications: what a supervisor starts, and how it treats each child.
+
+A supervisor is data (as in OTP): its flags and an ordered list of child specs, validated
+and frozen when built with :func:`supervisor` and :func:`worker`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+from ._actor import Actor
+from ._arguments import arguments_to_json, validate_arguments
+
+__all__ = [
+    "Backoff",
+    "ChildSpec",
+    "RestartType",
+    "Shutdown",
+    "Strategy",
+    "SupervisorSpec",
+    "WorkerSpec",
+    "grace_of",
+    "supervisor",
+    "validate_name",
+    "worker",
+]
+
+RestartType = Literal["permanent", "transient", "temporary"]
+Strategy = Literal["one_for_one", "one_for_all", "rest_for_one"]
+Shutdown = float | Literal["infinity", "brutal_kill"]
+
+_RESTART_TYPES = ("permanent", "transient", "temporary")
+_STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
+_FORBIDDEN = frozenset("/|@")
+
+
+def validate_name(name: str) -> str:
+    if not isinstance(name, str) or not name or _FORBIDDEN & set(name) or name.strip() != name:
+        raise ValueError(f"invalid name {name!r}: it must be a non-empty string without / | @")
+    return name
+
+
+def grace_of(shutdown: Shutdown) -> float:
+    """Seconds a child gets to stop before it is killed."""
+    if shutdown == "infinity":
+        return math.inf
+    if shutdown == "brutal_kill":
+        return 0.0
+    return float(shutdown)
+
+
+def _check_shutdown(shutdown: Shutdown) -> Shutdown:
+    if shutdown in ("infinity", "brutal_kill"):
+        return shutdown
+    if isinstance(shutdown, bool) or not isinstance(shutdown, int | float) or shutdown < 0:
+        raise ValueError(
+            f"shutdown must be seconds >= 0, 'infinity' or 'brutal_kill', not {shutdown!r}"
+        )
+    return float(shutdown)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential delay before restarting a child that keeps failing.
+
+    The n-th consecutive abnormal exit waits ``min(cap, initial * factor**(n-1))``, spread by
+    ``±jitter`` (a fraction). A child that stayed up ``reset_after`` seconds starts over at
+    ``initial``. Intentional exits (a requested stop, a suicide) never advance it.
+    """
+
+    initial: float = 0.1
+    factor: float = 2.0
+    cap: float = 10.0
+    jitter: float = 0.1
+    reset_after: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.initial < 0 or self.cap < self.initial:
+            raise ValueError("backoff needs 0 <= initial <= cap")
+        if self.factor < 1:
+            raise ValueError("backoff factor must be >= 1")
+        if not 0 <= self.jitter < 1:
+            raise ValueError("backoff jitter is a fraction in [0, 1)")
+        if self.reset_after < 0:
+            raise ValueError("backoff reset_after must be >= 0")
+
+    def delay(self, failures: int, random: float) -> float:
+        """Delay after ``failures`` consecutive failures; ``random`` is uniform in [0, 1)."""
+        if failures <= 0:
+            return 0.0
+        base = min(self.cap, self.initial * self.factor ** min(failures - 1, 64))
+        return max(0.0, base * (1 + self.jitter * (2 * random - 1)))
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """How to start one actor and what to do when it exits. Build it with :func:`worker`."""
+
+    actor_class: type[Actor]
+    name: str
+    process: bool = False
+    restart: RestartType = "permanent"
+    shutdown: Shutdown = 5.0
+    start_timeout: float = 30.0
+    heartbeat_timeout: float | None = None
+    arguments: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    arguments_json: str | None = None
+
+
+@dataclass(frozen=True)
+class SupervisorSpec:
+    """A supervisor's flags and children. Build it with :func:`supervisor`."""
+
+    name: str
+    strategy: Strategy = "one_for_one"
+    max_restarts: int = 3
+    within: float = 5.0
+    backoff: Backoff | None = None
+    children: tuple[ChildSpec, ...] = ()
+    restart: RestartType = "permanent"
+    shutdown: Shutdown = "infinity"
+
+    def child(self, name: str) -> ChildSpec:
+        for spec in self.children:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    @property
+    def start_timeout(self) -> float:
+        return math.inf
+
+
+ChildSpec = WorkerSpec | SupervisorSpec
+
+
+def worker(
+    actor_class: type[Actor],
+    *,
+    name: str | None = None,
+    process: bool = False,
+    restart: RestartType = "permanent",
+    shutdown: Shutdown = 5.0,
+    start_timeout: float = 30.0,
+    heartbeat_timeout: float | None = None,
+    **kwargs: Any,
+) -> WorkerSpec:
+    """Spec of an actor under a supervisor (OTP's worker child spec).
+
+    ``restart``: ``permanent`` (always restarted), ``transient`` (restarted after an
+    abnormal exit only), ``temporary`` (never). ``shutdown``: seconds it gets to stop before
+    it is killed, ``"infinity"``, or ``"brutal_kill"`` (killed at once). ``start_timeout``: a
+    start not ready by then is killed and counts as a failure. ``heartbeat_timeout`` (process
+    actors): a worker silent this long is killed as unresponsive. ``kwargs`` go to the
+    actor's ``__init__`` and are validated now (and must be JSON for a process).
+    """
+    if not (isinstance(actor_class, type) and issubclass(actor_class, Actor)):
+        raise TypeError(f"worker() takes an Actor subclass, not {actor_class!r}")
+    if restart not in _RESTART_TYPES:
+        raise ValueError(f"restart must be one of {_RESTART_TYPES}, not {restart!r}")
+    if start_timeout <= 0:
+        raise ValueError("start_timeout must be > 0 seconds")
+    if heartbeat_timeout is not None and heartbeat_timeout <= 0:
+        raise ValueError("heartbeat_timeout must be > 0 seconds (or None)")
+    arguments_json = None
+    if process:
+        arguments_json = arguments_to_json(actor_class, kwargs)
+    else:
+        validate_arguments(actor_class, kwargs)
+    return WorkerSpec(
+        actor_class=actor_class,
+        name=validate_name(name if name is not None else actor_class.__name__.lower()),
+        process=bool(process),
+        restart=restart,
+        shutdown=_check_shutdown(shutdown),
+        start_timeout=float(start_timeout),
+        heartbeat_timeout=heartbeat_timeout,
+        arguments=MappingProxyType(dict(kwargs)),
+        arguments_json=arguments_json,
+    )
+
+
+def supervisor(
+    name: str,
+    *,
+    strategy: Strategy = "one_for_one",
+    max_restarts: int = 3,
+    within: float = 5.0,
+    backoff: Backoff | None = None,
+    children: Sequence[ChildSpec] = (),
+    restart: RestartType = "permanent",
+    shutdown: Shutdown = "infinity",
+) -> SupervisorSpec:
+    """Spec of a supervisor (OTP semantics; defaults as OTP's: one_for_one, 3 in 5 s).
+
+    More than ``max_restarts`` restarts within ``within`` seconds makes the supervisor stop
+    its children (last started first) and fail to its parent. Children start in order, each
+    once the previous one is ready. ``restart`` and ``shutdown`` apply to the supervisor as
+    the child of another one.
+    """
+    if strategy not in _STRATEGIES:
+        raise ValueError(f"strategy must be one of {_STRATEGIES}, not {strategy!r}")
+    if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
+        raise ValueError("max_restarts must be an int >= 0")
+    if not within > 0:
+        raise ValueError("within must be > 0 seconds")
+    if restart not in _RESTART_TYPES:
+        raise ValueError(f"restart must be one of {_RESTART_TYPES}, not {restart!r}")
+    if backoff is not None and not isinstance(backoff, Backoff):
+        raise TypeError("backoff must be a Backoff")
+    seen: set[str] = set()
+    for child in children:
+        if not isinstance(child, WorkerSpec | SupervisorSpec):
+            raise TypeError(f"children are worker(...) or supervisor(...) specs, not {child!r}")
+        if child.name in seen:
+            raise ValueError(f"supervisor {name!r} has two children named {child.name!r}")
+        seen.add(child.name)
+    return SupervisorSpec(
+        name=validate_name(name),
+        strategy=strategy,
+        max_restarts=max_restarts,
+        within=float(within),
+        backoff=backoff,
+        children=tuple(children),
+        restart=restart,
+        shutdown=_check_shutdown(shutdown),
+    )

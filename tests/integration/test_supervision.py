@@ -1,0 +1,263 @@
+"""Supervision trees with real worker processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from actors import (
+    Actor,
+    ActorExited,
+    ActorReady,
+    ActorStarted,
+    ActorSuicided,
+    Event,
+    RemoteError,
+    RestartLimitExceeded,
+    handler,
+    open_system,
+    supervisor,
+    worker,
+)
+from protocol import Message
+from tests.leaks import child_processes
+from tests.processes import wait_exited
+
+TIMEOUT = 60
+
+
+class WhoAreYou(Message):
+    pass
+
+
+class Pid(Message):
+    pid: int
+
+
+class Crash(Message):
+    pass
+
+
+class Freeze(Message):
+    pass
+
+
+class Member(Actor):
+    def __init__(self, journal: str = "") -> None:
+        self.journal = journal
+
+    async def setup(self) -> None:
+        if self.journal:
+            with open(self.journal, "a") as out:  # noqa: ASYNC230 (a line, in a test)
+                out.write(f"start {os.getpid()}\n")
+
+    @handler
+    async def who(self, msg: WhoAreYou) -> Pid:
+        return Pid(pid=os.getpid())
+
+    @handler
+    async def crash(self, msg: Crash) -> None:
+        raise RuntimeError("asked to crash")
+
+    @handler
+    async def freeze(self, msg: Freeze) -> None:
+        time.sleep(60)  # noqa: ASYNC251 (the point: block the loop, so no heartbeat goes out)
+
+
+class FailsAtStart(Member):
+    async def setup(self) -> None:
+        await super().setup()
+        raise RuntimeError("cannot start")
+
+
+class SlowDrain(Member):
+    """Takes a while to drain after a suicide, so that the order of events shows."""
+
+    async def drain(self) -> None:
+        await trio.sleep(1.0)
+
+
+class IgnoresStop(Member):
+    async def cleanup(self) -> None:
+        with trio.CancelScope(shield=True):
+            await trio.sleep(60)
+
+
+def three(strategy: str, member: type[Actor] = Member):  # type: ignore[no-untyped-def]
+    return supervisor(
+        "root", strategy=strategy, max_restarts=5, within=10.0,  # type: ignore[arg-type]
+        children=[worker(member, name=name, process=True) for name in ("a", "b", "c")],
+    )
+
+
+async def pids(system, names=("a", "b", "c")) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    return {name: (await system.ref(f"root/{name}").ask(WhoAreYou(), Pid)).pid for name in names}
+
+
+async def ready_pid(events: trio.MemoryReceiveChannel[Event], path: str) -> int:
+    async for event in events:
+        if isinstance(event, ActorReady) and event.path == path:
+            assert event.pid is not None
+            return event.pid
+    raise AssertionError("events ended")
+
+
+@pytest.mark.parametrize(
+    ("strategy", "restarted"),
+    [("one_for_one", {"b"}), ("one_for_all", {"a", "b", "c"}), ("rest_for_one", {"b", "c"})],
+)
+async def test_sigkill_restarts_per_strategy(strategy: str, restarted: set[str]) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_system(three(strategy)) as system:
+            events = system.events()
+            before = await pids(system)
+            os.kill(before["b"], signal.SIGKILL)
+            await ready_pid(events, "root/b")
+            if strategy != "one_for_one":
+                await ready_pid(events, "root/c")  # the last to start again
+            after = await pids(system)
+            changed = {name for name in before if before[name] != after[name]}
+            assert changed == restarted
+
+
+async def test_crash_at_start_gives_up_after_max_restarts_plus_one(tmp_path: Path) -> None:
+    journal = tmp_path / "starts"
+    tree = supervisor(
+        "root", max_restarts=2, within=30.0,
+        children=[worker(FailsAtStart, name="flaky", process=True, journal=str(journal))],
+    )
+    with trio.fail_after(TIMEOUT), pytest.raises(RestartLimitExceeded) as info:
+        await _enter(tree)
+    assert "cannot start" in str(info.value)
+    assert len(journal.read_text().splitlines()) <= 3
+    assert not child_processes()
+
+
+async def test_crashing_every_two_seconds_under_one_per_second_never_trips() -> None:
+    tree = supervisor(
+        "root", max_restarts=1, within=1.0, children=[worker(Member, name="m", process=True)],
+    )
+    with trio.fail_after(TIMEOUT):
+        async with open_system(tree) as system:
+            events = system.events()
+            member = system.ref("root/m")
+            for _ in range(3):
+                await trio.sleep(2.0)
+                with pytest.raises(RemoteError):
+                    await member.ask(Crash())
+                await ready_pid(events, "root/m")
+            assert (await member.ask(WhoAreYou(), Pid)).pid
+
+
+async def test_root_giving_up_ends_the_system_with_a_typed_error() -> None:
+    tree = supervisor(
+        "root", max_restarts=1, within=30.0, children=[worker(Member, name="m", process=True)],
+    )
+    with trio.fail_after(TIMEOUT), pytest.raises(RestartLimitExceeded, match="gave up"):
+        await _kill_until_it_gives_up(tree)
+    assert not child_processes()
+
+
+async def test_suicide_replacement_ready_before_the_old_worker_exits() -> None:
+    tree = supervisor("root", children=[worker(SlowDrain, name="w", process=True)])
+    with trio.fail_after(TIMEOUT):
+        async with open_system(tree) as system:
+            events = system.events()
+            old = (await system.ref("root/w").ask(WhoAreYou(), Pid)).pid
+            with pytest.raises(RemoteError, match="asked to crash"):
+                await system.ref("root/w").ask(Crash())
+            order: list[str] = []
+            new = 0
+            async for event in events:
+                if isinstance(event, ActorSuicided) and event.pid == old:
+                    order.append("suicide")
+                elif isinstance(event, ActorReady) and event.path == "root/w":
+                    new = event.pid or 0
+                    order.append("replacement ready")
+                elif isinstance(event, ActorExited) and event.pid == old:
+                    order.append("old exited")
+                    assert event.reason.kind == "suicide"
+                    break
+            assert order == ["suicide", "replacement ready", "old exited"]
+            assert new != old
+            await trio.testing.wait_all_tasks_blocked()
+            assert (await system.ref("root/w").ask(WhoAreYou(), Pid)).pid == new
+            with system.events(history=True) as everything:
+                starts = [e for e in _drain(everything) if isinstance(e, ActorStarted)]
+            assert [e.path for e in starts] == ["root/w", "root/w"]  # no third start
+
+
+async def test_worker_ignoring_stop_is_killed_at_its_shutdown_timeout() -> None:
+    tree = supervisor(
+        "root", children=[worker(IgnoresStop, name="w", process=True, shutdown=0.5)],
+    )
+    with trio.fail_after(TIMEOUT):
+        async with open_system(tree) as system:
+            events = system.events()
+            pid = (await system.ref("root/w").ask(WhoAreYou(), Pid)).pid
+            start = trio.current_time()
+        elapsed = trio.current_time() - start
+        exits = [e for e in _drain(events) if isinstance(e, ActorExited) and e.pid == pid]
+    assert [e.reason.kind for e in exits] == ["killed"]
+    assert "0.5" in exits[0].reason.detail
+    assert exits[0].reason.signal == signal.SIGKILL
+    assert elapsed < 30
+    assert not child_processes()
+
+
+async def test_unresponsive_worker_is_killed_and_restarted() -> None:
+    tree = supervisor(
+        "root", children=[worker(Member, name="w", process=True, heartbeat_timeout=1.0)],
+    )
+    with trio.fail_after(TIMEOUT):
+        async with open_system(tree) as system:
+            events = system.events()
+            old = (await system.ref("root/w").ask(WhoAreYou(), Pid)).pid
+            await system.ref("root/w").tell(Freeze())
+            async for event in events:
+                if isinstance(event, ActorExited) and event.pid == old:
+                    assert event.reason.kind == "unresponsive"
+                    break
+            new = await ready_pid(events, "root/w")
+            assert new != old
+
+
+async def test_path_ref_follows_restarts_and_waits_while_restarting() -> None:
+    tree = supervisor("root", children=[worker(Member, name="w", process=True)])
+    with trio.fail_after(TIMEOUT):
+        async with open_system(tree) as system:
+            ref = system.ref("root/w")
+            old = (await ref.ask(WhoAreYou(), Pid)).pid
+            os.kill(old, signal.SIGKILL)
+            await wait_exited(old)
+            # Asked while the new worker is still starting: the ask waits for it.
+            new = (await ref.ask(WhoAreYou(), Pid)).pid
+            assert new != old
+
+
+async def _kill_until_it_gives_up(tree: object) -> None:
+    async with open_system(tree) as system:  # type: ignore[arg-type]
+        while True:  # the second kill within the window exceeds max_restarts=1
+            pid = (await system.ref("root/m").ask(WhoAreYou(), Pid)).pid
+            os.kill(pid, signal.SIGKILL)
+            await wait_exited(pid)
+
+
+async def _enter(tree: object) -> None:
+    async with open_system(tree):  # type: ignore[arg-type]
+        pytest.fail("the tree cannot start")
+
+
+def _drain(events: trio.MemoryReceiveChannel[Event]) -> list[Event]:
+    found = []
+    while True:
+        try:
+            found.append(events.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return found
