@@ -64,7 +64,12 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _load_main(main_path: str | None, main_module: str | None) -> None:
+def load_main(main_path: str | None, main_module: str | None) -> None:
+    """Load the parent's main script as ``__mp_main__`` (once: a fork server may have)."""
+    key = (main_path, main_module)
+    loaded = sys.modules.get("__mp_main__")
+    if loaded is not None and getattr(loaded, "__actors_main__", None) == key:
+        return
     if main_module is not None:
         spec = importlib.util.find_spec(main_module)
         if spec is None or spec.origin is None:
@@ -78,6 +83,7 @@ def _load_main(main_path: str | None, main_module: str | None) -> None:
     module = types.ModuleType("__mp_main__")
     module.__file__ = main_path
     module.__package__ = package
+    module.__actors_main__ = key  # type: ignore[attr-defined]
     sys.modules["__mp_main__"] = module
     with io.open_code(main_path) as source:
         code = compile(source.read(), main_path, "exec")
@@ -139,7 +145,7 @@ async def _serve(fd: int) -> int:
             for entry in reversed(start.sys_path):
                 if entry not in sys.path:
                     sys.path.insert(0, entry)
-            _load_main(start.main_path, start.main_module)
+            load_main(start.main_path, start.main_module)
             actor_class = _import_class(start.actor_class)
             kwargs = arguments_from_json(actor_class, start.arguments)
         except Exception as exc:
@@ -231,12 +237,18 @@ async def _flush(channel: Channel) -> None:
             pass
 
 
+def run_worker(fd: int, parent_pid: int) -> int:
+    """Be a worker on channel ``fd`` until told to stop; returns the exit status."""
+    _die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    result: int = trio.run(_serve, fd)
+    return result
+
+
 def main() -> None:
     fd = int(os.environ.pop(CHANNEL_FD_ENV))
     parent_pid = int(os.environ.pop(PARENT_PID_ENV))
-    _die_with_parent(parent_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sys.exit(trio.run(_serve, fd))
+    sys.exit(run_worker(fd, parent_pid))
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from ._ref import NODE_CONTEXT_KEY, ActorRef
 
 if TYPE_CHECKING:
     from ._cell import Cell
+    from ._process import Spawner
 
 __all__ = ["Link", "Node", "Reply"]
 
@@ -157,6 +158,7 @@ class Node:
         self._context = {NODE_CONTEXT_KEY: self}
         self._tell_budget = _TELL_BUDGET
         self.events: EventBus | None = None
+        self.spawner: Spawner | None = None  # how worker processes start (None: cold)
         self.restart_wait = 5.0
         # Paths a supervisor keeps alive; senders by path wait (bounded) while nobody holds one.
         self._supervised: set[str] = set()
@@ -318,43 +320,72 @@ class Node:
         # _TELL_BUDGET calls (or when it has to wait): a burst of tells to a worker then
         # leaves in a few large writes instead of one write and one scheduling round each.
         await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            await self._tell(ref, message)
+        except _Undelivered as exc:
+            if not self._follows(ref):
+                raise exc.error from None
+            await self._tell(ref, message)  # the holder died: wait for its successor
+
+    async def ask(self, ref: ActorRef, message: Message) -> Message | None:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            return await self._ask(ref, message)
+        except _Undelivered as exc:
+            if not self._follows(ref):
+                raise exc.error from None
+            return await self._ask(ref, message)  # the holder died: wait for its successor
+
+    def _follows(self, ref: ActorRef) -> bool:
+        """A ref by path to a supervised actor retries a send its dead holder never got."""
+        return ref.path is not None and ref.path in self._supervised
+
+    async def _tell(self, ref: ActorRef, message: Message) -> None:
         address = await self._resolve(ref)
         node_id, _, actor = address.partition("/")
         if node_id == self.id:
-            await self._local_cell(actor).deliver(message, None)
+            try:
+                await self._local_cell(actor).deliver(message, None)
+            except ActorGone as exc:
+                raise _Undelivered(exc) from None
         else:
             link = self.link_towards(node_id)
             if link is None or link.down:
-                raise ActorGone(f"no route to actor {address}: its process is gone")
+                raise _Undelivered(ActorGone(f"no route to actor {address}: its process is gone"))
             data, fds = encode_message(
                 FrameKind.TELL, message, route=f"{address}|{self.id}",
                 max_frame_size=self.max_frame_size,
             )
             try:
                 queued = link.channel.send_nowait(data, fds, defer=True)
-                if queued > link.channel.high_water:
-                    await link.channel.wait_writable()
-                    self._tell_budget = _TELL_BUDGET
-                    return
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                raise ActorGone(f"no route to actor {address}: {exc}") from exc
+                raise self._undelivered(link, address, exc) from exc
+            if queued > link.channel.high_water:
+                try:
+                    await link.channel.wait_writable()
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    raise ActorGone(f"no route to actor {address}: {exc}") from exc
+                self._tell_budget = _TELL_BUDGET
+                return
         self._tell_budget -= 1
         if self._tell_budget <= 0:
             self._tell_budget = _TELL_BUDGET
             await trio.lowlevel.cancel_shielded_checkpoint()
 
-    async def ask(self, ref: ActorRef, message: Message) -> Message | None:
-        await trio.lowlevel.checkpoint_if_cancelled()
+    async def _ask(self, ref: ActorRef, message: Message) -> Message | None:
         address = await self._resolve(ref)
         node_id, _, actor = address.partition("/")
         if node_id == self.id:
             pending = _Pending(None)
-            await self._local_cell(actor).deliver(message, Reply(self, pending=pending))
+            try:
+                await self._local_cell(actor).deliver(message, Reply(self, pending=pending))
+            except ActorGone as exc:
+                raise _Undelivered(exc) from None
             await pending.event.wait()
         else:
             link = self.link_towards(node_id)
             if link is None or link.down:
-                raise ActorGone(f"no route to actor {address}: its process is gone")
+                raise _Undelivered(ActorGone(f"no route to actor {address}: its process is gone"))
             corr = next(self._corrs)
             data, fds = encode_message(
                 FrameKind.ASK, message, corr=corr, route=f"{address}|{self.id}",
@@ -365,16 +396,26 @@ class Node:
             try:
                 try:
                     # Written at once (no deferral): the asker waits for the answer anyway.
-                    if link.channel.send_nowait(data, fds) > link.channel.high_water:
-                        await link.channel.wait_writable()
+                    queued = link.channel.send_nowait(data, fds)
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                    raise ActorGone(f"no route to actor {address}: {exc}") from exc
+                    raise self._undelivered(link, address, exc) from exc
+                if queued > link.channel.high_water:
+                    try:
+                        await link.channel.wait_writable()
+                    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                        raise ActorGone(f"no route to actor {address}: {exc}") from exc
                 await pending.event.wait()
             finally:
                 del self._pending[corr]
         if pending.error is not None:
             raise pending.error
         return pending.value
+
+    def _undelivered(self, link: Link, address: str, exc: BaseException) -> _Undelivered:
+        # The peer is gone before the pump noticed: say so now, so that its names go and a
+        # ref by path can wait for the successor.
+        self.link_down(link, f"channel failed: {exc}", exc)
+        return _Undelivered(ActorGone(f"no route to actor {address}: {exc}"))
 
     def send_reply(self, target: str, corr: int, value: Message | None) -> None:
         if value is None:
@@ -577,6 +618,14 @@ class Node:
                 pending.fail(failure_to_exception(message))
         else:
             pending.resolve(None if isinstance(message, _NoneReply) else message)
+
+
+class _Undelivered(Exception):
+    """A send that certainly did not reach its target (safe to retry on a successor)."""
+
+    def __init__(self, error: ActorGone) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class _NoneReply(Message, tag="actors.NoneReply"):

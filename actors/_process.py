@@ -182,7 +182,7 @@ class ProcessChild:
         self.shutdown_timeout = shutdown_timeout
         self.start_timeout = start_timeout
         self.heartbeat_timeout = heartbeat_timeout
-        self.spawner: Spawner = spawner or ColdSpawner()
+        self.spawner: Spawner = spawner or node.spawner or ColdSpawner()
         self.node_id = node.next_child_node()
         self.process: WorkerProcess | None = None
         self.link: Link | None = None
@@ -403,10 +403,8 @@ class ProcessChild:
             return
         try:
             os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            process.kill()
+        except (ProcessLookupError, PermissionError):
+            process.kill()  # not (yet) the leader of its own group
 
     async def _reap(self) -> None:
         """Wait for the worker to exit (it does once its channel closed); kill it if not."""

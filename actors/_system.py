@@ -6,7 +6,7 @@ import logging
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 import trio
 
@@ -16,6 +16,7 @@ from ._actor import Actor
 from ._cell import Child, stop_children
 from ._errors import RestartLimitExceeded, leaves
 from ._events import Event, EventBus
+from ._forkserver import ForkServer, open_fork_server
 from ._node import MASTER_NODE, Node
 from ._ref import ActorRef
 from ._spawn import spawn
@@ -115,6 +116,7 @@ async def open_system(
     *,
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
     restart_wait: float = 5.0,
+    start_method: Literal["forkserver", "spawn"] = "forkserver",
 ) -> AsyncIterator[ActorSystem]:
     """Run an actor system in this process (the master) for the duration of the block.
 
@@ -127,16 +129,23 @@ async def open_system(
     and its ``shutdown`` seconds to finish, then its worker process is killed; every worker
     is reaped before this returns. Cancellation and errors inside the block do the same.
     ``restart_wait`` bounds how long a send by path waits for a restarting actor.
+
+    ``start_method``: ``"forkserver"`` (default) forks workers from a pre-imported server
+    process started with the system (a worker is ready in milliseconds, and shares the
+    imported code's memory); ``"spawn"`` starts each worker as a fresh interpreter.
     """
+    if start_method not in ("forkserver", "spawn"):
+        raise ValueError(f"start_method must be 'forkserver' or 'spawn', not {start_method!r}")
     failure: RestartLimitExceeded | None = None
     body_error: BaseException | None = None
     events = EventBus()
     system: ActorSystem | None = None
     try:
-        async with trio.open_nursery() as nursery:
+        async with _open_spawner(start_method, tree) as spawner, trio.open_nursery() as nursery:
             node = Node(MASTER_NODE, nursery, max_frame_size=max_frame_size)
             node.events = events
             node.restart_wait = restart_wait
+            node.spawner = spawner
             system = ActorSystem(node, nursery, events)
             if tree is not None:
                 root = Supervisor(node, tree, parent=system, path=tree.name)
@@ -173,6 +182,27 @@ async def open_system(
         failure = system.root.gave_up
     if failure is not None:
         raise failure
+
+
+@asynccontextmanager
+async def _open_spawner(
+    start_method: str, tree: SupervisorSpec | None
+) -> AsyncIterator[ForkServer | None]:
+    if start_method == "forkserver":
+        async with open_fork_server(_modules_of(tree)) as server:
+            yield server
+    else:
+        yield None
+
+
+def _modules_of(spec: ChildSpec | None) -> list[str]:
+    """Modules of the actor classes in a tree, for the fork server to import up front."""
+    if spec is None:
+        return []
+    if isinstance(spec, SupervisorSpec):
+        return sorted({name for child in spec.children for name in _modules_of(child)})
+    module = spec.actor_class.__module__
+    return [] if module in ("__main__", "__mp_main__") else [module]
 
 
 async def _cancel_when_root_gives_up(root: Supervisor, nursery: trio.Nursery) -> None:

@@ -8,21 +8,21 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.leaks import child_processes, open_fds
+from tests.leaks import descendants, open_fds
 
 
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
-    """Fail a test that leaves an fd open or a child process (running or zombie) behind."""
+    """Fail a test that leaves an fd open or a process (running or zombie) behind."""
     fds_before = open_fds()
-    children_before = child_processes()
+    children_before = descendants()
     yield
     # Reaping happens before open_system returns; a short grace covers the kernel's
     # bookkeeping of a process that just exited, not a process left running.
     deadline = time.monotonic() + 2.0
     while True:
         leaked_children = {
-            pid: state for pid, state in child_processes().items() if pid not in children_before
+            pid: state for pid, state in descendants().items() if pid not in children_before
         }
         leaked_fds = open_fds() - fds_before
         if (not leaked_children and not leaked_fds) or time.monotonic() > deadline:

@@ -34,3 +34,28 @@ def child_processes() -> dict[int, str]:
         if int(fields[1]) == me:
             found[int(name)] = fields[0]
     return found
+
+
+def descendants() -> dict[int, str]:
+    """Every process below this one (workers forked by the fork server included)."""
+    parents: dict[int, int] = {}
+    states: dict[int, str] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(name)] = int(fields[1])
+        states[int(name)] = fields[0]
+    found: dict[int, str] = {}
+    frontier = [os.getpid()]
+    while frontier:
+        parent = frontier.pop()
+        for pid, ppid in parents.items():
+            if ppid == parent and pid not in found:
+                found[pid] = states[pid]
+                frontier.append(pid)
+    return found

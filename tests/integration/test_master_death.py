@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from tests.leaks import child_processes
 from tests.processes import is_running, wait_exited
 
 SCRIPT = Path(__file__).with_name("master_script.py")
@@ -20,13 +21,18 @@ _PR_SET_CHILD_SUBREAPER = 36
 
 @pytest.fixture
 def subreaper() -> Iterator[None]:
-    """Orphaned workers are re-parented to this process, so the test can see and reap them."""
+    """Orphans (the workers, the fork server) are re-parented to this process, so the test
+    can see them exit and reap them."""
     libc = ctypes.CDLL(None, use_errno=True)
+    before = set(child_processes())
     libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     try:
         yield
     finally:
         libc.prctl(_PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+        for pid, state in child_processes().items():
+            if pid not in before and state == "Z":
+                os.waitpid(pid, 0)
 
 
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])

@@ -26,7 +26,7 @@ from actors import (
     worker,
 )
 from protocol import Message
-from tests.leaks import child_processes
+from tests.leaks import descendants
 from tests.processes import wait_exited
 
 TIMEOUT = 60
@@ -136,7 +136,7 @@ async def test_crash_at_start_gives_up_after_max_restarts_plus_one(tmp_path: Pat
         await _enter(tree)
     assert "cannot start" in str(info.value)
     assert len(journal.read_text().splitlines()) <= 3
-    assert not child_processes()
+    assert not descendants()
 
 
 async def test_crashing_every_two_seconds_under_one_per_second_never_trips() -> None:
@@ -161,7 +161,7 @@ async def test_root_giving_up_ends_the_system_with_a_typed_error() -> None:
     )
     with trio.fail_after(TIMEOUT), pytest.raises(RestartLimitExceeded, match="gave up"):
         await _kill_until_it_gives_up(tree)
-    assert not child_processes()
+    assert not descendants()
 
 
 async def test_suicide_replacement_ready_before_the_old_worker_exits() -> None:
@@ -208,7 +208,7 @@ async def test_worker_ignoring_stop_is_killed_at_its_shutdown_timeout() -> None:
     assert "0.5" in exits[0].reason.detail
     assert exits[0].reason.signal == signal.SIGKILL
     assert elapsed < 30
-    assert not child_processes()
+    assert not descendants()
 
 
 async def test_unresponsive_worker_is_killed_and_restarted() -> None:

@@ -1,0 +1,220 @@
+"""A fork server: a pre-imported process that forks workers on request.
+
+A cold worker pays for a fresh interpreter and the imports of trio, pydantic, the runtime and
+the user's script (hundreds of milliseconds); a fork of a process that has done all that is
+ready in a few. The master starts one fork server (``python -m actors._zygote``) per
+system. It imports everything a worker needs, loads the main script as ``__mp_main__`` and
+then waits, single-threaded and with no event loop, for requests on its control socket: a
+``ForkRequest`` frame carrying the new worker's channel fd. It forks; the child becomes a
+worker exactly as ``actors._bootstrap`` would (own process group, dies with its parent, own
+trio loop). The server reaps its children and reports each exit status to the master, which
+sees these workers through :class:`ForkedProcess`.
+
+Ownership: the master owns the server and closes its control socket to stop it; the server
+dies with the master (``PR_SET_PDEATHSIG`` and the socket's EOF), and its workers die with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+from protocol import (
+    Channel,
+    FdHandle,
+    Frame,
+    FrameKind,
+    Message,
+    decode_message,
+    encode_message,
+    open_channel,
+)
+
+from ._errors import SpawnError
+from ._process import _RUNTIME_ROOT, CHANNEL_FD_ENV, PARENT_PID_ENV, main_script
+
+__all__ = ["ForkServer", "ForkedProcess", "open_fork_server"]
+
+log = logging.getLogger("actors")
+
+
+class Preload(Message, tag="actors.forkserver.Preload"):
+    """What the server imports before its first fork."""
+
+    main_path: str | None = None
+    main_module: str | None = None
+    sys_path: list[str]
+    modules: list[str]
+
+
+class ForkRequest(Message, tag="actors.forkserver.ForkRequest"):
+    """Fork a worker on this channel."""
+
+    request: int
+    channel: FdHandle
+
+
+class Forked(Message, tag="actors.forkserver.Forked"):
+    request: int
+    pid: int
+
+
+class ForkFailed(Message, tag="actors.forkserver.ForkFailed"):
+    request: int
+    error: str
+
+
+class ChildExited(Message, tag="actors.forkserver.ChildExited"):
+    pid: int
+    status: int  # as waitpid returns it
+
+
+class ForkedProcess:
+    """A worker forked by the server, as the master sees it (see ``WorkerProcess``)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self._exited = trio.Event()
+
+    def _set_status(self, status: int) -> None:
+        if self.returncode is None:
+            self.returncode = os.waitstatus_to_exitcode(status)
+            self._exited.set()
+
+    async def wait(self) -> int:
+        await self._exited.wait()
+        assert self.returncode is not None
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+class ForkServer:
+    """The master's handle on its fork server: a :class:`Spawner`."""
+
+    def __init__(self) -> None:
+        self._requests = 0
+        self._waiting: dict[int, trio.Event] = {}
+        self._answers: dict[int, Message] = {}
+        self._children: dict[int, ForkedProcess] = {}
+        self._early_exits: dict[int, int] = {}
+        self.broken: BaseException | None = None
+        self._channel: Channel
+
+    async def start(self, fd: int) -> ForkedProcess:
+        if self.broken is not None:
+            raise SpawnError(f"the fork server is gone: {self.broken}")
+        channel = self._channel
+        self._requests += 1
+        request = self._requests
+        done = self._waiting[request] = trio.Event()
+        data, fds = encode_message(
+            FrameKind.SYSTEM, ForkRequest(request=request, channel=FdHandle(fd))
+        )
+        try:
+            channel.send_nowait(data, fds)
+            await done.wait()
+        finally:
+            self._waiting.pop(request, None)
+        answer = self._answers.pop(request, None)
+        if isinstance(answer, Forked):
+            process = self._children[answer.pid] = ForkedProcess(answer.pid)
+            status = self._early_exits.pop(answer.pid, None)
+            if status is not None:
+                process._set_status(status)
+            return process
+        if isinstance(answer, ForkFailed):
+            raise SpawnError(f"the fork server could not fork: {answer.error}")
+        raise SpawnError(f"the fork server is gone: {self.broken}")
+
+    async def _serve(self) -> None:
+        try:
+            while True:
+                for frame in await self._channel.receive_some():
+                    self._on_frame(frame)
+        except (trio.EndOfChannel, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._fail(exc)
+        except Exception as exc:
+            log.error("the fork server spoke garbage: %r", exc)
+            self._fail(exc)
+            raise
+
+    def _on_frame(self, frame: Frame) -> None:
+        message = decode_message(frame)
+        if isinstance(message, Forked | ForkFailed):
+            self._answers[message.request] = message
+            event = self._waiting.get(message.request)
+            if event is not None:
+                event.set()
+        elif isinstance(message, ChildExited):
+            child = self._children.pop(message.pid, None)
+            if child is None:
+                self._early_exits[message.pid] = message.status
+            else:
+                child._set_status(message.status)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.broken is None:
+            self.broken = exc
+        for event in self._waiting.values():
+            event.set()
+        # Workers of a dead server die with it (PR_SET_PDEATHSIG): say so to their watchers.
+        for child in self._children.values():
+            child._set_status(signal.SIGKILL)
+        self._children.clear()
+
+
+@asynccontextmanager
+async def open_fork_server(preload: list[str] | None = None) -> AsyncIterator[ForkServer]:
+    """Run a fork server for the duration of the block (it is reaped on exit)."""
+    server = ForkServer()
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    env = dict(os.environ)
+    env[CHANNEL_FD_ENV] = str(theirs.fileno())
+    env[PARENT_PID_ENV] = str(os.getpid())
+    env["PYTHONPATH"] = os.pathsep.join(
+        [_RUNTIME_ROOT, *(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p)]
+    )
+    try:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "actors._zygote"], pass_fds=(theirs.fileno(),),
+            env=env, stdin=subprocess.DEVNULL, process_group=0,
+        )
+    finally:
+        theirs.close()
+    try:
+        async with open_channel(ours) as channel, trio.open_nursery() as nursery:
+            server._channel = channel
+            main_path, main_module = main_script()
+            data, fds = encode_message(FrameKind.SYSTEM, Preload(
+                main_path=main_path, main_module=main_module, sys_path=list(sys.path),
+                modules=list(preload or []),
+            ))
+            channel.send_nowait(data, fds)
+            nursery.start_soon(server._serve)
+            try:
+                yield server
+            finally:
+                channel.close()
+                nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(2):
+                await process.wait()
+            if process.returncode is None:
+                process.kill()
+                await process.wait()

@@ -1,0 +1,151 @@
+"""The fork server's own process: ``python -m actors._zygote`` (see ``_forkserver``).
+
+Single-threaded and without an event loop: it preloads, then forks a worker per request and
+reports each worker's exit status. Kept apart from ``_forkserver`` (which the package imports)
+so that running it as ``__main__`` does not define the message classes twice.
+"""
+
+from __future__ import annotations
+
+import array
+import importlib
+import os
+import selectors
+import signal
+import socket
+import sys
+
+from protocol import (
+    MAX_FDS_PER_FRAME,
+    FrameDecoder,
+    FrameKind,
+    Message,
+    decode_message,
+    encode_message,
+)
+
+from ._bootstrap import _die_with_parent, load_main, run_worker
+from ._forkserver import ChildExited, Forked, ForkFailed, ForkRequest, Preload
+from ._process import CHANNEL_FD_ENV, PARENT_PID_ENV
+
+
+def _serve_forever(sock: socket.socket, parent_pid: int) -> None:
+    decoder = FrameDecoder()
+    fifo: list[int] = []
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # delivered through the wakeup fd
+    selector = selectors.DefaultSelector()
+    selector.register(sock, selectors.EVENT_READ)
+    selector.register(wake_read, selectors.EVENT_READ)
+    preloaded = False
+    while True:
+        for key, _ in selector.select():
+            if key.fileobj == wake_read:
+                os.read(wake_read, 4096)
+                _reap(sock)
+                continue
+            data, ancdata, flags, _ = sock.recvmsg(
+                65536, socket.CMSG_SPACE(MAX_FDS_PER_FRAME * 4), socket.MSG_CMSG_CLOEXEC
+            )
+            if flags & socket.MSG_CTRUNC:
+                raise SystemExit("fork server: the kernel truncated the fds sent to it")
+            for level, kind, payload in ancdata:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    received = array.array("i")
+                    received.frombytes(payload[: len(payload) - len(payload) % 4])
+                    fifo.extend(received)
+            if not data:
+                return  # the master closed us: done
+            decoder.feed(data)
+            for frame in decoder.frames():
+                frame.fds = [fifo.pop(0) for _ in range(frame.nfds)]
+                message = decode_message(frame)
+                if isinstance(message, Preload) and not preloaded:
+                    preloaded = True
+                    _preload(message)
+                elif isinstance(message, ForkRequest):
+                    _fork(sock, selector, wake_read, wake_write, message,
+                          message.channel.detach())
+                else:
+                    raise SystemExit(f"fork server: unexpected {type(message).__name__}")
+
+
+def _preload(message: Preload) -> None:
+    for entry in reversed(message.sys_path):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+    for name in message.modules:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # the worker will import it (and report) itself
+            print(f"fork server: cannot preload {name}: {exc!r}", file=sys.stderr)
+    try:
+        load_main(message.main_path, message.main_module)
+    except Exception as exc:
+        print(f"fork server: cannot preload the main script: {exc!r}", file=sys.stderr)
+
+
+def _fork(
+    sock: socket.socket,
+    selector: selectors.BaseSelector,
+    wake_read: int,
+    wake_write: int,
+    request: ForkRequest,
+    fd: int,
+) -> None:
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        os.close(fd)
+        _send(sock, ForkFailed(request=request.request, error=str(exc)))
+        return
+    if pid == 0:  # the worker
+        status = 1
+        try:
+            selector.close()
+            sock.close()
+            signal.set_wakeup_fd(-1)
+            os.close(wake_read)
+            os.close(wake_write)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            os.setpgid(0, 0)
+            status = run_worker(fd, os.getppid())
+        finally:
+            os._exit(status)
+    os.close(fd)
+    _send(sock, Forked(request=request.request, pid=pid))
+
+
+def _reap(sock: socket.socket) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        _send(sock, ChildExited(pid=pid, status=status))
+
+
+def _send(sock: socket.socket, message: Message) -> None:
+    data, _ = encode_message(FrameKind.SYSTEM, message)
+    sock.sendall(data)
+
+
+def main() -> None:
+    fd = int(os.environ.pop(CHANNEL_FD_ENV))
+    parent_pid = int(os.environ.pop(PARENT_PID_ENV))
+    _die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sock = socket.socket(fileno=fd)
+    sock.setblocking(True)
+    try:
+        _serve_forever(sock, parent_pid)
+    except BrokenPipeError:
+        pass
+
+
+if __name__ == "__main__":
+    main()
