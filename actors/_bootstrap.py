@@ -41,6 +41,7 @@ from ._control import (
     Heartbeat,
     Hello,
     Ready,
+    Release,
     Start,
     StartFailed,
     Stop,
@@ -163,6 +164,10 @@ async def _serve(fd: int) -> int:
                 if isinstance(message, Stop):
                     for cell in cell_box:
                         cell.stop()
+                        cell.released.set()
+                elif isinstance(message, Release):
+                    for cell in cell_box:
+                        cell.released.set()
                 else:
                     raise ProtocolError(f"unexpected control message {type(message).__name__}")
 

@@ -85,6 +85,8 @@ class Cell:
         self.failure: BaseException | None = None
         self.exit_reason: ExitReason | None = None
         self.on_crash: Callable[[BaseException], None] | None = None
+        # After a suicide, the cell lingers (draining) until its replacement is ready.
+        self.released = trio.Event()
         self.drain_timeout = shutdown_timeout
         self.started_at = 0.0
         self.pid = os.getpid()
@@ -214,6 +216,8 @@ class Cell:
                 await self.actor.drain()
             except Exception as exc:
                 log.error("drain of actor %s failed", self.path, exc_info=exc)
+            if self.failure is not None and self.on_crash is not None:
+                await self.released.wait()  # the replacement takes over before we go
 
     async def _cleanup(self) -> None:
         timeout = self.shutdown_timeout

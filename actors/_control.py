@@ -19,6 +19,7 @@ __all__ = [
     "NameRegistered",
     "NameUnregistered",
     "Ready",
+    "Release",
     "Start",
     "StartFailed",
     "Stop",
@@ -103,6 +104,10 @@ class Suicide(Message, tag="actors.Suicide"):
     """The worker hit an unexpected exception: start my replacement, I drain and exit."""
 
     failure: Failure
+
+
+class Release(Message, tag="actors.Release"):
+    """To a worker draining after its suicide: the replacement is ready, finish and exit."""
 
 
 class Heartbeat(Message, tag="actors.Heartbeat"):

@@ -497,7 +497,7 @@ class Node:
                 del self.children[link.peer]
             for path, address in list(self.names.items()):
                 if link.owns(address.partition("/")[0]):
-                    del self.names[path]
+                    self.unregister_name(path, address)  # and up the tree
 
     async def _on_frame(self, link: Link, frame: Frame) -> None:
         kind = frame.kind

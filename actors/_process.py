@@ -34,6 +34,7 @@ from ._control import (
     NameRegistered,
     NameUnregistered,
     Ready,
+    Release,
     Start,
     StartFailed,
     Stop,
@@ -370,12 +371,23 @@ class ProcessChild:
             if self.address is not None:
                 self.node.unregister_name(self.path, self.address)
             if self.on_suicide is not None:
-                self.on_suicide(self)
+                self.on_suicide(self)  # the supervisor releases it once replaced
+            else:
+                self.release()
         elif isinstance(message, Stopping):
             if message.failure is not None:
                 self._explain(_failure_reason("crashed", message.failure))
         else:
             raise SpawnError(f"unexpected control message {type(message).__name__}")
+
+    def release(self) -> None:
+        """Tell a worker draining after a suicide that its replacement is up: it may go."""
+        link = self.link
+        if link is not None and not link.down:
+            try:
+                link.send_control(Release())
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
 
     async def shutdown(self, grace: float) -> None:
         """Ask the worker to stop; after ``grace`` seconds, kill its process group."""

@@ -36,6 +36,7 @@ class _Ended:
 
     exit_reason: ExitReason
     started_at: float
+    draining: ProcessChild | None = None  # a suicided worker, released once replaced
 
 
 @dataclass
@@ -166,7 +167,7 @@ class Supervisor:
         for name, slot in self._slots.items():
             if slot.instance is instance:
                 reason = instance._reason or ExitReason(kind="suicide")
-                ended = _Ended(reason, instance.started_at)
+                ended = _Ended(reason, instance.started_at, draining=instance)
                 slot.instance = ended  # the old instance's own exit is no longer news
                 self._exits_send.send_nowait((name, ended))
                 return
@@ -182,6 +183,14 @@ class Supervisor:
         await self._handle_exit(name, instance)
 
     async def _handle_exit(self, name: str, instance: Child | _Ended) -> None:
+        draining = instance.draining if isinstance(instance, _Ended) else None
+        try:
+            await self._decide_and_act(name, instance)
+        finally:
+            if draining is not None:
+                draining.release()  # its replacement is ready (or none is coming)
+
+    async def _decide_and_act(self, name: str, instance: Child | _Ended) -> None:
         slot = self._slots[name]
         reason = instance.exit_reason or ExitReason(kind="crashed", detail="unknown")
         slot.instance = None

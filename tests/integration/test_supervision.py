@@ -164,8 +164,9 @@ async def test_root_giving_up_ends_the_system_with_a_typed_error() -> None:
     assert not descendants()
 
 
-async def test_suicide_replacement_ready_before_the_old_worker_exits() -> None:
-    tree = supervisor("root", children=[worker(SlowDrain, name="w", process=True)])
+@pytest.mark.parametrize("member", [Member, SlowDrain])
+async def test_suicide_replacement_ready_before_the_old_worker_exits(member: type[Actor]) -> None:
+    tree = supervisor("root", children=[worker(member, name="w", process=True)])
     with trio.fail_after(TIMEOUT):
         async with open_system(tree) as system:
             events = system.events()

@@ -1,0 +1,122 @@
+"""A small supervision tree with a flaky worker; prints the lifecycle events as they happen.
+
+    python examples/supervision_tree.py [--rounds 30] [--failure-rate 0.25]
+
+The tree: a root supervisor (one_for_one, at most 5 restarts in 10 s, with backoff) over a
+steady ``counter`` and a ``flaky`` worker, each in its own process. The master sends work to
+the flaky one by path; when it crashes, the asker gets a RemoteError, the worker asks to be
+replaced (the suicide signal), and the supervisor starts a new one while the old one drains.
+The ref by path follows the restarts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+
+import trio
+
+from actors import (
+    Actor,
+    ActorExited,
+    ActorReady,
+    ActorRestarted,
+    ActorSuicided,
+    Backoff,
+    Event,
+    RemoteError,
+    RestartLimitExceeded,
+    SupervisorGaveUp,
+    handler,
+    open_system,
+    supervisor,
+    worker,
+)
+from protocol import Message
+
+
+class Work(Message):
+    n: int
+
+
+class Done(Message):
+    n: int
+    pid: int
+
+
+class Flaky(Actor):
+    def __init__(self, failure_rate: float) -> None:
+        self.failure_rate = failure_rate
+
+    @handler
+    async def work(self, msg: Work) -> Done:
+        if random.random() < self.failure_rate:
+            raise RuntimeError(f"flaky failed on job {msg.n}")
+        return Done(n=msg.n, pid=os.getpid())
+
+
+class Counter(Actor):
+    def __init__(self) -> None:
+        self.count = 0
+
+    @handler
+    async def work(self, msg: Work) -> Done:
+        self.count += 1
+        return Done(n=self.count, pid=os.getpid())
+
+
+def describe(event: Event) -> str:
+    if isinstance(event, ActorReady):
+        return f"ready      {event.path} (pid {event.pid})"
+    if isinstance(event, ActorExited):
+        return f"exited     {event.path} (pid {event.pid}): {event.reason.describe()}"
+    if isinstance(event, ActorSuicided):
+        return f"suicide    {event.path} (pid {event.pid}): {event.reason.detail}"
+    if isinstance(event, ActorRestarted):
+        return f"restarting {event.path} (restart {event.restarts}, delay {event.delay:.2f} s)"
+    if isinstance(event, SupervisorGaveUp):
+        return f"GAVE UP    {event.path}: {event.restarts} restarts within {event.within} s"
+    return f"{type(event).__name__:10} {event.path}"
+
+
+async def print_events(events: trio.MemoryReceiveChannel[Event]) -> None:
+    async for event in events:
+        print(f"  [event] {describe(event)}", flush=True)
+
+
+async def main(rounds: int, failure_rate: float) -> None:
+    tree = supervisor(
+        "root", strategy="one_for_one", max_restarts=5, within=10.0,
+        backoff=Backoff(initial=0.1, factor=2.0, cap=1.0),
+        children=[
+            worker(Counter, name="counter", process=True),
+            worker(Flaky, name="flaky", process=True, failure_rate=failure_rate),
+        ],
+    )
+    try:
+        async with open_system(tree) as system, trio.open_nursery() as nursery:
+            nursery.start_soon(print_events, system.events(history=True))
+            flaky = system.ref("root/flaky")
+            counter = system.ref("root/counter")
+            for n in range(rounds):
+                try:
+                    done = await flaky.ask(Work(n=n), Done)
+                    print(f"job {n}: done by pid {done.pid}", flush=True)
+                except RemoteError as exc:
+                    print(f"job {n}: {exc.type_name}: {exc.message}", flush=True)
+                await counter.tell(Work(n=n))
+                await trio.sleep(0.1)
+            total = await counter.ask(Work(n=-1), Done)
+            print(f"counter saw {total.n} jobs", flush=True)
+            nursery.cancel_scope.cancel()
+    except RestartLimitExceeded as exc:
+        print(f"the tree gave up: {exc}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--failure-rate", type=float, default=0.25)
+    arguments = parser.parse_args()
+    trio.run(main, arguments.rounds, arguments.failure_rate)

@@ -1,0 +1,41 @@
+"""SIGTERM to a master: orderly shutdown in reverse start order, exit status 0."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import trio
+
+from tests.leaks import descendants
+
+SCRIPT = Path(__file__).with_name("supervised_master.py")
+
+
+async def test_sigterm_shuts_the_tree_down_in_reverse_order(tmp_path: Path) -> None:
+    journal = tmp_path / "journal"
+    with trio.fail_after(60):
+        receive, send = os.pipe()
+        try:
+            master = await trio.lowlevel.open_process(
+                [sys.executable, str(SCRIPT), str(journal)], stdout=send
+            )
+        finally:
+            os.close(send)
+        async with trio.lowlevel.FdStream(receive) as stdout:
+            output = b""
+            while b"ready\n" not in output:
+                chunk = await stdout.receive_some()
+                assert chunk, f"the master exited early: {output!r}"
+                output += chunk
+            workers = set(descendants())
+            assert len(workers) >= 3  # three workers (and the fork server)
+            master.send_signal(signal.SIGTERM)
+            assert await master.wait() == 0
+            while chunk := await stdout.receive_some():
+                output += chunk
+    assert b"got SIGTERM" in output
+    assert journal.read_text().splitlines() == ["stop c", "stop b", "stop a"]
+    assert not set(descendants()) & workers
