@@ -18,6 +18,12 @@ from ._events import ActorSuicided as ActorSuicided
 from ._events import Event as Event
 from ._events import ExitReason as ExitReason
 from ._events import SupervisorGaveUp as SupervisorGaveUp
+from ._listener import Acceptor as Acceptor
+from ._listener import AcceptorStats as AcceptorStats
+from ._listener import BindError as BindError
+from ._listener import ListenerReport as ListenerReport
+from ._listener import ListenerSpec as ListenerSpec
+from ._listener import listener as listener
 from ._ref import ActorRef as ActorRef
 from ._restart import Decision as Decision
 from ._restart import RestartHistory as RestartHistory
@@ -31,6 +37,8 @@ from ._system import ActorSystem as ActorSystem
 from ._system import open_system as open_system
 
 __all__ = [
+    "Acceptor",
+    "AcceptorStats",
     "Actor",
     "ActorContext",
     "ActorError",
@@ -44,10 +52,13 @@ __all__ = [
     "ActorSuicided",
     "ActorSystem",
     "Backoff",
+    "BindError",
     "Decision",
     "Event",
     "ExitReason",
     "InvalidArguments",
+    "ListenerReport",
+    "ListenerSpec",
     "RemoteError",
     "RestartHistory",
     "RestartLimitExceeded",
@@ -57,6 +68,7 @@ __all__ = [
     "WorkerSpec",
     "decide",
     "handler",
+    "listener",
     "open_system",
     "supervisor",
     "worker",

@@ -118,6 +118,16 @@ class Cell:
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise ActorGone(f"actor {self.path} ({self.address}) stopped") from None
 
+    def fail(self, exc: BaseException) -> None:
+        """Crash from outside a handler (a background task of the actor failed)."""
+        if self.failure is None:
+            self.failure = exc
+            log.error("actor %s (%s) crashed", self.path, self.address, exc_info=exc)
+            self.stop()
+            self._fail_queued()
+            if self.on_crash is not None:
+                self.on_crash(exc)
+
     def stop(self) -> None:
         """Stop taking messages; the actor exits once its mailbox is empty."""
         self.accepting = False
@@ -160,22 +170,15 @@ class Cell:
                         ActorReady(path=self.path, address=self.address, pid=self.pid)
                     )
                     task_status.started(self.ref)
-                    crashed = False
                     try:
                         await self._serve()
                     except Exception as exc:
-                        crashed = True
-                        self.failure = exc
-                        self.stop()
-                        self._fail_queued()
-                        log.error("actor %s (%s) crashed", self.path, self.address, exc_info=exc)
-                        if self.on_crash is not None:
-                            self.on_crash(exc)
+                        self.fail(exc)
                     finally:
                         self.stop()
                         self._fail_queued()
                         with self._teardown_scope:
-                            if not crashed or self.on_crash is not None:
+                            if self.failure is None or self.on_crash is not None:
                                 await self._drain()
                             await stop_children(self)
                             await self._cleanup()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ._ref import ActorRef
@@ -57,6 +58,25 @@ class ActorContext:
     def ref_to(self, path: str) -> ActorRef:
         """A ref to whatever actor holds ``path`` when a message is sent."""
         return ActorRef(self._cell.node, path=path)
+
+    def start_soon(
+        self, function: Callable[..., Awaitable[object]], *args: object, name: str | None = None
+    ) -> None:
+        """Run a background task for as long as this actor lives (cancelled when it stops,
+        after ``drain``). An exception escaping it crashes the actor."""
+
+        async def guarded() -> None:
+            try:
+                await function(*args)
+            except Exception as exc:
+                self._cell.fail(exc)
+
+        self._cell.nursery.start_soon(guarded, name=name or getattr(function, "__name__", None))
+
+    def crash(self, exc: BaseException) -> None:
+        """Crash this actor as if a handler had raised ``exc`` (for a process actor: the
+        suicide signal; its replacement starts while it drains)."""
+        self._cell.fail(exc)
 
     def stop(self) -> None:
         """Stop this actor once the messages already in its mailbox are handled.

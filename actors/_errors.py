@@ -16,6 +16,8 @@ were waiting on the far side of it fail with :class:`ActorGone`, chained to it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -90,3 +92,15 @@ def leaves(exc: BaseException) -> list[BaseException]:
     if isinstance(exc, BaseExceptionGroup):
         return [leaf for inner in exc.exceptions for leaf in leaves(inner)]
     return [exc]
+
+
+@contextmanager
+def unwrap_actor_errors() -> Iterator[None]:
+    """Let an ActorError raised inside a nursery's body out as itself, not in a group of one."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        found = leaves(group)
+        if len(found) == 1 and isinstance(found[0], ActorError):
+            raise found[0] from None
+        raise

@@ -41,6 +41,7 @@ from ._ref import NODE_CONTEXT_KEY, ActorRef
 
 if TYPE_CHECKING:
     from ._cell import Cell
+    from ._listener import Listener
     from ._process import Spawner
 
 __all__ = ["Link", "Node", "Reply"]
@@ -51,26 +52,34 @@ MASTER_NODE = "0"
 _TELL_BUDGET = 64
 
 
+Answered = Callable[[Message | None, BaseException | None], None]
+
+
 class _Pending:
-    """An ask waiting for its reply."""
+    """An ask waiting for its reply (a task waiting on ``event``, or a callback)."""
 
-    __slots__ = ("error", "event", "link", "value")
+    __slots__ = ("answered", "error", "event", "link", "value")
 
-    def __init__(self, link: Link | None) -> None:
+    def __init__(self, link: Link | None, answered: Answered | None = None) -> None:
         self.event = trio.Event()
         self.link = link
         self.value: Message | None = None
         self.error: BaseException | None = None
+        self.answered = answered
 
     def resolve(self, value: Message | None) -> None:
         if not self.event.is_set():
             self.value = value
             self.event.set()
+            if self.answered is not None:
+                self.answered(value, None)
 
     def fail(self, error: BaseException) -> None:
         if not self.event.is_set():
             self.error = error
             self.event.set()
+            if self.answered is not None:
+                self.answered(None, error)
 
 
 class Reply:
@@ -159,6 +168,7 @@ class Node:
         self._tell_budget = _TELL_BUDGET
         self.events: EventBus | None = None
         self.spawner: Spawner | None = None  # how worker processes start (None: cold)
+        self.listeners: dict[str, Listener] = {}
         self.restart_wait = 5.0
         # Paths a supervisor keeps alive; senders by path wait (bounded) while nobody holds one.
         self._supervised: set[str] = set()
@@ -411,6 +421,35 @@ class Node:
             raise pending.error
         return pending.value
 
+    def request(self, ref: ActorRef, message: Message, answered: Answered) -> None:
+        """Ask without waiting: ``answered(reply, error)`` runs when the answer comes.
+
+        For runtime internals that keep many requests in flight (a listener's hand-offs)
+        without a task each. ``ref`` must be an address in another process.
+        """
+        address = ref.address
+        assert address is not None
+        node_id = address.partition("/")[0]
+        link = self.link_towards(node_id)
+        if link is None or link.down:
+            answered(None, ActorGone(f"no route to actor {address}: its process is gone"))
+            return
+        corr = next(self._corrs)
+        data, fds = encode_message(
+            FrameKind.ASK, message, corr=corr, route=f"{address}|{self.id}",
+            max_frame_size=self.max_frame_size,
+        )
+
+        def done(value: Message | None, error: BaseException | None) -> None:
+            self._pending.pop(corr, None)
+            answered(value, error)
+
+        self._pending[corr] = _Pending(link, done)
+        try:
+            link.channel.send_nowait(data, fds, defer=True)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._pending[corr].fail(ActorGone(f"no route to actor {address}: {exc}"))
+
     def _undelivered(self, link: Link, address: str, exc: BaseException) -> _Undelivered:
         # The peer is gone before the pump noticed: say so now, so that its names go and a
         # ref by path can wait for the successor.
@@ -481,7 +520,7 @@ class Node:
         link.error = error
         link.channel.close()
         text = f"the process of node {link.peer} is gone ({reason})"
-        for pending in self._pending.values():
+        for pending in list(self._pending.values()):
             if pending.link is link:
                 gone = ActorGone(text)
                 gone.__cause__ = error

@@ -41,15 +41,21 @@ async def start_child(
     if node.name_taken(path):
         raise SpawnError(f"the name {path!r} is already taken")
     if isinstance(spec, SupervisorSpec):
+        from ._listener import Listener, ListenerSpec
         from ._supervisor import Supervisor
 
-        sup = Supervisor(node, spec, parent=parent, path=path)
+        if isinstance(spec, ListenerSpec):
+            sup: Supervisor = Listener(node, spec, parent=parent, path=path)
+        else:
+            sup = Supervisor(node, spec, parent=parent, path=path)
         parent.children.append(sup)
         try:
             await parent.nursery.start(sup.run)
         except ActorError as exc:
-            error = SpawnError(f"supervisor {path} failed to start: {exc}")
-            error.reason = sup.exit_reason
+            error = type(exc)(str(exc)) if isinstance(exc, SpawnError) else SpawnError(
+                f"supervisor {path} failed to start: {exc}"
+            )
+            error.reason = sup.exit_reason or crash_reason(exc)
             raise error from exc
         return sup
     if spec.process:

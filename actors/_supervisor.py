@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import trio
 
 from ._cell import Child, Parent, crash_reason, stop_children
-from ._errors import RestartLimitExceeded, SpawnError
+from ._errors import RestartLimitExceeded, SpawnError, leaves, unwrap_actor_errors
 from ._events import ActorExited, ActorRestarted, ExitReason, SupervisorGaveUp
 from ._node import Node
 from ._process import ProcessChild
@@ -71,6 +71,7 @@ class Supervisor:
         self._scope = trio.CancelScope()
         self._random = random.Random()
         self._stopping = False
+        self.restart_counts: dict[str, int] = {}
 
     @property
     def ref(self) -> ActorRef:
@@ -94,11 +95,13 @@ class Supervisor:
     ) -> None:
         self.started_at = trio.current_time()
         started = False
+        error: BaseException | None = None
         try:
-            with self._scope:
+            with self._scope, unwrap_actor_errors():
                 async with trio.open_nursery() as nursery:
                     self.nursery = nursery
                     try:
+                        await self._prepare()
                         for name in list(self._slots):
                             await self._start_until_up(name)
                         started = True
@@ -113,15 +116,22 @@ class Supervisor:
                     finally:
                         self._stopping = True
                         with trio.CancelScope(shield=True):
+                            await self._before_stop()
                             await stop_children(self)
                         nursery.cancel_scope.cancel()
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
+            self._finish()
             for name in self._slots:
                 self.node.release_name(child_path(self, name))
             if self in self.parent.children:
                 self.parent.children.remove(self)
             if self.gave_up is not None:
                 self.exit_reason = crash_reason(self.gave_up)
+            elif error is not None and not isinstance(error, trio.Cancelled):
+                self.exit_reason = crash_reason(leaves(error)[0])
             else:
                 self.exit_reason = ExitReason(kind="shutdown")
             self.node.publish(ActorExited(path=self.path, pid=os.getpid(),
@@ -155,7 +165,23 @@ class Supervisor:
             return False
         slot.instance = instance
         self.nursery.start_soon(self._watch, name, instance)
+        await self._child_up(name, instance)
         return True
+
+    async def _prepare(self) -> None:
+        """Hook: runs in the supervisor's nursery before the first child starts."""
+
+    async def _before_stop(self) -> None:
+        """Hook: runs before the children are stopped (a listener stops accepting)."""
+
+    def _finish(self) -> None:
+        """Hook: runs last, whatever happened (a listener closes its socket)."""
+
+    async def _child_up(self, name: str, instance: Child) -> None:
+        """Hook: ``instance`` of child ``name`` is ready (a listener starts routing to it)."""
+
+    def _child_down(self, name: str, instance: Child) -> None:
+        """Hook: ``instance`` of ``name`` takes no new work (exited, suicided, or replaced)."""
 
     async def _watch(self, name: str, instance: Child) -> None:
         await instance.done.wait()
@@ -169,6 +195,7 @@ class Supervisor:
                 reason = instance._reason or ExitReason(kind="suicide")
                 ended = _Ended(reason, instance.started_at, draining=instance)
                 slot.instance = ended  # the old instance's own exit is no longer news
+                self._child_down(name, instance)
                 self._exits_send.send_nowait((name, ended))
                 return
 
@@ -180,6 +207,8 @@ class Supervisor:
         slot = self._slots.get(name)
         if slot is None or slot.instance is not instance:
             return  # an instance already replaced, or stopped on purpose
+        if not isinstance(instance, _Ended):
+            self._child_down(name, instance)
         await self._handle_exit(name, instance)
 
     async def _handle_exit(self, name: str, instance: Child | _Ended) -> None:
@@ -216,10 +245,12 @@ class Supervisor:
             running_instance = other_slot.instance
             other_slot.instance = None
             if running_instance is not None and not isinstance(running_instance, _Ended):
+                self._child_down(other, running_instance)
                 await running_instance.shutdown(running_instance.shutdown_timeout)
         if decision.delay:
             await trio.sleep(decision.delay)
         for other in decision.restart:
+            self.restart_counts[other] = self.restart_counts.get(other, 0) + 1
             self.node.publish(ActorRestarted(
                 path=child_path(self, other), restarts=len(self._history.restarts),
                 delay=decision.delay, reason=reason,
@@ -245,12 +276,14 @@ class Supervisor:
             raise
         slot.instance = instance
         self.nursery.start_soon(self._watch, spec.name, instance)
+        await self._child_up(spec.name, instance)
         return instance
 
     async def shutdown(self, grace: float) -> None:
         """Stop the children (last started first, each within its own shutdown), then exit."""
         self._stopping = True
         with trio.move_on_after(grace):
+            await self._before_stop()
             await stop_children(self)
         self._scope.cancel()
         await self.done.wait()

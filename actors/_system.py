@@ -14,9 +14,10 @@ from protocol import DEFAULT_MAX_FRAME_SIZE
 
 from ._actor import Actor
 from ._cell import Child, stop_children
-from ._errors import RestartLimitExceeded, leaves
+from ._errors import ActorNotFound, RestartLimitExceeded, leaves
 from ._events import Event, EventBus
 from ._forkserver import ForkServer, open_fork_server
+from ._listener import AcceptorStats, Listener
 from ._node import MASTER_NODE, Node
 from ._ref import ActorRef
 from ._spawn import spawn
@@ -89,6 +90,23 @@ class ActorSystem:
         observer.
         """
         return self._events.subscribe(history=history)
+
+    def listener(self, path: str) -> Listener:
+        """The running listener at ``path`` (its ``host``/``port`` are the bound address)."""
+        found = self._node.listeners.get(path)
+        if found is None:
+            raise ActorNotFound(f"no listener is running at {path!r}")
+        return found
+
+    async def acceptor_stats(self, path: str) -> list[AcceptorStats]:
+        """Per-acceptor figures of the listener at ``path``: open and total connections,
+        pid and restarts, so you can see how load is spread."""
+        return await self.listener(path).stats()
+
+    async def reload(self, path: str) -> None:
+        """Rolling reload of the listener at ``path``: each acceptor is replaced in turn
+        (the new one started and ready before the old one drains)."""
+        await self.listener(path).reload()
 
     async def stop(self) -> None:
         """Stop every actor, the last started first (as leaving ``open_system`` does)."""

@@ -49,7 +49,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import trio
 
@@ -63,6 +63,7 @@ NODE_MASTER = _HERE / "node" / "restart_master.js"
 IMPLS = ("forkserver", "spawn", "node")
 LABELS = {"forkserver": "ours fork server", "spawn": "ours spawn", "node": "node cluster"}
 WORKER_PATH = "root/w"
+StartMethod = Literal["forkserver", "spawn"]
 
 # --------------------------------------------------------------------------------------------
 # OUR runtime: the supervised worker. If the runtime does not import, the anchor still runs.
@@ -194,10 +195,10 @@ async def _restart_once(
     raise Verdict("the events channel closed during a restart")
 
 
-async def _ours_round(start_method: str, timed: int, cfg: Config) -> RoundData:
+async def _ours_round(start_method: StartMethod, timed: int, cfg: Config) -> RoundData:
     anomalies: list[str] = []
     samples: list[Sample] = []
-    async with open_system(TREE, start_method=start_method) as system:  # type: ignore[arg-type]
+    async with open_system(TREE, start_method=start_method) as system:
         events = system.events(history=True)
         pid: int | None = None
         for ev in _pending(events):  # the tree's start
@@ -207,15 +208,17 @@ async def _ours_round(start_method: str, timed: int, cfg: Config) -> RoundData:
             raise Verdict(f"no ActorReady with a pid for {WORKER_PATH} after the tree started")
         for i in range(cfg.warmup + timed):
             await trio.sleep(cfg.gap_s)
-            with trio.fail_after(cfg.timeout_s):
+            with trio.move_on_after(cfg.timeout_s) as scope:
                 sample, pid = await _restart_once(events, pid, anomalies)
+            if scope.cancelled_caught:
+                raise TimeoutError(f"no replacement ready within {cfg.timeout_s} s of a kill")
             if i >= cfg.warmup:
                 samples.append(sample)
         events.close()
     return RoundData(samples, anomalies)
 
 
-def run_ours(start_method: str) -> Callable[[int, Config], RoundData]:
+def run_ours(start_method: StartMethod) -> Callable[[int, Config], RoundData]:
     def run(timed: int, cfg: Config) -> RoundData:
         return trio.run(_ours_round, start_method, timed, cfg)
 
@@ -408,7 +411,7 @@ def machine() -> dict[str, Any]:
 
 
 def render_table(cfg: Config, results: dict[str, ImplResult], warnings: int) -> str:
-    def cell(result: ImplResult, metric: str, p: float | None, impl: str) -> str:
+    def cell(result: ImplResult, metric: str, p: float | None) -> str:
         if result.status != "ok":
             return "node: not found" if result.status == "not found" else result.status
         if p is None:  # the count row
@@ -443,9 +446,9 @@ def render_table(cfg: Config, results: dict[str, ImplResult], warnings: int) -> 
     ]
     lines.append(f"{'':<24}" + "".join(f"{LABELS[i]:>{width}}" for i in impls))
     for label, metric, p, which in rows:
-        cells = [
-            cell(results[i], metric, p, i) if i in which else "" for i in impls
-        ]
+        if not which & set(impls):
+            continue
+        cells = [cell(results[i], metric, p) if i in which else "" for i in impls]
         lines.append(f"{label:<24}" + "".join(f"{c:>{width}}" for c in cells))
     lines.append(
         "ready = ours: ActorReady of the new pid; node: cluster 'online' "
@@ -522,8 +525,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, list[str], bo
     restarts = ns.restarts if ns.restarts is not None else (30 if ns.quick else 60)
     spawn = ns.spawn_restarts if ns.spawn_restarts is not None else (10 if ns.quick else 20)
     if min(restarts, spawn, ns.rounds) < 1 or ns.warmup < 0 or ns.gap < 0 or ns.timeout <= 0:
-        p.error("--restarts, --spawn-restarts and --rounds must be positive, --warmup and --gap "
-                "non-negative, --timeout positive")
+        p.error(
+            "--restarts, --spawn-restarts and --rounds must be positive, --warmup and --gap "
+            "non-negative, --timeout positive"
+        )
     cfg = Config(
         restarts=restarts,
         spawn_restarts=spawn,
