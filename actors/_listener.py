@@ -431,7 +431,8 @@ class Listener(Supervisor):
     # -- acceptors coming and going ---------------------------------------------------------
 
     async def _child_up(self, name: str, instance: Child) -> None:
-        assert self._router is not None and self.sock is not None
+        assert self._router is not None
+        assert self.sock is not None
         pid = getattr(instance, "pid", None) or 0
         attach = Attach(listener=self._router.ref, policy=self.lspec.policy)
         if self.lspec.policy == "shared":
