@@ -42,6 +42,7 @@ class SpawnError(ActorError):
     """An actor could not be started (import, construction, setup, or its process failed)."""
 
     reason: ExitReason | None = None  # how the failed instance ended, when it got that far
+    fatal = False  # True: trying again cannot help (a supervisor fails at once, no restarts)
 
 
 class RestartLimitExceeded(ActorError):
@@ -59,6 +60,8 @@ class RestartLimitExceeded(ActorError):
 
 class InvalidArguments(SpawnError):
     """Constructor arguments do not fit the actor's ``__init__``, or are not JSON."""
+
+    fatal = True
 
 
 class ActorNotFound(ActorError):

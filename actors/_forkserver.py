@@ -20,7 +20,6 @@ import logging
 import os
 import signal
 import socket
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -39,7 +38,7 @@ from protocol import (
 )
 
 from ._errors import SpawnError
-from ._process import _RUNTIME_ROOT, CHANNEL_FD_ENV, PARENT_PID_ENV, main_script
+from ._process import ChildProcess, main_script, start_process
 
 __all__ = ["ForkServer", "ForkedProcess", "open_fork_server"]
 
@@ -141,13 +140,16 @@ class ForkServer:
             raise SpawnError(f"the fork server could not fork: {answer.error}")
         raise SpawnError(f"the fork server is gone: {self.broken}")
 
-    async def _serve(self) -> None:
+    async def _serve(self, process: ChildProcess) -> None:
         try:
             while True:
                 for frame in await self._channel.receive_some():
                     self._on_frame(frame)
-        except (trio.EndOfChannel, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self._fail(exc)
+        except (trio.EndOfChannel, trio.BrokenResourceError, trio.ClosedResourceError):
+            with trio.move_on_after(1):
+                await process.wait()
+            log.error("the fork server is gone (exit status %s)", process.returncode)
+            self._fail(RuntimeError(f"the fork server exited with status {process.returncode}"))
         except Exception as exc:
             log.error("the fork server spoke garbage: %r", exc)
             self._fail(exc)
@@ -183,16 +185,9 @@ async def open_fork_server(preload: list[str] | None = None) -> AsyncIterator[Fo
     """Run a fork server for the duration of the block (it is reaped on exit)."""
     server = ForkServer()
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    env = dict(os.environ)
-    env[CHANNEL_FD_ENV] = str(theirs.fileno())
-    env[PARENT_PID_ENV] = str(os.getpid())
-    env["PYTHONPATH"] = os.pathsep.join(
-        [_RUNTIME_ROOT, *(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p)]
-    )
     try:
-        process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "actors._zygote"], pass_fds=(theirs.fileno(),),
-            env=env, stdin=subprocess.DEVNULL, process_group=0,
+        process = start_process(
+            [sys.executable, "-m", "actors._zygote"], fd=theirs.fileno(), extra_env={}
         )
     finally:
         theirs.close()
@@ -205,7 +200,7 @@ async def open_fork_server(preload: list[str] | None = None) -> AsyncIterator[Fo
                 modules=list(preload or []),
             ))
             channel.send_nowait(data, fds)
-            nursery.start_soon(server._serve)
+            nursery.start_soon(server._serve, process)
             try:
                 yield server
             finally:
@@ -218,3 +213,5 @@ async def open_fork_server(preload: list[str] | None = None) -> AsyncIterator[Fo
             if process.returncode is None:
                 process.kill()
                 await process.wait()
+        if server.broken is not None and process.returncode != 0:
+            log.error("the fork server exited with status %s", process.returncode)

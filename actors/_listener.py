@@ -64,6 +64,8 @@ _ROUTED = ("round_robin", "least_busy")
 class BindError(SpawnError):
     """The listening socket could not be bound (an address in use, a bad host)."""
 
+    fatal = True  # a port in use does not free itself for a restart loop
+
 
 # -- messages between the listener and its acceptors ------------------------------------------
 
@@ -462,6 +464,10 @@ class Listener(Supervisor):
 
     # -- routing ----------------------------------------------------------------------------
 
+    def _has_capacity(self) -> bool:
+        cap = self.lspec.in_flight
+        return any(len(route.in_flight) < cap for route in self._routes.values())
+
     def _pick(self, exclude: str | None = None) -> _Route | None:
         cap = self.lspec.in_flight
         candidates = [
@@ -507,7 +513,7 @@ class Listener(Supervisor):
         self._capacity.set()
 
     def _flush_waiting(self) -> None:
-        while self._waiting and self._pick() is not None:
+        while self._waiting and self._has_capacity():
             conn, attempts = self._waiting.popleft()
             self._dispatch(conn, attempts)
 
@@ -520,7 +526,7 @@ class Listener(Supervisor):
         sock = self.sock
         assert sock is not None
         while self._accepting:
-            if self._pick() is None or self._waiting:
+            if not self._has_capacity() or self._waiting:
                 self._capacity = trio.Event()
                 await self._capacity.wait()  # every acceptor is at its cap: let the kernel queue
                 continue
@@ -529,7 +535,7 @@ class Listener(Supervisor):
             except trio.ClosedResourceError:
                 return
             # Take what is queued before yielding: one wake-up, many connections.
-            while self._accepting and self._pick() is not None:
+            while self._accepting and self._has_capacity():
                 try:
                     conn, _ = sock.accept()
                 except BlockingIOError:

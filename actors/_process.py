@@ -95,26 +95,74 @@ class Spawner(Protocol):
     async def start(self, fd: int) -> WorkerProcess: ...
 
 
+class ChildProcess:
+    """A process this one started (a :class:`WorkerProcess`), watched through a pidfd.
+
+    Workers are started from the event loop's own thread, not a helper thread as
+    ``trio.lowlevel.open_process`` does: ``PR_SET_PDEATHSIG`` fires when the *thread* that
+    forked a process exits, and trio retires idle helper threads after a few seconds, which
+    would take every worker started from one with it.
+    """
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+        self._pidfd = os.pidfd_open(popen.pid)
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.returncode
+
+    async def wait(self) -> int:
+        while self._popen.poll() is None:
+            try:
+                await trio.lowlevel.wait_readable(self._pidfd)  # readable once it exited
+            except trio.ClosedResourceError:
+                break
+        code = self._popen.wait()
+        self._close()
+        return code
+
+    def kill(self) -> None:
+        if self._popen.returncode is None:
+            self._popen.kill()
+
+    def _close(self) -> None:
+        if self._pidfd >= 0:
+            trio.lowlevel.notify_closing(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = -1
+
+
+def start_process(command: list[str], *, fd: int, extra_env: dict[str, str]) -> ChildProcess:
+    """Start ``command`` with ``fd`` passed by number, in a process group of its own."""
+    env = dict(os.environ)
+    env.update(extra_env)
+    env[CHANNEL_FD_ENV] = str(fd)
+    env[PARENT_PID_ENV] = str(os.getpid())
+    # The child must import this very copy of the runtime, installed or not.
+    env["PYTHONPATH"] = os.pathsep.join(
+        [_RUNTIME_ROOT, *(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p)]
+    )
+    popen = subprocess.Popen(
+        command,
+        pass_fds=(fd,),
+        env=env,
+        stdin=subprocess.DEVNULL,
+        # Its own process group: a terminal's Ctrl-C reaches the master only (which
+        # orchestrates shutdown), and a kill of the group reaches what the worker forked.
+        process_group=0,
+    )
+    return ChildProcess(popen)
+
+
 class ColdSpawner:
     """A fresh interpreter per worker: ``sys.executable -m actors._bootstrap``."""
 
-    async def start(self, fd: int) -> trio.Process:
-        env = dict(os.environ)
-        env[CHANNEL_FD_ENV] = str(fd)
-        env[PARENT_PID_ENV] = str(os.getpid())
-        # The worker must import this very copy of the runtime, installed or not.
-        env["PYTHONPATH"] = os.pathsep.join(
-            [_RUNTIME_ROOT, *(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p)]
-        )
-        return await trio.lowlevel.open_process(
-            [sys.executable, "-m", "actors._bootstrap"],
-            pass_fds=(fd,),
-            env=env,
-            stdin=subprocess.DEVNULL,
-            # Its own process group: a terminal's Ctrl-C reaches the master only (which
-            # orchestrates shutdown), and a kill of the group reaches what the worker forked.
-            process_group=0,
-        )
+    async def start(self, fd: int) -> WorkerProcess:
+        process = start_process([sys.executable, "-m", "actors._bootstrap"], fd=fd, extra_env={})
+        await trio.lowlevel.checkpoint()
+        return process
 
 
 def class_path(cls: type) -> str:

@@ -52,9 +52,10 @@ async def start_child(
         try:
             await parent.nursery.start(sup.run)
         except ActorError as exc:
-            error = type(exc)(str(exc)) if isinstance(exc, SpawnError) else SpawnError(
-                f"supervisor {path} failed to start: {exc}"
-            )
+            if isinstance(exc, SpawnError):
+                exc.reason = exc.reason or sup.exit_reason
+                raise  # as it is: a BindError stays a BindError up the tree
+            error = SpawnError(f"supervisor {path} failed to start: {exc}")
             error.reason = sup.exit_reason or crash_reason(exc)
             raise error from exc
         return sup

@@ -158,6 +158,8 @@ class Supervisor:
         try:
             instance = await start_child(self, self.node, slot.spec, on_suicide=self._on_suicide)
         except SpawnError as exc:
+            if exc.fatal:
+                raise  # a configuration error: restarting cannot fix it
             reason = exc.reason or crash_reason(exc)
             ended = _Ended(reason, trio.current_time())
             slot.instance = ended

@@ -14,7 +14,7 @@ from protocol import DEFAULT_MAX_FRAME_SIZE
 
 from ._actor import Actor
 from ._cell import Child, stop_children
-from ._errors import ActorNotFound, RestartLimitExceeded, leaves
+from ._errors import ActorError, ActorNotFound, RestartLimitExceeded, leaves
 from ._events import Event, EventBus
 from ._forkserver import ForkServer, open_fork_server
 from ._listener import AcceptorStats, Listener
@@ -193,6 +193,9 @@ async def open_system(
             raise gave_up from None
         if body_error is not None and leaves(group) == [body_error]:
             raise body_error from None  # the block's own exception, not a group of one
+        found = leaves(group)
+        if len(found) == 1 and isinstance(found[0], ActorError):
+            raise found[0] from None  # the tree could not start: say why, as itself
         raise
     finally:
         events.close()

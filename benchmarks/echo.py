@@ -1,0 +1,610 @@
+"""Echo benchmark: examples/echo_cluster.py under its four policies against Node and trio.
+
+Usage::
+
+    python benchmarks/echo.py [--quick] [--json] [--servers a,b,...] [--rounds R]
+                              [--seconds T] [--warmup W] [--conns N] [--slots C]
+
+Every server is a separate OS process tree with 2 worker processes, started fresh for each
+round on a free port of 127.0.0.1 (``--port 0``; the address is read from its ready line),
+and stopped with SIGTERM (then reaped, and any process left over SIGKILLed) after it:
+
+``round_robin`` ``least_busy`` ``shared`` ``reuseport``
+            ``examples/echo_cluster.py --workers 2 --policy X`` (this runtime);
+``node_rr`` ``node_none``
+            a Node.js ``cluster`` echo (``benchmarks/node/echo_cluster.js``), 2 workers, with
+            ``cluster.schedulingPolicy = SCHED_RR`` (the primary accepts and hands connections
+            out) or ``SCHED_NONE`` (the workers accept on the shared socket);
+``trio``    ``benchmarks/trio_echo.py``: a parent binds and listens, 2 forked children run
+            ``trio.serve_listeners`` on the inherited socket; the no-runtime baseline;
+``ceiling`` (round 1 only) ``loadgen serve``: a single-threaded C epoll echo in one process,
+            how far the load generator and the kernel go on this machine with no Python or
+            Node in the way.
+
+Two loads, the same for every server, from ``benchmarks/echo/loadgen.c`` (single-threaded
+epoll, compiled with ``gcc -O2`` into ``benchmarks/build/``), each W s of untimed warm-up
+then T timed seconds, every echoed byte checked:
+
+keep-alive  N (64) connections, each a loop of "send 64 bytes, read the 64 back": round trips/s;
+new conn    C (32) slots, each a loop of "connect, send 64 bytes, read them back, close": new
+            connections/s.
+
+Rounds are interleaved (every server once, then again; the order rotates by one each round),
+so drift in the load of a shared machine hits them all, and each figure is the MEDIAN over the
+rounds; "±" is half the min-max range over the rounds relative to the median. Errors are
+summed over the rounds. Progress goes to stderr, the table (or the JSON) to stdout. The exit
+status is 1 if a server failed to start, died, did not stop, or if any echo failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+_HERE = Path(__file__).resolve().parent
+_ROOT = _HERE.parent
+LOADGEN_SRC = _HERE / "echo" / "loadgen.c"
+BUILD_DIR = _HERE / "build"  # git-ignored
+LOADGEN = BUILD_DIR / "loadgen"
+HOST = "127.0.0.1"
+SIZE = 64
+WORKERS = 2
+TICK = os.sysconf("SC_CLK_TCK")
+READY = re.compile(r"listening on (\d+\.\d+\.\d+\.\d+):(\d+)")
+
+OURS = ("round_robin", "least_busy", "shared", "reuseport")
+SERVERS = (*OURS, "node_rr", "node_none", "trio", "ceiling")
+LABELS = {
+    "round_robin": "ours round_robin",
+    "least_busy": "ours least_busy",
+    "shared": "ours shared",
+    "reuseport": "ours reuseport",
+    "node_rr": "node SCHED_RR",
+    "node_none": "node SCHED_NONE",
+    "trio": "trio hand-written",
+    "ceiling": "C epoll, 1 proc",
+}
+BASELINES = ("trio", "node_rr")
+
+
+def server_argv(name: str) -> list[str]:
+    if name in OURS:
+        return [sys.executable, str(_ROOT / "examples" / "echo_cluster.py"), "--host", HOST,
+                "--port", "0", "--workers", str(WORKERS), "--policy", name]
+    if name in ("node_rr", "node_none"):
+        node = shutil.which("node") or "node"
+        return [node, str(_HERE / "node" / "echo_cluster.js"), "--policy", name[5:],
+                "--host", HOST, "--port", "0", "--workers", str(WORKERS)]
+    if name == "trio":
+        return [sys.executable, str(_HERE / "trio_echo.py"), "--host", HOST, "--port", "0",
+                "--workers", str(WORKERS)]
+    if name == "ceiling":
+        return [str(LOADGEN), "serve", "--host", HOST, "--port", "0"]
+    raise ValueError(name)
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration and results
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Config:
+    rounds: int
+    seconds: float  # timed part of each load
+    warmup: float  # untimed part before it
+    conns: int  # keep-alive connections
+    slots: int  # concurrent new-connection slots
+    timeout_ms: int  # an echo (or a connect) taking longer is an error
+    ready_timeout_s: float
+    stop_timeout_s: float
+
+
+@dataclass
+class Load:
+    """One run of the load generator against one server."""
+
+    rate: float  # round trips/s or connections/s over the timed window
+    ops: int
+    elapsed_s: float
+    errors: int
+    error_kinds: dict[str, int]
+    first_error: str
+    loadgen_cpu: float  # the load generator's CPU time / the timed window (1.0 = one core)
+    server_cpu: float  # the server's processes' CPU time / the load's wall time (cores)
+    process_cpu: dict[str, float]  # the same per process ("m<pid>": the one we started)
+
+
+@dataclass
+class RoundResult:
+    keepalive: Load
+    connect: Load
+    ready_s: float
+    pids_started: int  # processes of the server tree that appeared during the loads
+    pids_gone: int  # ... and that disappeared (a worker replaced, a crash)
+    exit_code: int | None
+    notes: list[str] = field(default_factory=list)
+
+
+class ServerFailed(Exception):
+    pass
+
+
+def describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+# --------------------------------------------------------------------------------------------
+# Processes: the load generator, the servers, their process trees
+# --------------------------------------------------------------------------------------------
+
+
+def build_loadgen() -> Path:
+    """Compile the load generator unless an up-to-date binary is there."""
+    if LOADGEN.exists() and LOADGEN.stat().st_mtime >= LOADGEN_SRC.stat().st_mtime:
+        return LOADGEN
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if gcc is None:
+        raise SystemExit("echo.py: gcc (or cc) is needed to build the load generator")
+    BUILD_DIR.mkdir(exist_ok=True)
+    tmp = LOADGEN.with_suffix(".tmp")
+    subprocess.run([gcc, "-O2", "-Wall", "-o", str(tmp), str(LOADGEN_SRC)], check=True)
+    tmp.replace(LOADGEN)
+    return LOADGEN
+
+
+def _proc_stat(pid: int) -> tuple[int, str, int] | None:
+    """(ppid, state, utime + stime in ticks) of a live process, None if gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[1]), fields[0], int(fields[11]) + int(fields[12])
+
+
+def tree(root: int) -> dict[int, int]:
+    """The live processes of root's tree (root included): pid -> CPU ticks so far."""
+    stats: dict[int, tuple[int, str, int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            st = _proc_stat(int(entry))
+            if st is not None:
+                stats[int(entry)] = st
+    found: dict[int, int] = {}
+    if root in stats:
+        found[root] = stats[root][2]
+    grew = True
+    while grew:
+        grew = False
+        for pid, (ppid, _, ticks) in stats.items():
+            if ppid in found and pid not in found:
+                found[pid] = ticks
+                grew = True
+    return found
+
+
+class Server:
+    """One server process tree: started in a session of its own, stopped with SIGTERM."""
+
+    def __init__(self, name: str, cfg: Config, workdir: Path) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.out = workdir / f"{name}.out"
+        self.err = workdir / f"{name}.err"
+        self.known: set[int] = set()
+        t0 = time.perf_counter()
+        with self.out.open("wb") as out, self.err.open("wb") as err:
+            self.proc = subprocess.Popen(
+                server_argv(name), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                cwd=_ROOT, start_new_session=True,
+            )
+        self.host, self.port = self._wait_ready()
+        self.ready_s = time.perf_counter() - t0
+        self.known.update(tree(self.proc.pid))
+
+    def _wait_ready(self) -> tuple[str, int]:
+        deadline = time.monotonic() + self.cfg.ready_timeout_s
+        while time.monotonic() < deadline:
+            match = READY.search(self.out.read_text(errors="replace"))
+            if match:
+                return match.group(1), int(match.group(2))
+            if self.proc.poll() is not None:
+                raise ServerFailed(f"exited with {self.proc.returncode} before it was ready"
+                                   f"{self.tail()}")
+            time.sleep(0.02)
+        raise ServerFailed(f"not ready after {self.cfg.ready_timeout_s} s{self.tail()}")
+
+    def tail(self) -> str:
+        lines = self.err.read_text(errors="replace").strip().splitlines()[-4:]
+        return (": " + " | ".join(lines)) if lines else ""
+
+    def stop(self) -> tuple[int | None, list[str]]:
+        """SIGTERM, wait, reap; SIGKILL whatever is left. Returns (exit code, notes)."""
+        notes = []
+        self.known.update(tree(self.proc.pid))
+        code: int | None = None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                code = self.proc.wait(self.cfg.stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                notes.append(f"did not stop within {self.cfg.stop_timeout_s} s of SIGTERM")
+        else:
+            code = self.proc.returncode
+            notes.append(f"had exited (status {code}) before SIGTERM")
+        if code is not None and code != 0:
+            notes.append(f"exit status {code}{self.tail()}")
+        # Whatever of its tree is still there once the root is gone (or stuck) gets SIGKILL.
+        deadline = time.monotonic() + 5
+        while True:
+            left = [pid for pid in self.known if _proc_stat(pid) is not None]
+            if not left or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if left:
+            notes.append(f"processes left after it stopped, killed: {sorted(left)}")
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        return code, notes
+
+
+def run_load(server: Server, mode: str, cfg: Config) -> Load:
+    conns = cfg.conns if mode == "keepalive" else cfg.slots
+    argv = [str(LOADGEN), "client", "--host", server.host, "--port", str(server.port),
+            "--mode", mode, "--conns", str(conns), "--size", str(SIZE),
+            "--seconds", str(cfg.seconds), "--warmup", str(cfg.warmup),
+            "--timeout-ms", str(cfg.timeout_ms)]
+    before = tree(server.proc.pid)
+    t0 = time.perf_counter()
+    out = subprocess.run(argv, capture_output=True, text=True, check=False,
+                         timeout=cfg.warmup + cfg.seconds + cfg.timeout_ms / 1e3 + 40)
+    wall = time.perf_counter() - t0
+    after = tree(server.proc.pid)
+    server.known.update(after)
+    if out.returncode != 0:
+        raise ServerFailed(f"loadgen exited with {out.returncode}: {out.stderr.strip()}")
+    r = json.loads(out.stdout)
+    cpu = {pid: (ticks - before.get(pid, 0)) / TICK / wall for pid, ticks in after.items()}
+    return Load(
+        rate=r["ops"] / r["elapsed_s"],
+        ops=r["ops"],
+        elapsed_s=r["elapsed_s"],
+        errors=r["errors"],
+        error_kinds={k: v for k, v in r["error_kinds"].items() if v},
+        first_error=r["first_error"],
+        loadgen_cpu=r["cpu_s"] / r["elapsed_s"],
+        server_cpu=sum(cpu.values()),
+        process_cpu={(f"m{pid}" if pid == server.proc.pid else str(pid)): round(c, 3)
+                     for pid, c in sorted(cpu.items())},
+    )
+
+
+def run_round(name: str, cfg: Config, workdir: Path) -> RoundResult:
+    server = Server(name, cfg, workdir)
+    try:
+        start = set(tree(server.proc.pid))
+        keepalive = run_load(server, "keepalive", cfg)
+        connect = run_load(server, "connect", cfg)
+        end = set(tree(server.proc.pid))
+        alive = server.proc.poll() is None
+    finally:
+        code, notes = server.stop()
+    if not alive:
+        raise ServerFailed("; ".join(notes) or "the server died during the round")
+    gone, started = start - end, end - start
+    if gone or started:
+        notes.append(f"processes replaced during the loads: {len(gone)} gone, "
+                     f"{len(started)} started")
+    return RoundResult(keepalive, connect, server.ready_s, len(started), len(gone), code, notes)
+
+
+# --------------------------------------------------------------------------------------------
+# Driver and summary
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ServerResult:
+    rounds: list[RoundResult] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    def values(self, metric: str) -> list[float]:
+        load, attr = metric.split(".")
+        return [getattr(getattr(r, load), attr) for r in self.rounds]
+
+    def median(self, metric: str) -> float | None:
+        values = self.values(metric)
+        return float(statistics.median(values)) if values else None
+
+    def spread(self, metric: str) -> float | None:
+        values, med = self.values(metric), self.median(metric)
+        if not values or not med:
+            return None
+        return (max(values) - min(values)) / 2 / med
+
+    def errors(self, load: str) -> int:
+        return sum(getattr(r, load).errors for r in self.rounds)
+
+    @property
+    def clean(self) -> bool:
+        return not self.failures and not any(
+            r.keepalive.errors or r.connect.errors or r.exit_code != 0 or r.notes
+            for r in self.rounds
+        )
+
+
+def run_all(cfg: Config, names: Sequence[str], log: Callable[[str], None]
+            ) -> dict[str, ServerResult]:
+    results = {name: ServerResult() for name in names}
+    main = [n for n in names if n != "ceiling"]
+    with tempfile.TemporaryDirectory(prefix="echo-bench-") as tmp:
+        for i in range(cfg.rounds):
+            shift = i % len(main) if main else 0
+            order = main[shift:] + main[:shift]
+            if i == 0 and "ceiling" in results:
+                order.append("ceiling")
+            for name in order:
+                t0 = time.perf_counter()
+                try:
+                    r = run_round(name, cfg, Path(tmp))
+                except Exception as exc:
+                    results[name].failures.append(f"round {i + 1}: {describe(exc)}")
+                    log(f"round {i + 1}/{cfg.rounds} {name}: FAILED: {describe(exc)}")
+                    continue
+                results[name].rounds.append(r)
+                ka, nc = r.keepalive, r.connect
+                log(
+                    f"round {i + 1}/{cfg.rounds} {name:>11}: "
+                    f"keep-alive {ka.rate:>8,.0f} rt/s (err {ka.errors}, "
+                    f"server {ka.server_cpu:.2f} cores {_split(ka)}, loadgen {ka.loadgen_cpu:.0%})"
+                    f"  new conn {nc.rate:>7,.0f}/s (err {nc.errors}, "
+                    f"server {nc.server_cpu:.2f} cores {_split(nc)}, loadgen {nc.loadgen_cpu:.0%})"
+                    f"  ready {r.ready_s:.2f} s ({time.perf_counter() - t0:.1f} s)"
+                )
+                for load in (ka, nc):
+                    if load.errors:
+                        log(f"    errors {load.error_kinds}: first: {load.first_error}")
+                for note in r.notes:
+                    log(f"    note: {note}")
+    return results
+
+
+def _split(load: Load) -> str:
+    """The busy processes' shares, e.g. [m0.05 0.81 0.77] (m: the process we started)."""
+    busy = [f"{k[0] if k[0] == 'm' else ''}{v:.2f}" for k, v in load.process_cpu.items()
+            if v >= 0.01]
+    return "[" + " ".join(busy) + "]"
+
+
+METRICS = ("keepalive.rate", "connect.rate")
+
+
+def ratios(results: dict[str, ServerResult]) -> dict[str, dict[str, float | None]]:
+    out: dict[str, dict[str, float | None]] = {}
+    for name, result in results.items():
+        row: dict[str, float | None] = {}
+        for base in BASELINES:
+            if base not in results or base == name:
+                continue
+            for metric in METRICS:
+                num, den = result.median(metric), results[base].median(metric)
+                key = f"{metric.split('.')[0]} / {base}"
+                row[key] = num / den if num is not None and den else None
+        out[name] = row
+    return out
+
+
+# (ours metric, baseline, factor): ours >= factor x baseline
+TARGETS = (
+    ("keepalive.rate", "trio", 1.0),
+    ("connect.rate", "trio", 1.0),
+    ("connect.rate", "node_rr", 1.5),
+)
+
+
+def targets(results: dict[str, ServerResult]) -> list[dict[str, Any]]:
+    found = []
+    for name in OURS:
+        if name not in results:
+            continue
+        for metric, base, factor in TARGETS:
+            if base not in results:
+                continue
+            num, den = results[name].median(metric), results[base].median(metric)
+            ratio = num / den if num is not None and den else None
+            found.append({
+                "server": name, "metric": metric, "baseline": base, "factor": factor,
+                "ratio": ratio, "met": None if ratio is None else ratio >= factor,
+            })
+    return found
+
+
+def node_version() -> str | None:
+    node = shutil.which("node")
+    if node is None:
+        return None
+    out = subprocess.run([node, "--version"], capture_output=True, text=True, check=False)
+    return out.stdout.strip() or None
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "node": node_version(),
+        "cpus": os.cpu_count(),
+    }
+
+
+def render_table(cfg: Config, results: dict[str, ServerResult]) -> str:
+    m = machine()
+    lines = [
+        f"Echo benchmark, {SIZE}-byte echoes, {WORKERS} worker processes per server, "
+        f"median of {cfg.rounds} rounds",
+        f"keep-alive: {cfg.conns} connections; new conn: {cfg.slots} slots; "
+        f"{cfg.seconds:g} s timed after {cfg.warmup:g} s warm-up; loads from one C epoll "
+        f"process on the same host",
+        f"{m['platform']}, {m['cpus']} cpus, Python {m['python']}, node {m['node'] or 'not found'}",
+        "",
+    ]
+
+    def cell(result: ServerResult, metric: str) -> str:
+        med, spread = result.median(metric), result.spread(metric)
+        if med is None or spread is None:
+            return "error"
+        return f"{med:,.0f} ±{spread:3.0%}"
+
+    def cpu(result: ServerResult, load: str) -> str:
+        srv = result.median(f"{load}.server_cpu")
+        gen = result.median(f"{load}.loadgen_cpu")
+        return "-" if srv is None or gen is None else f"{srv:.2f} / {gen:.2f}"
+
+    header = (f"{'':<19}{'keep-alive rt/s':>17}{'new conn/s':>15}{'errors ka/new':>15}"
+              f"{'cpu srv/gen ka':>17}{'cpu srv/gen new':>17}")
+    lines.append(header)
+    for name, result in results.items():
+        label = LABELS[name] + (" *" if name == "ceiling" else "")
+        errors = f"{result.errors('keepalive')}/{result.errors('connect')}"
+        lines.append(
+            f"{label:<19}{cell(result, 'keepalive.rate'):>17}{cell(result, 'connect.rate'):>15}"
+            f"{errors:>15}{cpu(result, 'keepalive'):>17}{cpu(result, 'connect'):>17}"
+        )
+    if "ceiling" in results:
+        lines.append("* the ceiling is measured in round 1 only; it is not a target")
+    lines.append("cpu srv/gen: cores used by the server's processes / by the load generator")
+    for name, result in results.items():
+        for failure in result.failures:
+            lines.append(f"{name}: {failure}")
+        for i, r in enumerate(result.rounds):
+            for load in ("keepalive", "connect"):
+                x: Load = getattr(r, load)
+                if x.errors:
+                    lines.append(f"{name}: a round's {load}: {x.errors} errors {x.error_kinds}; "
+                                 f"first: {x.first_error}")
+            for note in r.notes:
+                lines.append(f"{name}: round #{i + 1} that ran: {note}")
+        for load in ("keepalive", "connect"):
+            busy = result.median(f"{load}.loadgen_cpu")
+            if busy is not None and busy > 0.9 and name != "ceiling":
+                lines.append(f"note: the load generator was busy {busy:.0%} of the time "
+                             f"against {name} ({load}): it may be what limits the rate")
+
+    rs = ratios(results)
+    present = [b for b in BASELINES if b in results]
+    if present:
+        lines.append("")
+        lines.append("Ratios of medians (>1x: more per second than the baseline)")
+        cols = [f"{load} / {base}" for base in present for load in ("keepalive", "connect")]
+        lines.append(f"{'':<19}" + "".join(f"{c:>21}" for c in cols))
+        for name, row in rs.items():
+            if name == "ceiling":
+                continue
+            cells = []
+            for c in cols:
+                value = row.get(c)
+                cells.append("-" if c not in row else "n/a" if value is None else f"{value:.2f}x")
+            lines.append(f"{LABELS[name]:<19}" + "".join(f"{v:>21}" for v in cells))
+    ts = targets(results)
+    if ts:
+        lines.append("")
+        lines.append("Targets (echo_cluster, each policy):")
+        for t in ts:
+            what = "keep-alive rt/s" if t["metric"].startswith("keepalive") else "new conn/s"
+            goal = f">= {t['factor']:g}x {LABELS[t['baseline']]} {what}"
+            ratio = "n/a" if t["ratio"] is None else f"{t['ratio']:.2f}x"
+            verdict = "n/a" if t["met"] is None else "met" if t["met"] else "NOT met"
+            lines.append(f"  {LABELS[t['server']]:<18} {goal:<42} {ratio:>7}  {verdict}")
+    return "\n".join(lines)
+
+
+def render_json(cfg: Config, results: dict[str, ServerResult]) -> str:
+    doc = {
+        "config": asdict(cfg) | {"size": SIZE, "workers": WORKERS, "host": HOST},
+        "machine": machine(),
+        "results": {
+            name: {
+                "label": LABELS[name],
+                "failures": r.failures,
+                "median": {k: r.median(k) for k in (*METRICS, "keepalive.server_cpu",
+                           "connect.server_cpu", "keepalive.loadgen_cpu",
+                           "connect.loadgen_cpu")},
+                "spread": {k: r.spread(k) for k in METRICS},
+                "errors": {"keepalive": r.errors("keepalive"), "connect": r.errors("connect")},
+                "rounds": [asdict(x) for x in r.rounds],
+            }
+            for name, r in results.items()
+        },
+        "ratios": ratios(results),
+        "targets": targets(results),
+    }
+    return json.dumps(doc, indent=2)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, list[str], bool]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--quick", action="store_true", help="2 rounds of 3 s instead of 3 of 5 s")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    p.add_argument("--servers", default=",".join(SERVERS),
+                   help="comma-separated subset of %(default)s")
+    p.add_argument("--rounds", type=int, help="rounds per server (default 3, quick 2)")
+    p.add_argument("--seconds", type=float, help="timed seconds per load (default 5, quick 3)")
+    p.add_argument("--warmup", type=float, default=0.5, help="untimed seconds before each load")
+    p.add_argument("--conns", type=int, default=64, help="keep-alive connections")
+    p.add_argument("--slots", type=int, default=32, help="concurrent new-connection slots")
+    p.add_argument("--timeout-ms", type=int, default=2000,
+                   help="an echo or connect slower than this is an error")
+    ns = p.parse_args(argv)
+    wanted = [s.strip() for s in ns.servers.split(",") if s.strip()]
+    unknown = set(wanted) - set(SERVERS)
+    if unknown or not wanted:
+        p.error(f"--servers: choose from {', '.join(SERVERS)}")
+    names = [s for s in SERVERS if s in wanted]
+    if any(s.startswith("node") for s in names) and shutil.which("node") is None:
+        print("echo.py: node not found: skipping the Node servers", file=sys.stderr)
+        names = [s for s in names if not s.startswith("node")]
+    rounds = ns.rounds if ns.rounds is not None else (2 if ns.quick else 3)
+    seconds = ns.seconds if ns.seconds is not None else (3.0 if ns.quick else 5.0)
+    if rounds < 1 or seconds <= 0 or ns.warmup < 0 or min(ns.conns, ns.slots) < 1:
+        p.error("--rounds, --seconds, --conns and --slots must be positive, --warmup >= 0")
+    cfg = Config(rounds=rounds, seconds=seconds, warmup=ns.warmup, conns=ns.conns,
+                 slots=ns.slots, timeout_ms=ns.timeout_ms, ready_timeout_s=30.0,
+                 stop_timeout_s=15.0)
+    return cfg, names, ns.json
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    cfg, names, as_json = parse_args(argv)
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    build_loadgen()
+    results = run_all(cfg, names, log)
+    print(render_json(cfg, results) if as_json else render_table(cfg, results))
+    return 0 if all(r.clean and r.rounds for r in results.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,267 @@
+"""Listener and acceptors with real worker processes and real TCP on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+
+import pytest
+import trio
+
+from actors import (
+    Acceptor,
+    ActorReady,
+    BindError,
+    Event,
+    listener,
+    open_system,
+    supervisor,
+)
+from tests.leaks import descendants
+
+TIMEOUT = 90
+POLICIES = ["round_robin", "least_busy", "shared", "reuseport"]
+
+
+class Echo(Acceptor):
+    async def handle(self, stream: trio.SocketStream) -> None:
+        async for data in stream:
+            await stream.send_all(data)
+
+
+def tree(policy: str, count: int = 2, **options: object):  # type: ignore[no-untyped-def]
+    return supervisor("root", children=[
+        listener("echo", port=0, acceptor=Echo, count=count, policy=policy,  # type: ignore[arg-type]
+                 **options),  # type: ignore[arg-type]
+    ])
+
+
+async def echo_once(port: int, payload: bytes) -> bytes:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(payload)
+        received = b""
+        while len(received) < len(payload):
+            chunk = await stream.receive_some()
+            if not chunk:
+                break
+            received += chunk
+        return received
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+async def test_hundred_concurrent_connections_echo_exactly(policy: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_system(tree(policy)) as system:
+            port = system.listener("root/echo").port
+            results: dict[int, bool] = {}
+
+            async def client(i: int) -> None:
+                payload = os.urandom(1 + (i * 37) % 4000)
+                results[i] = await echo_once(port, payload) == payload
+
+            async with trio.open_nursery() as nursery:
+                for i in range(100):
+                    nursery.start_soon(client, i)
+            assert len(results) == 100
+            assert all(results.values())
+
+
+async def test_round_robin_spreads_evenly() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_system(tree("round_robin", count=4)) as system:
+            port = system.listener("root/echo").port
+            for i in range(1000):
+                assert await echo_once(port, b"x%d" % i) == b"x%d" % i
+            stats = await system.acceptor_stats("root/echo")
+            totals = [s.total for s in stats]
+            assert len(totals) == 4
+            assert sum(totals) == 1000
+            assert max(totals) / min(totals) <= 1.2, totals
+
+
+class Keeper:
+    """Clients that keep echoing on their connections (reconnecting after a failure)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.ok = 0
+        self.failures: list[str] = []
+        self.stop = trio.Event()
+        self._goal = 0
+        self._reached = trio.Event()
+
+    async def served(self, more: int) -> None:
+        """Wait until ``more`` further round trips succeeded."""
+        self._goal = self.ok + more
+        self._reached = trio.Event()
+        await self._reached.wait()
+
+    def _success(self) -> None:
+        self.ok += 1
+        if self.ok >= self._goal:
+            self._reached.set()
+
+    async def keep_alive(self, i: int) -> None:
+        while not self.stop.is_set():
+            try:
+                stream = await trio.open_tcp_stream("127.0.0.1", self.port)
+                async with stream:
+                    while not self.stop.is_set():
+                        payload = os.urandom(64)
+                        await stream.send_all(payload)
+                        got = b""
+                        while len(got) < 64:
+                            chunk = await stream.receive_some()
+                            if not chunk:
+                                raise trio.BrokenResourceError("closed by the server")
+                            got += chunk
+                        if got != payload:
+                            self.failures.append(f"client {i}: wrong echo")
+                            return
+                        self._success()
+            except (OSError, trio.BrokenResourceError) as exc:
+                self.failures.append(f"client {i}: {exc!r}")
+
+    async def connect_each_time(self, i: int) -> None:
+        while not self.stop.is_set():
+            payload = os.urandom(64)
+            try:
+                if await echo_once(self.port, payload) != payload:
+                    self.failures.append(f"client {i}: wrong echo")
+                else:
+                    self._success()
+            except (OSError, trio.BrokenResourceError) as exc:
+                self.failures.append(f"client {i}: {exc!r}")
+
+
+async def test_sigkill_of_an_acceptor_under_load() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_system(tree("round_robin", count=2)) as system:
+            events = system.events()
+            port = system.listener("root/echo").port
+            before = {s.path: s.pid for s in await system.acceptor_stats("root/echo")}
+            keeper = Keeper(port)
+            async with trio.open_nursery() as nursery:
+                for i in range(32):
+                    nursery.start_soon(keeper.keep_alive, i)
+                await keeper.served(500)
+                victim_path, victim = sorted(before.items())[0]
+                os.kill(victim, signal.SIGKILL)
+                async for event in events:
+                    if isinstance(event, ActorReady) and event.path == victim_path:
+                        break
+                await keeper.served(500)
+                keeper.stop.set()
+            # Only the killed acceptor's own connections may fail (then they reconnect).
+            assert len(keeper.failures) <= 32, keeper.failures[:5]
+            after = {s.path: s.pid for s in await system.acceptor_stats("root/echo")}
+            assert after[victim_path] != victim
+            # The replacement takes new connections.
+            for _ in range(20):
+                assert await echo_once(port, b"after") == b"after"
+            stats = {s.path: s for s in await system.acceptor_stats("root/echo")}
+            assert stats[victim_path].total > 0
+
+
+@pytest.mark.parametrize("policy", ["round_robin", "least_busy", "shared"])
+async def test_rolling_reload_under_load_fails_no_connection(policy: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_system(tree(policy, count=2)) as system:
+            port = system.listener("root/echo").port
+            before = {s.pid for s in await system.acceptor_stats("root/echo")}
+            keeper = Keeper(port)
+            async with trio.open_nursery() as nursery:
+                # Clients that keep connecting and echoing (a keep-alive connection that
+                # outlives the drain deadline is cut: that is what the deadline is for).
+                for i in range(32):
+                    nursery.start_soon(keeper.connect_each_time, i)
+                await keeper.served(300)
+                await system.reload("root/echo")
+                await keeper.served(300)
+                keeper.stop.set()
+            assert keeper.failures == []
+            after = {s.pid for s in await system.acceptor_stats("root/echo")}
+            assert after.isdisjoint(before)
+            assert len(after) == 2
+
+
+async def test_port_in_use_is_a_typed_error_and_starts_nothing() -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        spec = supervisor("root", children=[
+            listener("echo", port=port, acceptor=Echo, count=2),
+        ])
+        with trio.fail_after(TIMEOUT), pytest.raises(BindError, match="address already in use"):
+            async with open_system(spec):
+                pytest.fail("the listener cannot bind")  # pragma: no cover
+        assert not descendants()
+    finally:
+        taken.close()
+
+
+class Faulty(Acceptor):
+    """Raises on the word 'boom'; echoes otherwise."""
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        async for data in stream:
+            if b"boom" in data:
+                raise RuntimeError("boom")
+            await stream.send_all(data)
+
+
+class Tolerant(Faulty):
+    on_error = "log"
+
+
+async def test_handler_exception_triggers_suicide_and_others_drain() -> None:
+    spec = supervisor("root", children=[
+        listener("echo", port=0, acceptor=Faulty, count=1, policy="round_robin"),
+    ])
+    with trio.fail_after(TIMEOUT):
+        async with open_system(spec) as system:
+            events = system.events()
+            port = system.listener("root/echo").port
+            (before,) = await system.acceptor_stats("root/echo")
+            survivor = await trio.open_tcp_stream("127.0.0.1", port)
+            async with survivor:
+                await survivor.send_all(b"hi")
+                assert await survivor.receive_some() == b"hi"
+                await echo_once(port, b"boom")  # crashes the worker's handler
+                async for event in events:
+                    if isinstance(event, ActorReady) and event.path == "root/echo/0":
+                        break
+                # The old worker drains: the open connection still works.
+                await survivor.send_all(b"still here")
+                assert await survivor.receive_some() == b"still here"
+                # New connections go to the replacement.
+                assert await echo_once(port, b"new") == b"new"
+            (after,) = await system.acceptor_stats("root/echo")
+            assert after.pid != before.pid
+
+
+async def test_on_error_log_keeps_the_worker() -> None:
+    spec = supervisor("root", children=[
+        listener("echo", port=0, acceptor=Tolerant, count=1, policy="round_robin"),
+    ])
+    with trio.fail_after(TIMEOUT):
+        async with open_system(spec) as system:
+            port = system.listener("root/echo").port
+            (before,) = await system.acceptor_stats("root/echo")
+            await echo_once(port, b"boom")
+            assert await echo_once(port, b"fine") == b"fine"
+            (after,) = await system.acceptor_stats("root/echo")
+            assert after.pid == before.pid
+
+
+def _events_of(events: trio.MemoryReceiveChannel[Event]) -> list[Event]:
+    found = []
+    while True:
+        try:
+            found.append(events.receive_nowait())
+        except trio.WouldBlock:
+            return found
