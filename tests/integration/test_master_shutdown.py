@@ -33,9 +33,10 @@ async def test_sigterm_shuts_the_tree_down_in_reverse_order(tmp_path: Path) -> N
             workers = set(descendants())
             assert len(workers) >= 3  # three workers (and the fork server)
             master.send_signal(signal.SIGTERM)
-            assert await master.wait() == 0
+            status = await master.wait()
             while chunk := await stdout.receive_some():
                 output += chunk
-    assert b"got SIGTERM" in output
-    assert journal.read_text().splitlines() == ["stop c", "stop b", "stop a"]
+    assert status == 0, output
+    assert b"got SIGTERM" in output, output
+    assert journal.read_text().splitlines() == ["stop c", "stop b", "stop a"], output
     assert not set(descendants()) & workers
