@@ -13,7 +13,6 @@ from actors import (
     Acceptor,
     ActorReady,
     BindError,
-    Event,
     listener,
     open_system,
     supervisor,
@@ -256,12 +255,3 @@ async def test_on_error_log_keeps_the_worker() -> None:
             assert await echo_once(port, b"fine") == b"fine"
             (after,) = await system.acceptor_stats("root/echo")
             assert after.pid == before.pid
-
-
-def _events_of(events: trio.MemoryReceiveChannel[Event]) -> list[Event]:
-    found = []
-    while True:
-        try:
-            found.append(events.receive_nowait())
-        except trio.WouldBlock:
-            return found

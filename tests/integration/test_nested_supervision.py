@@ -10,7 +10,6 @@ import trio
 from actors import (
     Actor,
     ActorReady,
-    Event,
     SupervisorGaveUp,
     handler,
     open_system,
@@ -18,6 +17,7 @@ from actors import (
     worker,
 )
 from protocol import Message
+from tests.events import next_event, received
 from tests.processes import wait_exited
 
 TIMEOUT = 60
@@ -46,13 +46,6 @@ class PoolOwner(Actor):
         ))
 
 
-async def _next(events: trio.MemoryReceiveChannel[Event], kind: type, path: str) -> Event:
-    async for event in events:
-        if isinstance(event, kind) and event.path == path:
-            return event
-    raise AssertionError("events ended")
-
-
 async def test_a_supervisor_that_gives_up_is_restarted_by_its_parent() -> None:
     tree = supervisor("root", children=[
         supervisor("inner", max_restarts=0, children=[worker(Member, name="m", process=True)]),
@@ -63,10 +56,8 @@ async def test_a_supervisor_that_gives_up_is_restarted_by_its_parent() -> None:
             ref = system.ref("root/inner/m")
             old = (await ref.ask(WhoAreYou(), Pid)).pid
             os.kill(old, signal.SIGKILL)
-            gave_up = await _next(events, SupervisorGaveUp, "root/inner")
-            assert isinstance(gave_up, SupervisorGaveUp)
-            ready = await _next(events, ActorReady, "root/inner/m")
-            assert isinstance(ready, ActorReady)
+            await next_event(events, SupervisorGaveUp, "root/inner")
+            ready = await next_event(events, ActorReady, "root/inner/m")
             assert ready.pid != old
             assert (await ref.ask(WhoAreYou(), Pid)).pid == ready.pid
 
@@ -79,23 +70,13 @@ async def test_a_tree_inside_a_worker_restarts_its_own_children() -> None:
             ref = system.ref("root/owner/pool/m")
             old = (await ref.ask(WhoAreYou(), Pid)).pid
             owner_pid = next(
-                e.pid for e in _drain(system.events(history=True))
+                e.pid for e in received(system.events(history=True))
                 if isinstance(e, ActorReady) and e.path == "root/owner"
             )
             assert old != owner_pid
             os.kill(old, signal.SIGKILL)
             await wait_exited(old)
             # The worker's own supervisor restarts it; its events reach the master.
-            ready = await _next(events, ActorReady, "root/owner/pool/m")
-            assert isinstance(ready, ActorReady)
+            ready = await next_event(events, ActorReady, "root/owner/pool/m")
             assert ready.pid not in (old, owner_pid)
             assert (await ref.ask(WhoAreYou(), Pid)).pid == ready.pid
-
-
-def _drain(events: trio.MemoryReceiveChannel[Event]) -> list[Event]:
-    found = []
-    while True:
-        try:
-            found.append(events.receive_nowait())
-        except trio.WouldBlock:
-            return found

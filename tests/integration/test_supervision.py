@@ -26,6 +26,7 @@ from actors import (
     worker,
 )
 from protocol import Message
+from tests.events import next_event, received
 from tests.leaks import descendants
 from tests.processes import wait_exited
 
@@ -101,11 +102,9 @@ async def pids(system, names=("a", "b", "c")) -> dict[str, int]:  # type: ignore
 
 
 async def ready_pid(events: trio.MemoryReceiveChannel[Event], path: str) -> int:
-    async for event in events:
-        if isinstance(event, ActorReady) and event.path == path:
-            assert event.pid is not None
-            return event.pid
-    raise AssertionError("events ended")
+    pid = (await next_event(events, ActorReady, path)).pid
+    assert pid is not None
+    return pid
 
 
 @pytest.mark.parametrize(
@@ -190,7 +189,7 @@ async def test_suicide_replacement_ready_before_the_old_worker_exits(member: typ
             await trio.testing.wait_all_tasks_blocked()
             assert (await system.ref("root/w").ask(WhoAreYou(), Pid)).pid == new
             with system.events(history=True) as everything:
-                starts = [e for e in _drain(everything) if isinstance(e, ActorStarted)]
+                starts = [e for e in received(everything) if isinstance(e, ActorStarted)]
             assert [e.path for e in starts] == ["root/w", "root/w"]  # no third start
 
 
@@ -204,7 +203,7 @@ async def test_worker_ignoring_stop_is_killed_at_its_shutdown_timeout() -> None:
             pid = (await system.ref("root/w").ask(WhoAreYou(), Pid)).pid
             start = trio.current_time()
         elapsed = trio.current_time() - start
-        exits = [e for e in _drain(events) if isinstance(e, ActorExited) and e.pid == pid]
+        exits = [e for e in received(events) if isinstance(e, ActorExited) and e.pid == pid]
     assert [e.reason.kind for e in exits] == ["killed"]
     assert "0.5" in exits[0].reason.detail
     assert exits[0].reason.signal == signal.SIGKILL
@@ -253,12 +252,3 @@ async def _kill_until_it_gives_up(tree: object) -> None:
 async def _enter(tree: object) -> None:
     async with open_system(tree):  # type: ignore[arg-type]
         pytest.fail("the tree cannot start")
-
-
-def _drain(events: trio.MemoryReceiveChannel[Event]) -> list[Event]:
-    found = []
-    while True:
-        try:
-            found.append(events.receive_nowait())
-        except (trio.WouldBlock, trio.EndOfChannel):
-            return found
