@@ -44,6 +44,8 @@ DEFAULT_MAX_FRAME_SIZE: Final = 16 * 1024 * 1024
 MAX_FDS_PER_FRAME: Final = 253  # SCM_MAX_FD: the kernel refuses more in one sendmsg
 
 _HEADER: Final = struct.Struct("<IBBHHHQ")
+_SMALL_PARTIAL: Final = 64 * 1024
+_HEAD_CACHE: Final = 256
 HEADER_SIZE: Final = _HEADER.size
 _U64_MAX: Final = (1 << 64) - 1
 
@@ -195,6 +197,8 @@ class FrameDecoder:
         self._buf: bytes | bytearray = b""
         self._pos = 0
         self._failed: DecodeError | FrameTooLarge | None = None
+        # Decoded (tag, route) by their bytes: the same few pairs recur on a channel.
+        self._heads: dict[bytes, tuple[str, str]] = {}
 
     @property
     def buffered(self) -> int:
@@ -206,10 +210,18 @@ class FrameDecoder:
             self._buf = data if isinstance(data, bytes) else bytes(data)
             self._pos = 0
             return
+        pending = len(self._buf) - self._pos
+        if pending <= _SMALL_PARTIAL and not isinstance(self._buf, bytearray):
+            # A small partial frame: one copy into a new bytes object keeps every later
+            # slice a single copy (slices of a bytearray need a second one).
+            self._buf = b"".join((memoryview(self._buf)[self._pos :], data))
+            self._pos = 0
+            return
         if isinstance(self._buf, bytearray):
             if self._pos:
                 del self._buf[: self._pos]
         else:
+            # A large frame arriving in pieces: accumulate in place (no quadratic copying).
             self._buf = bytearray(memoryview(self._buf)[self._pos :])
         self._pos = 0
         self._buf += data
@@ -238,12 +250,18 @@ class FrameDecoder:
         start = pos + HEADER_SIZE
         split = start + tag_len
         body_start = split + route_len
-        try:
-            tag = str(buf[start:split], "utf-8")
-            route = str(buf[split:body_start], "utf-8") if route_len else ""
-        except UnicodeDecodeError as exc:
-            self._failed = DecodeError(f"frame tag or route is not UTF-8: {exc}")
-            raise self._failed from exc
+        head = bytes(buf[start:body_start])
+        names = self._heads.get(head)
+        if names is None:
+            try:
+                names = (str(head[:tag_len], "utf-8"), str(head[tag_len:], "utf-8"))
+            except UnicodeDecodeError as exc:
+                self._failed = DecodeError(f"frame tag or route is not UTF-8: {exc}")
+                raise self._failed from exc
+            if len(self._heads) >= _HEAD_CACHE:
+                self._heads.clear()
+            self._heads[head] = names
+        tag, route = names
         body = buf[body_start:end]
         self._pos = end
         return Frame(
