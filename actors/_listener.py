@@ -233,6 +233,9 @@ class Acceptor(Actor):
         stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
         try:
             await self.handle(stream)
+        except (trio.BrokenResourceError, ConnectionError) as exc:
+            # The client reset or vanished: an ordinary end of a connection, not a bug.
+            log.debug("connection to %s ended abruptly: %r", self.ctx.path, exc)
         except Exception as exc:
             if self.on_error == "suicide":
                 self.ctx.crash(exc)
@@ -243,7 +246,7 @@ class Acceptor(Actor):
             state.open -= 1
             if state.open == 0:
                 state.idle.set()
-            if state.listener is not None and state.policy in _ROUTED:
+            if state.listener is not None and state.policy == "least_busy":
                 state.closed_unreported += 1
                 if state.closed_unreported == 1:
                     self.ctx._cell.nursery.start_soon(self._report_closed)
@@ -377,7 +380,11 @@ class _Router(Actor):
 
 
 class Listener(Supervisor):
-    """A running listener: binds, supervises its acceptors, and routes connections."""
+    """A running listener: binds, supervises its acceptors, and routes connections.
+
+    The listening socket is bound by the first incarnation and kept by the system until it
+    closes, so a restarted listener serves the same address and loses no queued connection.
+    """
 
     def __init__(self, node: Node, spec: ListenerSpec, *, parent: Parent, path: str) -> None:
         super().__init__(node, spec, parent=parent, path=path)
@@ -397,8 +404,13 @@ class Listener(Supervisor):
     async def _prepare(self) -> None:
         spec = self.lspec
         policy = spec.policy
-        self.sock = _bind(spec.host, spec.port, reuseport=policy == "reuseport",
-                          listen=policy != "reuseport", backlog=spec.backlog)
+        # The socket outlives a restart of the listener (what is queued on it is kept): it
+        # belongs to the system, which closes it when it ends.
+        self.sock = self.node.listen_sockets.get(self.path)
+        if self.sock is None:
+            self.sock = _bind(spec.host, spec.port, reuseport=policy == "reuseport",
+                              listen=policy != "reuseport", backlog=spec.backlog)
+            self.node.listen_sockets[self.path] = self.sock
         self.host, self.port = self.sock.getsockname()[:2]
         self.node.listeners[self.path] = self
         router = Cell(self.node, _Router(self), path=self.path, parent=self,
@@ -427,8 +439,6 @@ class Listener(Supervisor):
         self._routes.clear()
         while self._waiting:
             self._waiting.popleft()[0].close()
-        if self.sock is not None:
-            self.sock.close()
 
     # -- acceptors coming and going ---------------------------------------------------------
 
@@ -557,12 +567,6 @@ class Listener(Supervisor):
         found = []
         for name, route in list(self._routes.items()):
             restarts = self.restart_counts.get(name, 0)
-            if self.lspec.policy in _ROUTED:
-                found.append(AcceptorStats(
-                    path=route.instance.path, pid=route.pid, open=route.open,
-                    total=route.total, restarts=restarts,
-                ))
-                continue
             try:
                 with trio.move_on_after(2):
                     reply = await route.ref.ask(GetStats(), AcceptorStats)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -169,6 +170,7 @@ class Node:
         self.events: EventBus | None = None
         self.spawner: Spawner | None = None  # how worker processes start (None: cold)
         self.listeners: dict[str, Listener] = {}
+        self.listen_sockets: dict[str, socket.socket] = {}  # by listener path, system-owned
         self.restart_wait = 5.0
         # Paths a supervisor keeps alive; senders by path wait (bounded) while nobody holds one.
         self._supervised: set[str] = set()

@@ -199,6 +199,10 @@ async def open_system(
         raise
     finally:
         events.close()
+        if system is not None:
+            for sock in system._node.listen_sockets.values():
+                sock.close()
+            system._node.listen_sockets.clear()
     if system is not None and system.root is not None and system.root.gave_up is not None:
         failure = system.root.gave_up
     if failure is not None:

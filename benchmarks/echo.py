@@ -44,6 +44,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -84,15 +85,43 @@ BASELINES = ("trio", "node_rr")
 
 def server_argv(name: str) -> list[str]:
     if name in OURS:
-        return [sys.executable, str(_ROOT / "examples" / "echo_cluster.py"), "--host", HOST,
-                "--port", "0", "--workers", str(WORKERS), "--policy", name]
+        return [
+            sys.executable,
+            str(_ROOT / "examples" / "echo_cluster.py"),
+            "--host",
+            HOST,
+            "--port",
+            "0",
+            "--workers",
+            str(WORKERS),
+            "--policy",
+            name,
+        ]
     if name in ("node_rr", "node_none"):
         node = shutil.which("node") or "node"
-        return [node, str(_HERE / "node" / "echo_cluster.js"), "--policy", name[5:],
-                "--host", HOST, "--port", "0", "--workers", str(WORKERS)]
+        return [
+            node,
+            str(_HERE / "node" / "echo_cluster.js"),
+            "--policy",
+            name[5:],
+            "--host",
+            HOST,
+            "--port",
+            "0",
+            "--workers",
+            str(WORKERS),
+        ]
     if name == "trio":
-        return [sys.executable, str(_HERE / "trio_echo.py"), "--host", HOST, "--port", "0",
-                "--workers", str(WORKERS)]
+        return [
+            sys.executable,
+            str(_HERE / "trio_echo.py"),
+            "--host",
+            HOST,
+            "--port",
+            "0",
+            "--workers",
+            str(WORKERS),
+        ]
     if name == "ceiling":
         return [str(LOADGEN), "serve", "--host", HOST, "--port", "0"]
     raise ValueError(name)
@@ -128,6 +157,9 @@ class Load:
     loadgen_cpu: float  # the load generator's CPU time / the timed window (1.0 = one core)
     server_cpu: float  # the server's processes' CPU time / the load's wall time (cores)
     process_cpu: dict[str, float]  # the same per process ("m<pid>": the one we started)
+    per_cpu_s: float  # echoes (warm-up + timed) per CPU-second of the server's processes
+    other_cpu: float  # cores busy with anything else on the machine (other users) meanwhile
+    steal: float  # cores taken by the hypervisor meanwhile
 
 
 @dataclass
@@ -180,6 +212,13 @@ def _proc_stat(pid: int) -> tuple[int, str, int] | None:
     return int(fields[1]), fields[0], int(fields[11]) + int(fields[12])
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(busy, steal) CPU ticks of the whole machine so far, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return user + nice + system + irq + softirq, steal
+
+
 def tree(root: int) -> dict[int, int]:
     """The live processes of root's tree (root included): pid -> CPU ticks so far."""
     stats: dict[int, tuple[int, str, int]] = {}
@@ -213,10 +252,18 @@ class Server:
         t0 = time.perf_counter()
         with self.out.open("wb") as out, self.err.open("wb") as err:
             self.proc = subprocess.Popen(
-                server_argv(name), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                cwd=_ROOT, start_new_session=True,
+                server_argv(name),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                cwd=_ROOT,
+                start_new_session=True,
             )
-        self.host, self.port = self._wait_ready()
+        try:
+            self.host, self.port = self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
         self.ready_s = time.perf_counter() - t0
         self.known.update(tree(self.proc.pid))
 
@@ -227,8 +274,9 @@ class Server:
             if match:
                 return match.group(1), int(match.group(2))
             if self.proc.poll() is not None:
-                raise ServerFailed(f"exited with {self.proc.returncode} before it was ready"
-                                   f"{self.tail()}")
+                raise ServerFailed(
+                    f"exited with {self.proc.returncode} before it was ready{self.tail()}"
+                )
             time.sleep(0.02)
         raise ServerFailed(f"not ready after {self.cfg.ready_timeout_s} s{self.tail()}")
 
@@ -272,21 +320,50 @@ class Server:
 
 def run_load(server: Server, mode: str, cfg: Config) -> Load:
     conns = cfg.conns if mode == "keepalive" else cfg.slots
-    argv = [str(LOADGEN), "client", "--host", server.host, "--port", str(server.port),
-            "--mode", mode, "--conns", str(conns), "--size", str(SIZE),
-            "--seconds", str(cfg.seconds), "--warmup", str(cfg.warmup),
-            "--timeout-ms", str(cfg.timeout_ms)]
+    argv = [
+        str(LOADGEN),
+        "client",
+        "--host",
+        server.host,
+        "--port",
+        str(server.port),
+        "--mode",
+        mode,
+        "--conns",
+        str(conns),
+        "--size",
+        str(SIZE),
+        "--seconds",
+        str(cfg.seconds),
+        "--warmup",
+        str(cfg.warmup),
+        "--timeout-ms",
+        str(cfg.timeout_ms),
+    ]
     before = tree(server.proc.pid)
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy0, steal0 = machine_ticks()
     t0 = time.perf_counter()
-    out = subprocess.run(argv, capture_output=True, text=True, check=False,
-                         timeout=cfg.warmup + cfg.seconds + cfg.timeout_ms / 1e3 + 40)
+    out = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=cfg.warmup + cfg.seconds + cfg.timeout_ms / 1e3 + 40,
+    )
     wall = time.perf_counter() - t0
+    busy1, steal1 = machine_ticks()
+    children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     after = tree(server.proc.pid)
     server.known.update(after)
     if out.returncode != 0:
         raise ServerFailed(f"loadgen exited with {out.returncode}: {out.stderr.strip()}")
     r = json.loads(out.stdout)
     cpu = {pid: (ticks - before.get(pid, 0)) / TICK / wall for pid, ticks in after.items()}
+    loadgen_all = (
+        children1.ru_utime + children1.ru_stime - children0.ru_utime - children0.ru_stime
+    ) / wall
+    machine_busy = (busy1 - busy0) / TICK / wall
     return Load(
         rate=r["ops"] / r["elapsed_s"],
         ops=r["ops"],
@@ -296,8 +373,13 @@ def run_load(server: Server, mode: str, cfg: Config) -> Load:
         first_error=r["first_error"],
         loadgen_cpu=r["cpu_s"] / r["elapsed_s"],
         server_cpu=sum(cpu.values()),
-        process_cpu={(f"m{pid}" if pid == server.proc.pid else str(pid)): round(c, 3)
-                     for pid, c in sorted(cpu.items())},
+        process_cpu={
+            (f"m{pid}" if pid == server.proc.pid else str(pid)): round(c, 3)
+            for pid, c in sorted(cpu.items())
+        },
+        per_cpu_s=(r["ops"] + r["warmup_ops"]) / max(1e-9, sum(cpu.values()) * wall),
+        other_cpu=max(0.0, machine_busy - sum(cpu.values()) - loadgen_all),
+        steal=(steal1 - steal0) / TICK / wall,
     )
 
 
@@ -315,8 +397,9 @@ def run_round(name: str, cfg: Config, workdir: Path) -> RoundResult:
         raise ServerFailed("; ".join(notes) or "the server died during the round")
     gone, started = start - end, end - start
     if gone or started:
-        notes.append(f"processes replaced during the loads: {len(gone)} gone, "
-                     f"{len(started)} started")
+        notes.append(
+            f"processes replaced during the loads: {len(gone)} gone, {len(started)} started"
+        )
     return RoundResult(keepalive, connect, server.ready_s, len(started), len(gone), code, notes)
 
 
@@ -355,8 +438,9 @@ class ServerResult:
         )
 
 
-def run_all(cfg: Config, names: Sequence[str], log: Callable[[str], None]
-            ) -> dict[str, ServerResult]:
+def run_all(
+    cfg: Config, names: Sequence[str], log: Callable[[str], None]
+) -> dict[str, ServerResult]:
     results = {name: ServerResult() for name in names}
     main = [n for n in names if n != "ceiling"]
     with tempfile.TemporaryDirectory(prefix="echo-bench-") as tmp:
@@ -369,6 +453,8 @@ def run_all(cfg: Config, names: Sequence[str], log: Callable[[str], None]
                 t0 = time.perf_counter()
                 try:
                     r = run_round(name, cfg, Path(tmp))
+                except Stopped:
+                    raise
                 except Exception as exc:
                     results[name].failures.append(f"round {i + 1}: {describe(exc)}")
                     log(f"round {i + 1}/{cfg.rounds} {name}: FAILED: {describe(exc)}")
@@ -381,6 +467,7 @@ def run_all(cfg: Config, names: Sequence[str], log: Callable[[str], None]
                     f"server {ka.server_cpu:.2f} cores {_split(ka)}, loadgen {ka.loadgen_cpu:.0%})"
                     f"  new conn {nc.rate:>7,.0f}/s (err {nc.errors}, "
                     f"server {nc.server_cpu:.2f} cores {_split(nc)}, loadgen {nc.loadgen_cpu:.0%})"
+                    f"  others {ka.other_cpu:.2f}/{nc.other_cpu:.2f} cores"
                     f"  ready {r.ready_s:.2f} s ({time.perf_counter() - t0:.1f} s)"
                 )
                 for load in (ka, nc):
@@ -393,22 +480,26 @@ def run_all(cfg: Config, names: Sequence[str], log: Callable[[str], None]
 
 def _split(load: Load) -> str:
     """The busy processes' shares, e.g. [m0.05 0.81 0.77] (m: the process we started)."""
-    busy = [f"{k[0] if k[0] == 'm' else ''}{v:.2f}" for k, v in load.process_cpu.items()
-            if v >= 0.01]
+    busy = [
+        f"{k[0] if k[0] == 'm' else ''}{v:.2f}" for k, v in load.process_cpu.items() if v >= 0.01
+    ]
     return "[" + " ".join(busy) + "]"
 
 
 METRICS = ("keepalive.rate", "connect.rate")
+EFFICIENCY = ("keepalive.per_cpu_s", "connect.per_cpu_s")
 
 
-def ratios(results: dict[str, ServerResult]) -> dict[str, dict[str, float | None]]:
+def ratios(
+    results: dict[str, ServerResult], metrics: Sequence[str] = METRICS
+) -> dict[str, dict[str, float | None]]:
     out: dict[str, dict[str, float | None]] = {}
     for name, result in results.items():
         row: dict[str, float | None] = {}
         for base in BASELINES:
             if base not in results or base == name:
                 continue
-            for metric in METRICS:
+            for metric in metrics:
                 num, den = result.median(metric), results[base].median(metric)
                 key = f"{metric.split('.')[0]} / {base}"
                 row[key] = num / den if num is not None and den else None
@@ -434,10 +525,16 @@ def targets(results: dict[str, ServerResult]) -> list[dict[str, Any]]:
                 continue
             num, den = results[name].median(metric), results[base].median(metric)
             ratio = num / den if num is not None and den else None
-            found.append({
-                "server": name, "metric": metric, "baseline": base, "factor": factor,
-                "ratio": ratio, "met": None if ratio is None else ratio >= factor,
-            })
+            found.append(
+                {
+                    "server": name,
+                    "metric": metric,
+                    "baseline": base,
+                    "factor": factor,
+                    "ratio": ratio,
+                    "met": None if ratio is None else ratio >= factor,
+                }
+            )
     return found
 
 
@@ -481,8 +578,10 @@ def render_table(cfg: Config, results: dict[str, ServerResult]) -> str:
         gen = result.median(f"{load}.loadgen_cpu")
         return "-" if srv is None or gen is None else f"{srv:.2f} / {gen:.2f}"
 
-    header = (f"{'':<19}{'keep-alive rt/s':>17}{'new conn/s':>15}{'errors ka/new':>15}"
-              f"{'cpu srv/gen ka':>17}{'cpu srv/gen new':>17}")
+    header = (
+        f"{'':<19}{'keep-alive rt/s':>17}{'new conn/s':>15}{'errors ka/new':>15}"
+        f"{'cpu srv/gen ka':>17}{'cpu srv/gen new':>17}"
+    )
     lines.append(header)
     for name, result in results.items():
         label = LABELS[name] + (" *" if name == "ceiling" else "")
@@ -494,6 +593,18 @@ def render_table(cfg: Config, results: dict[str, ServerResult]) -> str:
     if "ceiling" in results:
         lines.append("* the ceiling is measured in round 1 only; it is not a target")
     lines.append("cpu srv/gen: cores used by the server's processes / by the load generator")
+    others = [
+        x.other_cpu for r in results.values() for rr in r.rounds for x in (rr.keepalive, rr.connect)
+    ]
+    steal = [
+        x.steal for r in results.values() for rr in r.rounds for x in (rr.keepalive, rr.connect)
+    ]
+    if others:
+        lines.append(
+            f"other processes on the machine used {statistics.median(others):.2f} cores "
+            f"(median; {min(others):.2f}-{max(others):.2f}) during the loads; "
+            f"hypervisor steal {statistics.median(steal):.2f} cores"
+        )
     for name, result in results.items():
         for failure in result.failures:
             lines.append(f"{name}: {failure}")
@@ -501,31 +612,55 @@ def render_table(cfg: Config, results: dict[str, ServerResult]) -> str:
             for load in ("keepalive", "connect"):
                 x: Load = getattr(r, load)
                 if x.errors:
-                    lines.append(f"{name}: a round's {load}: {x.errors} errors {x.error_kinds}; "
-                                 f"first: {x.first_error}")
+                    lines.append(
+                        f"{name}: a round's {load}: {x.errors} errors {x.error_kinds}; "
+                        f"first: {x.first_error}"
+                    )
             for note in r.notes:
                 lines.append(f"{name}: round #{i + 1} that ran: {note}")
         for load in ("keepalive", "connect"):
             busy = result.median(f"{load}.loadgen_cpu")
             if busy is not None and busy > 0.9 and name != "ceiling":
-                lines.append(f"note: the load generator was busy {busy:.0%} of the time "
-                             f"against {name} ({load}): it may be what limits the rate")
+                lines.append(
+                    f"note: the load generator was busy {busy:.0%} of the time "
+                    f"against {name} ({load}): it may be what limits the rate"
+                )
 
-    rs = ratios(results)
     present = [b for b in BASELINES if b in results]
     if present:
+        cols = [f"{load} / {base}" for base in present for load in ("keepalive", "connect")]
+
+        def ratio_rows(rs: dict[str, dict[str, float | None]]) -> None:
+            lines.append(f"{'':<19}" + "".join(f"{c:>21}" for c in cols))
+            for name, row in rs.items():
+                if name == "ceiling":
+                    continue
+                cells = []
+                for c in cols:
+                    value = row.get(c)
+                    cells.append(
+                        "-" if c not in row else "n/a" if value is None else f"{value:.2f}x"
+                    )
+                lines.append(f"{LABELS[name]:<19}" + "".join(f"{v:>21}" for v in cells))
+
         lines.append("")
         lines.append("Ratios of medians (>1x: more per second than the baseline)")
-        cols = [f"{load} / {base}" for base in present for load in ("keepalive", "connect")]
-        lines.append(f"{'':<19}" + "".join(f"{c:>21}" for c in cols))
-        for name, row in rs.items():
-            if name == "ceiling":
-                continue
-            cells = []
-            for c in cols:
-                value = row.get(c)
-                cells.append("-" if c not in row else "n/a" if value is None else f"{value:.2f}x")
-            lines.append(f"{LABELS[name]:<19}" + "".join(f"{v:>21}" for v in cells))
+        ratio_rows(ratios(results))
+        lines.append("")
+        lines.append(
+            "Echoes per CPU-second of the server's processes (efficiency; less sensitive "
+            "than rates to other load)"
+        )
+        lines.append(f"{'':<19}{'keep-alive rt':>17}{'new conn':>15}")
+        for name, result in results.items():
+            ka, nc = (result.median(m) for m in EFFICIENCY)
+            lines.append(
+                f"{LABELS[name]:<19}"
+                + (f"{ka:>17,.0f}" if ka else f"{'-':>17}")
+                + (f"{nc:>15,.0f}" if nc else f"{'-':>15}")
+            )
+        lines.append("Ratios of those medians")
+        ratio_rows(ratios(results, EFFICIENCY))
     ts = targets(results)
     if ts:
         lines.append("")
@@ -547,9 +682,19 @@ def render_json(cfg: Config, results: dict[str, ServerResult]) -> str:
             name: {
                 "label": LABELS[name],
                 "failures": r.failures,
-                "median": {k: r.median(k) for k in (*METRICS, "keepalive.server_cpu",
-                           "connect.server_cpu", "keepalive.loadgen_cpu",
-                           "connect.loadgen_cpu")},
+                "median": {
+                    k: r.median(k)
+                    for k in (
+                        *METRICS,
+                        "keepalive.server_cpu",
+                        "connect.server_cpu",
+                        "keepalive.loadgen_cpu",
+                        "connect.loadgen_cpu",
+                        "keepalive.other_cpu",
+                        "connect.other_cpu",
+                        *EFFICIENCY,
+                    )
+                },
                 "spread": {k: r.spread(k) for k in METRICS},
                 "errors": {"keepalive": r.errors("keepalive"), "connect": r.errors("connect")},
                 "rounds": [asdict(x) for x in r.rounds],
@@ -557,6 +702,7 @@ def render_json(cfg: Config, results: dict[str, ServerResult]) -> str:
             for name, r in results.items()
         },
         "ratios": ratios(results),
+        "ratios_per_cpu_s": ratios(results, EFFICIENCY),
         "targets": targets(results),
     }
     return json.dumps(doc, indent=2)
@@ -566,15 +712,20 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, list[str], bo
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--quick", action="store_true", help="2 rounds of 3 s instead of 3 of 5 s")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
-    p.add_argument("--servers", default=",".join(SERVERS),
-                   help="comma-separated subset of %(default)s")
+    p.add_argument(
+        "--servers", default=",".join(SERVERS), help="comma-separated subset of %(default)s"
+    )
     p.add_argument("--rounds", type=int, help="rounds per server (default 3, quick 2)")
     p.add_argument("--seconds", type=float, help="timed seconds per load (default 5, quick 3)")
-    p.add_argument("--warmup", type=float, default=0.5, help="untimed seconds before each load")
+    p.add_argument("--warmup", type=float, default=0.3, help="untimed seconds before each load")
     p.add_argument("--conns", type=int, default=64, help="keep-alive connections")
     p.add_argument("--slots", type=int, default=32, help="concurrent new-connection slots")
-    p.add_argument("--timeout-ms", type=int, default=2000,
-                   help="an echo or connect slower than this is an error")
+    p.add_argument(
+        "--timeout-ms",
+        type=int,
+        default=2000,
+        help="an echo or connect slower than this is an error",
+    )
     ns = p.parse_args(argv)
     wanted = [s.strip() for s in ns.servers.split(",") if s.strip()]
     unknown = set(wanted) - set(SERVERS)
@@ -588,20 +739,42 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, list[str], bo
     seconds = ns.seconds if ns.seconds is not None else (3.0 if ns.quick else 5.0)
     if rounds < 1 or seconds <= 0 or ns.warmup < 0 or min(ns.conns, ns.slots) < 1:
         p.error("--rounds, --seconds, --conns and --slots must be positive, --warmup >= 0")
-    cfg = Config(rounds=rounds, seconds=seconds, warmup=ns.warmup, conns=ns.conns,
-                 slots=ns.slots, timeout_ms=ns.timeout_ms, ready_timeout_s=30.0,
-                 stop_timeout_s=15.0)
+    cfg = Config(
+        rounds=rounds,
+        seconds=seconds,
+        warmup=ns.warmup,
+        conns=ns.conns,
+        slots=ns.slots,
+        timeout_ms=ns.timeout_ms,
+        ready_timeout_s=30.0,
+        stop_timeout_s=15.0,
+    )
     return cfg, names, ns.json
+
+
+class Stopped(Exception):
+    pass
+
+
+def _stop_on_sigterm(number: int, frame: Any) -> None:
+    raise Stopped(f"stopped by {signal.Signals(number).name}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     cfg, names, as_json = parse_args(argv)
+    # The servers run in sessions of their own (a Ctrl-C does not reach them): an interrupted
+    # run must unwind through Server.stop() to stop and reap them.
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
     build_loadgen()
-    results = run_all(cfg, names, log)
+    try:
+        results = run_all(cfg, names, log)
+    except (Stopped, KeyboardInterrupt) as exc:
+        log(f"echo.py: {exc or 'interrupted'}; every server was stopped")
+        return 130
     print(render_json(cfg, results) if as_json else render_table(cfg, results))
     return 0 if all(r.clean and r.rounds for r in results.values()) else 1
 

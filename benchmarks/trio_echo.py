@@ -102,8 +102,11 @@ def main() -> int:
     os.close(read_fd)
     status = 0
     if ready == len(children):
-        print(f"trio_echo listening on {host}:{port} workers={len(children)} "
-              f"pids={','.join(map(str, sorted(children)))}", flush=True)
+        print(
+            f"trio_echo listening on {host}:{port} workers={len(children)} "
+            f"pids={','.join(map(str, sorted(children)))}",
+            flush=True,
+        )
         while True:
             number = signal.sigwait(stop)
             if number != signal.SIGCHLD:

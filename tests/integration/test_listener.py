@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import struct
 
 import pytest
 import trio
@@ -255,3 +256,22 @@ async def test_on_error_log_keeps_the_worker() -> None:
             assert await echo_once(port, b"fine") == b"fine"
             (after,) = await system.acceptor_stats("root/echo")
             assert after.pid == before.pid
+
+
+async def test_clients_resetting_connections_do_not_crash_workers() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_system(tree("round_robin", count=2)) as system:
+            port = system.listener("root/echo").port
+            before = {s.pid for s in await system.acceptor_stats("root/echo")}
+            for _ in range(15):
+                sock = trio.socket.socket()
+                await sock.connect(("127.0.0.1", port))
+                await sock.send(b"x" * 64)
+                await sock.recv(64)
+                await sock.send(b"y" * 64)
+                # Close with a reset (SO_LINGER 0) while the server may be writing.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()
+            assert await echo_once(port, b"still fine") == b"still fine"
+            after = {s.pid for s in await system.acceptor_stats("root/echo")}
+            assert after == before
