@@ -31,3 +31,62 @@ async def test_supervision_tree_example_survives_its_flaky_worker() -> None:
     out = result.stdout.decode()
     assert "ready      root/flaky" in out
     assert "counter saw" in out or "the tree gave up" in out
+
+
+async def _start(command: list[str]) -> tuple[trio.Process, trio.lowlevel.FdStream]:
+    receive, send = os.pipe()
+    try:
+        process = await trio.lowlevel.open_process(command, stdout=send, stderr=send)
+    finally:
+        os.close(send)
+    return process, trio.lowlevel.FdStream(receive)
+
+
+async def _read_until(stdout: trio.lowlevel.FdStream, marker: bytes, seen: bytearray) -> bytes:
+    while marker not in seen:
+        chunk = await stdout.receive_some()
+        assert chunk, f"exited before {marker!r}: {bytes(seen)!r}"
+        seen += chunk
+    line_start = seen.rfind(b"\n", 0, seen.index(marker)) + 1
+    return bytes(seen[line_start:seen.index(b"\n", seen.index(marker))])
+
+
+async def test_echo_cluster_serves_reloads_and_stops_cleanly() -> None:
+    with trio.fail_after(120):
+        process, stdout = await _start(
+            [sys.executable, str(EXAMPLES / "echo_cluster.py"), "--port", "0", "--workers", "2"]
+        )
+        async with stdout:
+            seen = bytearray()
+            ready = await _read_until(stdout, b"echo_cluster listening on", seen)
+            port = int(ready.split(b" on ")[1].split()[0].rsplit(b":", 1)[1])
+            assert b"policy=round_robin" in ready
+            assert b"workers=2" in ready
+            client = [sys.executable, str(EXAMPLES / "echo_client.py"), "--port", str(port),
+                      "--connections", "8", "--seconds", "1"]
+            result = await trio.run_process(client, capture_stdout=True, check=False)
+            assert result.returncode == 0, result.stdout
+            assert b"errors 0" in result.stdout
+            process.send_signal(signal.SIGHUP)
+            reloaded = await _read_until(stdout, b"reloaded: pids=", seen)
+            assert reloaded.split(b"pids=")[1] != ready.split(b"pids=")[1]
+            process.send_signal(signal.SIGTERM)
+            assert await process.wait() == 0, bytes(seen)
+    assert not descendants()
+
+
+async def test_echo_cluster_port_in_use_exits_at_once_with_a_message() -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        port = taken.getsockname()[1]
+        with trio.fail_after(60):
+            result = await trio.run_process(
+                [sys.executable, str(EXAMPLES / "echo_cluster.py"), "--port", str(port)],
+                capture_stdout=True, capture_stderr=True, check=False,
+            )
+        assert result.returncode == 1
+        assert b"address already in use" in result.stderr
+    finally:
+        taken.close()
