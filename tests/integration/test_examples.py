@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
 import sys
 from pathlib import Path
 
 import trio
+
+from tests.leaks import descendants
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
