@@ -48,12 +48,13 @@ async def _start(command: list[str]) -> tuple[trio.Process, trio.lowlevel.FdStre
 
 
 async def _read_until(stdout: trio.lowlevel.FdStream, marker: bytes, seen: bytearray) -> bytes:
-    while marker not in seen:
+    """The whole line of output that contains ``marker`` (waiting for it to end)."""
+    while marker not in seen or b"\n" not in seen[seen.index(marker):]:
         chunk = await stdout.receive_some()
         assert chunk, f"exited before {marker!r}: {bytes(seen)!r}"
         seen += chunk
-    line_start = seen.rfind(b"\n", 0, seen.index(marker)) + 1
-    return bytes(seen[line_start:seen.index(b"\n", seen.index(marker))])
+    at = seen.index(marker)
+    return bytes(seen[seen.rfind(b"\n", 0, at) + 1 : seen.index(b"\n", at)])
 
 
 async def test_echo_cluster_serves_reloads_and_stops_cleanly() -> None:
@@ -61,22 +62,28 @@ async def test_echo_cluster_serves_reloads_and_stops_cleanly() -> None:
         process, stdout = await _start(
             [sys.executable, str(EXAMPLES / "echo_cluster.py"), "--port", "0", "--workers", "2"]
         )
-        async with stdout:
-            seen = bytearray()
-            ready = await _read_until(stdout, b"echo_cluster listening on", seen)
-            port = int(ready.split(b" on ")[1].split()[0].rsplit(b":", 1)[1])
-            assert b"policy=round_robin" in ready
-            assert b"workers=2" in ready
-            client = [sys.executable, str(EXAMPLES / "echo_client.py"), "--port", str(port),
-                      "--connections", "8", "--seconds", "1"]
-            result = await trio.run_process(client, capture_stdout=True, check=False)
-            assert result.returncode == 0, result.stdout
-            assert b"errors 0" in result.stdout
-            process.send_signal(signal.SIGHUP)
-            reloaded = await _read_until(stdout, b"reloaded: pids=", seen)
-            assert reloaded.split(b"pids=")[1] != ready.split(b"pids=")[1]
-            process.send_signal(signal.SIGTERM)
-            assert await process.wait() == 0, bytes(seen)
+        try:
+            async with stdout:
+                seen = bytearray()
+                ready = await _read_until(stdout, b"echo_cluster listening on", seen)
+                port = int(ready.split(b" on ")[1].split()[0].rsplit(b":", 1)[1])
+                assert b"policy=round_robin" in ready
+                assert b"workers=2" in ready
+                client = [sys.executable, str(EXAMPLES / "echo_client.py"), "--port", str(port),
+                          "--connections", "8", "--seconds", "1"]
+                result = await trio.run_process(client, capture_stdout=True, check=False)
+                assert result.returncode == 0, result.stdout
+                assert b"errors 0" in result.stdout
+                process.send_signal(signal.SIGHUP)
+                reloaded = await _read_until(stdout, b"reloaded: pids=", seen)
+                assert reloaded.split(b"pids=")[1] != ready.split(b"pids=")[1]
+                process.send_signal(signal.SIGTERM)
+                assert await process.wait() == 0, bytes(seen)
+        finally:
+            if process.returncode is None:
+                process.kill()
+            with trio.CancelScope(shield=True):
+                await process.wait()
     assert not descendants()
 
 
