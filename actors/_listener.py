@@ -59,6 +59,7 @@ log = logging.getLogger("actors")
 Policy = Literal["round_robin", "least_busy", "shared", "reuseport"]
 _POLICIES = ("round_robin", "least_busy", "shared", "reuseport")
 _ROUTED = ("round_robin", "least_busy")
+_SHARED_ACCEPT_BATCH = 4
 
 
 class BindError(SpawnError):
@@ -202,8 +203,11 @@ class Acceptor(Actor):
                 await trio.lowlevel.wait_readable(listening)
             except trio.ClosedResourceError:
                 return
-            # Take everything queued before yielding: one wake-up, many connections.
-            while not state.draining and state.open < self.max_connections:
+            # Take a few queued connections per wake-up (fewer system calls), but not all of
+            # them: the other acceptors sharing the socket were woken too and should get some.
+            for _ in range(_SHARED_ACCEPT_BATCH):
+                if state.draining or state.open >= self.max_connections:
+                    break
                 try:
                     conn, _ = listening.accept()
                 except BlockingIOError:
