@@ -14,10 +14,12 @@ from actors import (
     Acceptor,
     ActorReady,
     BindError,
+    ListenerReport,
     listener,
     open_system,
     supervisor,
 )
+from tests.events import next_event
 from tests.leaks import descendants
 
 TIMEOUT = 90
@@ -70,7 +72,8 @@ async def test_hundred_concurrent_connections_echo_exactly(policy: str) -> None:
 
 async def test_round_robin_spreads_evenly() -> None:
     with trio.fail_after(TIMEOUT):
-        async with open_system(tree("round_robin", count=4)) as system:
+        async with open_system(tree("round_robin", count=4, report_every=0.2)) as system:
+            events = system.events()
             port = system.listener("root/echo").port
             for i in range(1000):
                 assert await echo_once(port, b"x%d" % i) == b"x%d" % i
@@ -79,6 +82,10 @@ async def test_round_robin_spreads_evenly() -> None:
             assert len(totals) == 4
             assert sum(totals) == 1000
             assert max(totals) / min(totals) <= 1.2, totals
+            # The same figures come as events.
+            report = await next_event(events, ListenerReport, "root/echo")
+            assert report.port == port
+            assert sorted(a.path for a in report.acceptors) == [f"root/echo/{i}" for i in range(4)]
 
 
 class Keeper:
