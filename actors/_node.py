@@ -368,16 +368,8 @@ class Node:
                 FrameKind.TELL, message, route=f"{address}|{self.id}",
                 max_frame_size=self.max_frame_size,
             )
-            try:
-                queued = link.channel.send_nowait(data, fds, defer=True)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                raise self._undelivered(link, address, exc) from exc
-            if queued > link.channel.high_water:
-                try:
-                    await link.channel.wait_writable()
-                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                    raise ActorGone(f"no route to actor {address}: {exc}") from exc
-                self._tell_budget = _TELL_BUDGET
+            if await self._send(link, address, data, fds, defer=True):
+                self._tell_budget = _TELL_BUDGET  # waiting for room was a scheduling point
                 return
         self._tell_budget -= 1
         if self._tell_budget <= 0:
@@ -406,22 +398,33 @@ class Node:
             pending = _Pending(link)
             self._pending[corr] = pending
             try:
-                try:
-                    # Written at once (no deferral): the asker waits for the answer anyway.
-                    queued = link.channel.send_nowait(data, fds)
-                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                    raise self._undelivered(link, address, exc) from exc
-                if queued > link.channel.high_water:
-                    try:
-                        await link.channel.wait_writable()
-                    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                        raise ActorGone(f"no route to actor {address}: {exc}") from exc
+                # Written at once (no deferral): the asker waits for the answer anyway.
+                await self._send(link, address, data, fds, defer=False)
                 await pending.event.wait()
             finally:
                 del self._pending[corr]
         if pending.error is not None:
             raise pending.error
         return pending.value
+
+    async def _send(
+        self, link: Link, address: str, data: bytes, fds: list[int], *, defer: bool
+    ) -> bool:
+        """Send a frame towards ``address``; True if it had to wait for room (backpressure).
+
+        A failure before the frame left is :class:`_Undelivered` (safe to retry elsewhere).
+        """
+        try:
+            queued = link.channel.send_nowait(data, fds, defer=defer)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise self._undelivered(link, address, exc) from exc
+        if queued <= link.channel.high_water:
+            return False
+        try:
+            await link.channel.wait_writable()
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise ActorGone(f"no route to actor {address}: {exc}") from exc
+        return True
 
     def request(self, ref: ActorRef, message: Message, answered: Answered) -> None:
         """Ask without waiting: ``answered(reply, error)`` runs when the answer comes.
