@@ -38,11 +38,9 @@ status is 1 if a server failed to start, died, did not stop, or if any echo fail
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
-import platform
 import re
 import resource
 import shutil
@@ -57,8 +55,24 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+# Wherever this runs from (or as `python -m benchmarks.echo`), `_harness` is next to it.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import (
+    ROOT,
+    arguments,
+    chosen,
+    describe,
+    machine,
+    machine_line,
+    median,
+    progress,
+    ratio,
+    spread,
+    times,
+    with_spread,
+)
+
 _HERE = Path(__file__).resolve().parent
-_ROOT = _HERE.parent
 LOADGEN_SRC = _HERE / "echo" / "loadgen.c"
 BUILD_DIR = _HERE / "build"  # git-ignored
 LOADGEN = BUILD_DIR / "loadgen"
@@ -84,44 +98,15 @@ BASELINES = ("trio", "node_rr")
 
 
 def server_argv(name: str) -> list[str]:
+    listen = ["--host", HOST, "--port", "0", "--workers", str(WORKERS)]
     if name in OURS:
-        return [
-            sys.executable,
-            str(_ROOT / "examples" / "echo_cluster.py"),
-            "--host",
-            HOST,
-            "--port",
-            "0",
-            "--workers",
-            str(WORKERS),
-            "--policy",
-            name,
-        ]
+        script = ROOT / "examples" / "echo_cluster.py"
+        return [sys.executable, str(script), *listen, "--policy", name]
     if name in ("node_rr", "node_none"):
         node = shutil.which("node") or "node"
-        return [
-            node,
-            str(_HERE / "node" / "echo_cluster.js"),
-            "--policy",
-            name[5:],
-            "--host",
-            HOST,
-            "--port",
-            "0",
-            "--workers",
-            str(WORKERS),
-        ]
+        return [node, str(_HERE / "node" / "echo_cluster.js"), "--policy", name[5:], *listen]
     if name == "trio":
-        return [
-            sys.executable,
-            str(_HERE / "trio_echo.py"),
-            "--host",
-            HOST,
-            "--port",
-            "0",
-            "--workers",
-            str(WORKERS),
-        ]
+        return [sys.executable, str(_HERE / "trio_echo.py"), *listen]
     if name == "ceiling":
         return [str(LOADGEN), "serve", "--host", HOST, "--port", "0"]
     raise ValueError(name)
@@ -175,10 +160,6 @@ class RoundResult:
 
 class ServerFailed(Exception):
     pass
-
-
-def describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,7 +237,7 @@ class Server:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
-                cwd=_ROOT,
+                cwd=ROOT,
                 start_new_session=True,
             )
         try:
@@ -418,14 +399,10 @@ class ServerResult:
         return [getattr(getattr(r, load), attr) for r in self.rounds]
 
     def median(self, metric: str) -> float | None:
-        values = self.values(metric)
-        return float(statistics.median(values)) if values else None
+        return median(self.values(metric))
 
     def spread(self, metric: str) -> float | None:
-        values, med = self.values(metric), self.median(metric)
-        if not values or not med:
-            return None
-        return (max(values) - min(values)) / 2 / med
+        return spread(self.values(metric), self.median(metric))
 
     def errors(self, load: str) -> int:
         return sum(getattr(r, load).errors for r in self.rounds)
@@ -500,9 +477,8 @@ def ratios(
             if base not in results or base == name:
                 continue
             for metric in metrics:
-                num, den = result.median(metric), results[base].median(metric)
                 key = f"{metric.split('.')[0]} / {base}"
-                row[key] = num / den if num is not None and den else None
+                row[key] = ratio(result.median(metric), results[base].median(metric))
         out[name] = row
     return out
 
@@ -523,47 +499,28 @@ def targets(results: dict[str, ServerResult]) -> list[dict[str, Any]]:
         for metric, base, factor in TARGETS:
             if base not in results:
                 continue
-            num, den = results[name].median(metric), results[base].median(metric)
-            ratio = num / den if num is not None and den else None
+            value = ratio(results[name].median(metric), results[base].median(metric))
             found.append(
                 {
                     "server": name,
                     "metric": metric,
                     "baseline": base,
                     "factor": factor,
-                    "ratio": ratio,
-                    "met": None if ratio is None else ratio >= factor,
+                    "ratio": value,
+                    "met": None if value is None else value >= factor,
                 }
             )
     return found
 
 
-def node_version() -> str | None:
-    node = shutil.which("node")
-    if node is None:
-        return None
-    out = subprocess.run([node, "--version"], capture_output=True, text=True, check=False)
-    return out.stdout.strip() or None
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "node": node_version(),
-        "cpus": os.cpu_count(),
-    }
-
-
 def render_table(cfg: Config, results: dict[str, ServerResult]) -> str:
-    m = machine()
     lines = [
         f"Echo benchmark, {SIZE}-byte echoes, {WORKERS} worker processes per server, "
         f"median of {cfg.rounds} rounds",
         f"keep-alive: {cfg.conns} connections; new conn: {cfg.slots} slots; "
         f"{cfg.seconds:g} s timed after {cfg.warmup:g} s warm-up; loads from one C epoll "
         f"process on the same host",
-        f"{m['platform']}, {m['cpus']} cpus, Python {m['python']}, node {m['node'] or 'not found'}",
+        machine_line(),
         "",
     ]
 
@@ -571,7 +528,7 @@ def render_table(cfg: Config, results: dict[str, ServerResult]) -> str:
         med, spread = result.median(metric), result.spread(metric)
         if med is None or spread is None:
             return "error"
-        return f"{med:,.0f} ±{spread:3.0%}"
+        return with_spread(med, spread, ",.0f")
 
     def cpu(result: ServerResult, load: str) -> str:
         srv = result.median(f"{load}.server_cpu")
@@ -638,9 +595,7 @@ def render_table(cfg: Config, results: dict[str, ServerResult]) -> str:
                 cells = []
                 for c in cols:
                     value = row.get(c)
-                    cells.append(
-                        "-" if c not in row else "n/a" if value is None else f"{value:.2f}x"
-                    )
+                    cells.append("-" if c not in row else times(value))
                 lines.append(f"{LABELS[name]:<19}" + "".join(f"{v:>21}" for v in cells))
 
         lines.append("")
@@ -668,9 +623,9 @@ def render_table(cfg: Config, results: dict[str, ServerResult]) -> str:
         for t in ts:
             what = "keep-alive rt/s" if t["metric"].startswith("keepalive") else "new conn/s"
             goal = f">= {t['factor']:g}x {LABELS[t['baseline']]} {what}"
-            ratio = "n/a" if t["ratio"] is None else f"{t['ratio']:.2f}x"
+            shown = times(t["ratio"])
             verdict = "n/a" if t["met"] is None else "met" if t["met"] else "NOT met"
-            lines.append(f"  {LABELS[t['server']]:<18} {goal:<42} {ratio:>7}  {verdict}")
+            lines.append(f"  {LABELS[t['server']]:<18} {goal:<42} {shown:>7}  {verdict}")
     return "\n".join(lines)
 
 
@@ -709,12 +664,7 @@ def render_json(cfg: Config, results: dict[str, ServerResult]) -> str:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, list[str], bool]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--quick", action="store_true", help="2 rounds of 3 s instead of 3 of 5 s")
-    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
-    p.add_argument(
-        "--servers", default=",".join(SERVERS), help="comma-separated subset of %(default)s"
-    )
+    p = arguments(__doc__, "2 rounds of 3 s instead of 3 of 5 s", "--servers", SERVERS)
     p.add_argument("--rounds", type=int, help="rounds per server (default 3, quick 2)")
     p.add_argument("--seconds", type=float, help="timed seconds per load (default 5, quick 3)")
     p.add_argument("--warmup", type=float, default=0.3, help="untimed seconds before each load")
@@ -727,11 +677,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, list[str], bo
         help="an echo or connect slower than this is an error",
     )
     ns = p.parse_args(argv)
-    wanted = [s.strip() for s in ns.servers.split(",") if s.strip()]
-    unknown = set(wanted) - set(SERVERS)
-    if unknown or not wanted:
-        p.error(f"--servers: choose from {', '.join(SERVERS)}")
-    names = [s for s in SERVERS if s in wanted]
+    names = chosen(p, "--servers", ns.servers, SERVERS)
     if any(s.startswith("node") for s in names) and shutil.which("node") is None:
         print("echo.py: node not found: skipping the Node servers", file=sys.stderr)
         names = [s for s in names if not s.startswith("node")]
@@ -765,15 +711,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The servers run in sessions of their own (a Ctrl-C does not reach them): an interrupted
     # run must unwind through Server.stop() to stop and reap them.
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
-
-    def log(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
     build_loadgen()
     try:
-        results = run_all(cfg, names, log)
+        results = run_all(cfg, names, progress)
     except (Stopped, KeyboardInterrupt) as exc:
-        log(f"echo.py: {exc or 'interrupted'}; every server was stopped")
+        progress(f"echo.py: {exc or 'interrupted'}; every server was stopped")
         return 130
     print(render_json(cfg, results) if as_json else render_table(cfg, results))
     return 0 if all(r.clean and r.rounds for r in results.values()) else 1

@@ -33,31 +33,40 @@ imports this file under another module name.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
-import math
 import multiprocessing
-import os
-import platform
-import shutil
-import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
 
 import trio
 
+# Wherever this runs from (or as `python -m benchmarks.ipc`), `_harness` is next to it.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import (  # also puts the repository root on sys.path, for `actors`
+    Outcome,
+    Verdict,
+    arguments,
+    check_available,
+    chosen,
+    interleave,
+    machine,
+    machine_line,
+    median,
+    node_json,
+    percentile,
+    progress,
+    ratio,
+    spread,
+    times,
+    with_spread,
+)
+
 _HERE = Path(__file__).resolve().parent
-_ROOT = _HERE.parent
-# Run from a checkout without installing: make `actors` and `protocol` importable.
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
 
 PAYLOAD = "0123456789abcdef"  # 16 bytes: the small message is (seq: int, payload: this)
 NODE_PARENT = _HERE / "node" / "ipc_parent.js"
@@ -153,28 +162,11 @@ class RoundFigures:
 METRICS = ("oneway_per_s", "pingpong_per_s", "p50_us", "p99_us")
 
 
-def percentile(sorted_values: Sequence[int], p: float) -> float:
-    """Nearest-rank percentile of an already sorted, non-empty sequence."""
-    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
-    return float(sorted_values[rank - 1])
-
-
 def capped(n: int, warm_n: int, warm_s: float, budget_s: float) -> int:
     """Shorten a phase of n operations whose warm-up rate predicts more than budget_s."""
     if warm_n <= 0 or warm_s <= 0:
         return n
     return min(n, max(1_000, int(warm_n / warm_s * budget_s)))
-
-
-def describe(exc: BaseException) -> str:
-    """One line for an exception, with the leaves of an exception group spelled out."""
-    if isinstance(exc, BaseExceptionGroup):
-        return "; ".join(describe(sub) for sub in exc.exceptions)
-    return f"{type(exc).__name__}: {exc}"
-
-
-class Verdict(Exception):
-    """The child's reply contradicts what was sent: the figures would be meaningless."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -243,21 +235,8 @@ def run_ours(cfg: Config) -> Round:
 # --------------------------------------------------------------------------------------------
 
 
-def node_version() -> str | None:
-    node = shutil.which("node")
-    if node is None:
-        return None
-    out = subprocess.run([node, "--version"], capture_output=True, text=True, check=False)
-    return out.stdout.strip() or None
-
-
 def run_node(cfg: Config) -> Round:
-    node = shutil.which("node")
-    if node is None:
-        raise FileNotFoundError("node: not found")
-    argv = [
-        node,
-        str(NODE_PARENT),
+    args = [
         "--rounds",
         "1",
         "--oneway",
@@ -269,11 +248,7 @@ def run_node(cfg: Config) -> Round:
         "--payload",
         PAYLOAD,
     ]
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=cfg.timeout_s, check=False)
-    if out.returncode != 0:
-        tail = out.stderr.strip().splitlines()[-5:]
-        raise RuntimeError(f"ipc_parent.js exited with {out.returncode}: {' | '.join(tail)}")
-    (r,) = json.loads(out.stdout)["rounds"]
+    (r,) = node_json(NODE_PARENT, args, cfg.timeout_s)["rounds"]
     return Round(r["oneway_n"], r["oneway_s"], r["pingpong_n"], r["pingpong_s"], r["latencies_ns"])
 
 
@@ -378,52 +353,36 @@ LABELS = {
 
 
 @dataclass
-class ImplResult:
-    status: str = "ok"  # "ok", "not found", "unavailable" or "error"
-    error: str | None = None
-    rounds: list[RoundFigures] | None = None
+class ImplResult(Outcome):
+    rounds: list[RoundFigures] = field(default_factory=list)
+
+    def values(self, metric: str) -> list[float]:
+        return [getattr(r, metric) for r in self.rounds] if self.status == "ok" else []
 
     def median(self, metric: str) -> float | None:
-        if self.status != "ok" or not self.rounds:
-            return None
-        return float(statistics.median(getattr(r, metric) for r in self.rounds))
+        return median(self.values(metric))
 
     def spread(self, metric: str) -> float | None:
         """Half the min-max range over the rounds, relative to the median."""
-        med = self.median(metric)
-        if med is None or not self.rounds or med == 0:
-            return None
-        values: list[float] = [getattr(r, metric) for r in self.rounds]
-        return (max(values) - min(values)) / 2 / med
+        return spread(self.values(metric), self.median(metric))
 
 
 def run_all(cfg: Config, impls: Sequence[str], log: Callable[[str], None]) -> dict[str, ImplResult]:
-    results = {impl: ImplResult(rounds=[]) for impl in impls}
-    if "ours" in results and OURS_IMPORT_ERROR is not None:
-        results["ours"] = ImplResult(status="unavailable", error=OURS_IMPORT_ERROR)
-    if "node" in results and shutil.which("node") is None:
-        results["node"] = ImplResult(status="not found", error="node: not found")
-    for i in range(cfg.rounds):
-        for impl, result in results.items():
-            if result.status != "ok":
-                continue
-            t0 = time.perf_counter()
-            try:
-                figures = RoundFigures.of(RUNNERS[impl](cfg))
-            except Exception as exc:
-                result.status = "error"
-                result.error = f"round {i + 1}: {describe(exc)}"
-                log(f"round {i + 1}/{cfg.rounds} {impl}: {result.error}")
-                continue
-            assert result.rounds is not None
-            result.rounds.append(figures)
-            log(
-                f"round {i + 1}/{cfg.rounds} {impl:>4}: "
-                f"one-way {figures.oneway_per_s:>9,.0f}/s  "
-                f"ping-pong {figures.pingpong_per_s:>8,.0f}/s  "
-                f"p50 {figures.p50_us:7.1f} us  p99 {figures.p99_us:7.1f} us  "
-                f"({time.perf_counter() - t0:.1f} s)"
-            )
+    results = {impl: ImplResult() for impl in impls}
+    check_available(results, ("ours",), OURS_IMPORT_ERROR)
+
+    def run(impl: str, _: int) -> RoundFigures:
+        return RoundFigures.of(RUNNERS[impl](cfg))
+
+    for i, impl, figures, seconds in interleave(results, cfg.rounds, run, log):
+        results[impl].rounds.append(figures)
+        log(
+            f"round {i + 1}/{cfg.rounds} {impl:>4}: "
+            f"one-way {figures.oneway_per_s:>9,.0f}/s  "
+            f"ping-pong {figures.pingpong_per_s:>8,.0f}/s  "
+            f"p50 {figures.p50_us:7.1f} us  p99 {figures.p99_us:7.1f} us  "
+            f"({seconds:.1f} s)"
+        )
     return results
 
 
@@ -443,36 +402,25 @@ def ratios(results: dict[str, ImplResult]) -> dict[str, float | None]:
         if anchor not in results or ours is None:
             continue
         for name, metric, _ in RATIOS:
-            num, den = ours.median(metric), results[anchor].median(metric)
-            out[name.format(a=anchor)] = num / den if num is not None and den else None
+            out[name.format(a=anchor)] = ratio(ours.median(metric), results[anchor].median(metric))
     return out
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "node": node_version(),
-        "cpus": os.cpu_count(),
-    }
 
 
 def render_table(cfg: Config, results: dict[str, ImplResult]) -> str:
     def cell(result: ImplResult, metric: str, fmt: str) -> str:
         if result.status != "ok":
-            return "node: not found" if result.status == "not found" else result.status
+            return result.cell
         med, spread = result.median(metric), result.spread(metric)
         assert med is not None
         assert spread is not None
-        return f"{med:{fmt}} ±{spread:3.0%}"
+        return with_spread(med, spread, fmt)
 
-    m = machine()
     lines = [
         f"IPC benchmark, small message (seq: int, payload: {len(PAYLOAD)}-char str); "
         f"median of {cfg.rounds} rounds",
         f"one-way: {cfg.oneway:,} msgs/round; ping-pong: {cfg.pingpong:,} round trips/round "
         f"after {cfg.warmup:,} warm-up",
-        f"{m['platform']}, {m['cpus']} cpus, Python {m['python']}, node {m['node'] or 'not found'}",
+        machine_line(),
         "",
     ]
     impls = list(results)
@@ -490,7 +438,7 @@ def render_table(cfg: Config, results: dict[str, ImplResult]) -> str:
         )
     # A shortened phase (see Config.budget_s) must not pass unnoticed.
     for impl, result in results.items():
-        for r in result.rounds or ():
+        for r in result.rounds:
             if r.oneway_n < cfg.oneway or r.pingpong_n < cfg.pingpong:
                 lines.append(
                     f"note: {impl} was slow; some rounds ran with fewer messages "
@@ -498,8 +446,8 @@ def render_table(cfg: Config, results: dict[str, ImplResult]) -> str:
                 )
                 break
     for impl, result in results.items():
-        if result.error is not None and result.status != "not found":
-            lines.append(f"{impl}: {result.status}: {result.error}")
+        if (problem := result.problem(impl)) is not None:
+            lines.append(problem)
     rs = ratios(results)
     if rs and all(value is None for value in rs.values()):
         lines.append("")
@@ -510,7 +458,7 @@ def render_table(cfg: Config, results: dict[str, ImplResult]) -> str:
             "ours as a ratio of the anchors (rates: >1x is faster; latency: <1x is faster)"
         )
         for name, value in rs.items():
-            lines.append(f"  {name:<26} = " + ("n/a" if value is None else f"{value:.2f}x"))
+            lines.append(f"  {name:<26} = " + times(value))
     return "\n".join(lines)
 
 
@@ -524,7 +472,7 @@ def render_json(cfg: Config, results: dict[str, ImplResult]) -> str:
                 "error": r.error,
                 "median": {metric: r.median(metric) for metric in METRICS},
                 "spread": {metric: r.spread(metric) for metric in METRICS},
-                "rounds": [asdict(x) for x in r.rounds or ()],
+                "rounds": [asdict(x) for x in r.rounds],
             }
             for impl, r in results.items()
         },
@@ -534,10 +482,7 @@ def render_json(cfg: Config, results: dict[str, ImplResult]) -> str:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, list[str], bool]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--quick", action="store_true", help="3 rounds instead of 5")
-    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
-    p.add_argument("--impl", default=",".join(IMPLS), help="comma-separated subset of %(default)s")
+    p = arguments(__doc__, "3 rounds instead of 5", "--impl", IMPLS)
     p.add_argument("--rounds", type=int, help="rounds per implementation (default 5, quick 3)")
     p.add_argument("--oneway", type=int, default=50_000, help="messages per one-way round")
     p.add_argument("--pingpong", type=int, default=5_000, help="round trips per ping-pong round")
@@ -547,11 +492,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, list[str], bo
     )
     p.add_argument("--timeout", type=float, default=120.0, help="max seconds for one round")
     ns = p.parse_args(argv)
-    wanted = {i.strip() for i in ns.impl.split(",") if i.strip()}
-    impls = [i for i in IMPLS if i in wanted]
-    unknown = wanted - set(IMPLS)
-    if unknown or not impls:
-        p.error(f"--impl: choose from {', '.join(IMPLS)}")
+    impls = chosen(p, "--impl", ns.impl, IMPLS)
     rounds = ns.rounds if ns.rounds is not None else (3 if ns.quick else 5)
     if min(rounds, ns.oneway, ns.pingpong) < 1 or ns.warmup < 0:
         p.error("--rounds, --oneway and --pingpong must be positive, --warmup non-negative")
@@ -568,13 +509,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, list[str], bo
 
 def main(argv: Sequence[str] | None = None) -> int:
     cfg, impls, as_json = parse_args(argv)
-
-    def log(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
-    results = run_all(cfg, impls, log)
+    results = run_all(cfg, impls, progress)
     print(render_json(cfg, results) if as_json else render_table(cfg, results))
-    return 0 if all(r.status in ("ok", "not found", "unavailable") for r in results.values()) else 1
+    return 1 if any(r.failed for r in results.values()) else 0
 
 
 if __name__ == "__main__":

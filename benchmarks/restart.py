@@ -34,16 +34,12 @@ as ``__mp_main__``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
 import os
-import platform
-import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -53,11 +49,27 @@ from typing import Any, Literal
 
 import trio
 
+# Wherever this runs from (or as `python -m benchmarks.restart`), `_harness` is next to it.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import (  # also puts the repository root on sys.path, for `actors`
+    Outcome,
+    Verdict,
+    arguments,
+    check_available,
+    chosen,
+    interleave,
+    machine,
+    machine_line,
+    node_json,
+    percentile,
+    progress,
+    ratio,
+    spread,
+    times,
+    with_spread,
+)
+
 _HERE = Path(__file__).resolve().parent
-_ROOT = _HERE.parent
-# Run from a checkout without installing: make `actors` and `protocol` importable.
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
 
 NODE_MASTER = _HERE / "node" / "restart_master.js"
 IMPLS = ("forkserver", "spawn", "node")
@@ -132,23 +144,6 @@ class Sample:
 class RoundData:
     samples: list[Sample]
     anomalies: list[str]
-
-
-def percentile(sorted_values: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile of an already sorted, non-empty sequence."""
-    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
-    return float(sorted_values[rank - 1])
-
-
-def describe(exc: BaseException) -> str:
-    """One line for an exception, with the leaves of an exception group spelled out."""
-    if isinstance(exc, BaseExceptionGroup):
-        return "; ".join(describe(sub) for sub in exc.exceptions)
-    return f"{type(exc).__name__}: {exc}"
-
-
-class Verdict(Exception):
-    """What the runtime reported contradicts what happened: the figures would be meaningless."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -250,21 +245,8 @@ class _ExpectedKills(logging.Filter):
 # --------------------------------------------------------------------------------------------
 
 
-def node_version() -> str | None:
-    node = shutil.which("node")
-    if node is None:
-        return None
-    out = subprocess.run([node, "--version"], capture_output=True, text=True, check=False)
-    return out.stdout.strip() or None
-
-
 def run_node(timed: int, cfg: Config) -> RoundData:
-    node = shutil.which("node")
-    if node is None:
-        raise FileNotFoundError("node: not found")
-    argv = [
-        node,
-        str(NODE_MASTER),
+    args = [
         "--restarts",
         str(timed),
         "--warmup",
@@ -276,11 +258,7 @@ def run_node(timed: int, cfg: Config) -> RoundData:
     ]
     # The master stops by itself after a restart exceeds its timeout; this bounds the rest.
     limit = (cfg.warmup + timed + 1) * (cfg.timeout_s + cfg.gap_s) + 10
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=limit, check=False)
-    if out.returncode != 0:
-        tail = out.stderr.strip().splitlines()[-5:]
-        raise RuntimeError(f"restart_master.js exited with {out.returncode}: {' | '.join(tail)}")
-    doc = json.loads(out.stdout)
+    doc = node_json(NODE_MASTER, args, limit)
     samples = []
     for r in doc["restarts"]:
         if r["online_ns"] is None:
@@ -303,9 +281,7 @@ METRICS = {"ready": "ready_ns", "exit": "exit_ns", "message": "message_ns"}
 
 
 @dataclass
-class ImplResult:
-    status: str = "ok"  # "ok", "not found", "unavailable" or "error"
-    error: str | None = None
+class ImplResult(Outcome):
     rounds: list[RoundData] = field(default_factory=list)
 
     def values_ms(self, metric: str, round_data: RoundData | None = None) -> list[float]:
@@ -325,11 +301,8 @@ class ImplResult:
 
     def spread(self, metric: str) -> float | None:
         """Half the min-max range of the per-round medians, relative to the overall p50."""
-        p50 = self.pct(metric, 50)
         medians = [statistics.median(v) for r in self.rounds if (v := self.values_ms(metric, r))]
-        if p50 is None or not medians or p50 == 0:
-            return None
-        return (max(medians) - min(medians)) / 2 / p50
+        return spread(medians, self.pct(metric, 50))
 
     @property
     def count(self) -> int:
@@ -342,38 +315,28 @@ class ImplResult:
 
 def run_all(cfg: Config, impls: Sequence[str], log: Callable[[str], None]) -> dict[str, ImplResult]:
     results = {impl: ImplResult() for impl in impls}
-    for impl in ("forkserver", "spawn"):
-        if impl in results and OURS_IMPORT_ERROR is not None:
-            results[impl] = ImplResult(status="unavailable", error=OURS_IMPORT_ERROR)
-    if "node" in results and shutil.which("node") is None:
-        results["node"] = ImplResult(status="not found", error="node: not found")
-    for i in range(cfg.rounds):
-        for impl, result in results.items():
-            timed = cfg.share(impl, i)
-            if result.status != "ok" or timed == 0:
-                continue
-            t0 = time.perf_counter()
-            try:
-                data = RUNNERS[impl](timed, cfg)
-            except Exception as exc:
-                result.status = "error"
-                result.error = f"round {i + 1}: {describe(exc)}"
-                log(f"round {i + 1}/{cfg.rounds} {impl}: {result.error}")
-                continue
-            result.rounds.append(data)
-            ready = result.values_ms("ready", data)
-            exits = result.values_ms("exit", data)
-            extra = ""
-            if impl == "node":
-                message = result.values_ms("message", data)
-                extra = f"  'message' p50 {statistics.median(message):6.1f} ms"
-            log(
-                f"round {i + 1}/{cfg.rounds} {impl:>10}: {len(ready):3d} restarts  "
-                f"ready p50 {statistics.median(ready):6.1f} ms  max {ready[-1]:6.1f} ms  "
-                f"exit seen p50 {statistics.median(exits) if exits else math.nan:5.1f} ms"
-                f"{extra}  ({time.perf_counter() - t0:.1f} s)"
-                + (f"  [{len(data.anomalies)} anomalies]" if data.anomalies else "")
-            )
+    check_available(results, ("forkserver", "spawn"), OURS_IMPORT_ERROR)
+
+    def run(impl: str, i: int) -> RoundData | None:
+        timed = cfg.share(impl, i)
+        return RUNNERS[impl](timed, cfg) if timed else None
+
+    for i, impl, data, seconds in interleave(results, cfg.rounds, run, log):
+        result = results[impl]
+        result.rounds.append(data)
+        ready = result.values_ms("ready", data)
+        exits = result.values_ms("exit", data)
+        extra = ""
+        if impl == "node":
+            message = result.values_ms("message", data)
+            extra = f"  'message' p50 {statistics.median(message):6.1f} ms"
+        log(
+            f"round {i + 1}/{cfg.rounds} {impl:>10}: {len(ready):3d} restarts  "
+            f"ready p50 {statistics.median(ready):6.1f} ms  max {ready[-1]:6.1f} ms  "
+            f"exit seen p50 {statistics.median(exits) if exits else math.nan:5.1f} ms"
+            f"{extra}  ({seconds:.1f} s)"
+            + (f"  [{len(data.anomalies)} anomalies]" if data.anomalies else "")
+        )
     return results
 
 
@@ -396,41 +359,29 @@ def ratios(results: dict[str, ImplResult]) -> dict[str, float | None]:
     for name, ours, node_metric, p in RATIOS:
         if ours not in results:
             continue
-        num, den = results[ours].pct("ready", p), node.pct(node_metric, p)
-        out[name] = num / den if num is not None and den else None
+        out[name] = ratio(results[ours].pct("ready", p), node.pct(node_metric, p))
     return out
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "node": node_version(),
-        "cpus": os.cpu_count(),
-    }
 
 
 def render_table(cfg: Config, results: dict[str, ImplResult], warnings: int) -> str:
     def cell(result: ImplResult, metric: str, p: float | None) -> str:
         if result.status != "ok":
-            return "node: not found" if result.status == "not found" else result.status
+            return result.cell
         if p is None:  # the count row
             return f"{result.count}"
         value = result.pct(metric, p)
         if value is None:
             return "-"
         if p == 50:
-            spread = result.spread(metric)
-            return f"{value:,.1f} ±{spread or 0:3.0%}"
+            return with_spread(value, result.spread(metric), ",.1f")
         return f"{value:,.1f}"
 
-    m = machine()
     lines = [
         "Restart latency: SIGKILL of a worker -> its replacement ready, seen by its supervisor",
         f"{cfg.rounds} interleaved rounds, {cfg.warmup} untimed restart(s) per round, "
         f"{cfg.gap_s * 1e3:.0f} ms between ready and the next kill; "
         "percentiles over all timed restarts (nearest rank)",
-        f"{m['platform']}, {m['cpus']} cpus, Python {m['python']}, node {m['node'] or 'not found'}",
+        machine_line(),
         "",
     ]
     impls = list(results)
@@ -455,8 +406,8 @@ def render_table(cfg: Config, results: dict[str, ImplResult], warnings: int) -> 
         "('message' = the worker's first process.send)"
     )
     for impl, result in results.items():
-        if result.error is not None and result.status != "not found":
-            lines.append(f"{impl}: {result.status}: {result.error}")
+        if (problem := result.problem(impl)) is not None:
+            lines.append(problem)
         if result.anomalies:
             lines.append(f"{impl}: {len(result.anomalies)} anomalies, e.g. {result.anomalies[0]}")
     if warnings:
@@ -466,7 +417,7 @@ def render_table(cfg: Config, results: dict[str, ImplResult], warnings: int) -> 
         lines.append("")
         lines.append("ours / node cluster (below 1x: we restart faster)")
         for name, value in rs.items():
-            lines.append(f"  {name:<34} = " + ("n/a" if value is None else f"{value:.2f}x"))
+            lines.append(f"  {name:<34} = " + times(value))
     return "\n".join(lines)
 
 
@@ -501,10 +452,7 @@ def render_json(cfg: Config, results: dict[str, ImplResult], warnings: int) -> s
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, list[str], bool]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--quick", action="store_true", help="30 restarts (spawn: 10) instead of 60")
-    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
-    p.add_argument("--impl", default=",".join(IMPLS), help="comma-separated subset of %(default)s")
+    p = arguments(__doc__, "30 restarts (spawn: 10) instead of 60", "--impl", IMPLS)
     p.add_argument(
         "--restarts", type=int, help="timed restarts, fork server and node (default 60, quick 30)"
     )
@@ -518,10 +466,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, list[str], bo
     )
     p.add_argument("--timeout", type=float, default=30.0, help="max seconds for one restart")
     ns = p.parse_args(argv)
-    wanted = {i.strip() for i in ns.impl.split(",") if i.strip()}
-    impls = [i for i in IMPLS if i in wanted]
-    if wanted - set(IMPLS) or not impls:
-        p.error(f"--impl: choose from {', '.join(IMPLS)}")
+    impls = chosen(p, "--impl", ns.impl, IMPLS)
     restarts = ns.restarts if ns.restarts is not None else (30 if ns.quick else 60)
     spawn = ns.spawn_restarts if ns.spawn_restarts is not None else (10 if ns.quick else 20)
     if min(restarts, spawn, ns.rounds) < 1 or ns.warmup < 0 or ns.gap < 0 or ns.timeout <= 0:
@@ -542,16 +487,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, list[str], bo
 
 def main(argv: Sequence[str] | None = None) -> int:
     cfg, impls, as_json = parse_args(argv)
-
-    def log(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
     expected = _ExpectedKills()
     logging.getLogger("actors.events").addFilter(expected)
-    results = run_all(cfg, impls, log)
+    results = run_all(cfg, impls, progress)
     output = render_json if as_json else render_table
     print(output(cfg, results, expected.unexpected))
-    return 0 if all(r.status in ("ok", "not found", "unavailable") for r in results.values()) else 1
+    return 1 if any(r.failed for r in results.values()) else 0
 
 
 if __name__ == "__main__":
