@@ -52,7 +52,17 @@ from ._node import Link, Node
 from ._process import CHANNEL_FD_ENV, PARENT_PID_ENV
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
 _EXIT_FLUSH_TIMEOUT = 1.0
+
+
+def _name_process(path: str) -> None:
+    """Show the actor's path in ``ps -o comm``/``top`` (the kernel keeps 15 bytes)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_NAME, ctypes.c_char_p(path.encode()[-15:]), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -131,6 +141,7 @@ async def _serve(fd: int) -> int:
         except (ProtocolError, trio.EndOfChannel, trio.BrokenResourceError):
             return 1
         link = Link(start.node.rpartition(".")[0], channel, is_parent=True)
+        _name_process(start.path)
 
         def fail_start(exc: BaseException) -> int:
             failure = Failure.from_exception("remote", exc, actor=start.path)

@@ -135,6 +135,8 @@ async def test_tell_and_ask_a_process_actor(start_method: str) -> None:
             assert ident.pid != os.getpid()
             assert ident.path == "adder"
             assert ident.node != "0"
+            with open(f"/proc/{ident.pid}/comm") as comm:  # noqa: ASYNC230 (procfs)
+                assert comm.read().strip() == "adder"  # the worker is named after its actor
             assert await system.ref("adder").ask(Add(a=2, b=2), Total) == Total(value=14)
 
 
