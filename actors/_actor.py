@@ -85,6 +85,8 @@ class Actor:
     """Messages that may wait in the mailbox before ``tell`` waits for room."""
 
     __handlers__: ClassVar[dict[type[Message], str]] = {}
+    # Runtime-internal: synchronous handlers run by the task reading the channel (no mailbox).
+    __inline_handlers__: ClassVar[dict[type[Message], str]] = {}
     _actor_context: ActorContext | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

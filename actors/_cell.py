@@ -106,6 +106,14 @@ class Cell:
     def ref(self) -> ActorRef:
         return self._ref
 
+    def inline_handler(self, message: Message) -> Callable[[Message], Message | None] | None:
+        """The runtime's synchronous handler for ``message`` on this actor, if it has one."""
+        name = type(self.actor).__inline_handlers__.get(type(message))
+        if name is None or not self.accepting:
+            return None
+        handle: Callable[[Message], Message | None] = getattr(self.actor, name)
+        return handle
+
     async def deliver(self, message: Message, reply: Reply | None) -> None:
         """Put a message in the mailbox, waiting while it is full."""
         if not self.accepting:

@@ -167,8 +167,15 @@ class Acceptor(Actor):
             state = self.__dict__["_acceptor_state"] = _AcceptorState()
         return state
 
-    @handler
-    async def _on_attach(self, msg: Attach) -> None:
+    # Attach and Handoff are taken by the task that reads the worker's channel, not through
+    # the mailbox: both only start tasks and answer at once, and a hand-off that waited
+    # behind the actor's own task would cost a scheduling round per connection.
+    __inline_handlers__: ClassVar[dict[type[Message], str]] = {
+        Attach: "_take_attach",
+        Handoff: "_take_handoff",
+    }
+
+    def _take_attach(self, msg: Attach) -> None:
         state = self._acceptor
         state.listener = msg.listener
         state.policy = msg.policy
@@ -181,8 +188,7 @@ class Acceptor(Actor):
             state.listening.append(sock)
             self.ctx.start_soon(self._accept_loop, sock)
 
-    @handler
-    async def _on_handoff(self, msg: Handoff) -> Taken | Refused:
+    def _take_handoff(self, msg: Handoff) -> Taken | Refused:
         state = self._acceptor
         if state.draining or state.open >= self.max_connections:
             msg.conn.close()

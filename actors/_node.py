@@ -595,11 +595,32 @@ class Node:
             log.error("dropping a message from node %s to %s: %s", source, destination, exc)
             return
         reply = Reply(self, target=source, corr=frame.corr) if frame.kind is FrameKind.ASK else None
+        inline = cell.inline_handler(message)
+        if inline is not None:
+            self._handle_inline(cell, inline, message, reply)
+            return
         try:
             await cell.deliver(message, reply)
         except ActorGone as exc:
             if reply is not None:
                 reply.fail(Failure.from_exception("gone", exc))
+
+    def _handle_inline(
+        self,
+        cell: Cell,
+        inline: Callable[[Message], Message | None],
+        message: Message,
+        reply: Reply | None,
+    ) -> None:
+        try:
+            result = inline(message)
+        except Exception as exc:
+            if reply is not None:
+                reply.fail(Failure.from_exception("remote", exc, actor=cell.path))
+            cell.fail(exc)
+            return
+        if reply is not None:
+            reply.send(result)
 
     def _refuse(self, frame: Frame, source: str, kind: FailureKind, text: str) -> None:
         _close_fds(frame)
