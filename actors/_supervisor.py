@@ -290,7 +290,3 @@ class Supervisor:
         self._scope.cancel()
         await self.done.wait()
 
-    async def wait_gave_up(self) -> RestartLimitExceeded | None:
-        await self.done.wait()
-        return self.gave_up
-
