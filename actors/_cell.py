@@ -14,6 +14,7 @@ import trio
 from protocol import Message
 
 from ._actor import Actor
+from ._context import ActorContext
 from ._control import Failure
 from ._errors import ActorGone, leaves
 from ._events import ActorExited, ActorReady, ActorStarted, ExitReason
@@ -165,7 +166,7 @@ class Cell:
             with self._scope, _unwrap_setup_failure(self):
                 async with trio.open_nursery() as nursery:
                     self.nursery = nursery
-                    self.actor._actor_context = _make_context(self)
+                    self.actor._actor_context = ActorContext(self)
                     try:
                         await self.actor.setup()
                     except Exception as exc:
@@ -349,12 +350,3 @@ async def stop_children(parent: Parent) -> None:
         if parent.children and parent.children[-1] is child:
             parent.children.pop()
 
-
-def _make_context(cell: Cell) -> ActorContext:
-    from ._context import ActorContext
-
-    return ActorContext(cell)
-
-
-if TYPE_CHECKING:
-    from ._context import ActorContext

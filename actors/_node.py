@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -553,10 +552,10 @@ class Node:
             return
         destination, sep, source = frame.route.partition("|")
         if not sep or not source:
-            _close_fds(frame)
+            frame.close_fds()
             raise ProtocolError(f"frame without a source in its route {frame.route!r}")
         if not link.is_parent and not link.owns(source):
-            _close_fds(frame)
+            frame.close_fds()
             raise ProtocolError(f"node {link.peer} sent a frame claiming to be from {source}")
         if kind is FrameKind.TELL or kind is FrameKind.ASK:
             await self._on_request(link, frame, destination, source)
@@ -623,7 +622,7 @@ class Node:
             reply.send(result)
 
     def _refuse(self, frame: Frame, source: str, kind: FailureKind, text: str) -> None:
-        _close_fds(frame)
+        frame.close_fds()
         if frame.kind is FrameKind.ASK:
             self.send_failure(
                 source, frame.corr, Failure(kind=kind, type_name="ActorError", message=text)
@@ -649,25 +648,25 @@ class Node:
                 out.relayed.pop((source, frame.corr), None)
             self._refuse(frame, source, "gone", f"the process of node {node_id} is gone")
         finally:
-            _close_fds(frame)
+            frame.close_fds()
 
     def _on_answer(self, link: Link, frame: Frame, destination: str, source: str) -> None:
         link.relayed.pop((destination, frame.corr), None)
         if destination != self.id:
             out = self.link_towards(destination)
             if out is None or out.down:
-                _close_fds(frame)
+                frame.close_fds()
                 return
             try:
                 out.channel.send_nowait(frame.encode(), frame.fds)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
             finally:
-                _close_fds(frame)
+                frame.close_fds()
             return
         pending = self._pending.get(frame.corr)
         if pending is None:  # the asker gave up (cancelled) before the answer came
-            _close_fds(frame)
+            frame.close_fds()
             return
         try:
             message = decode_message(frame, self._context)
@@ -699,11 +698,3 @@ class _NoneReply(Message, tag="actors.NoneReply"):
 
 _NONE_REPLY = _NoneReply()
 
-
-def _close_fds(frame: Frame) -> None:
-    for fd in frame.fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-    frame.fds = []

@@ -311,7 +311,7 @@ class Channel:
         _close_all(self._fifo)
         self._fifo.clear()
         for frame in self._ready:
-            _close_all(frame.fds)
+            frame.close_fds()
         self._ready.clear()
         self._wake_writer.unpark_all()
         self._drained.unpark_all()

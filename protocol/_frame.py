@@ -86,6 +86,12 @@ class Frame:
         self.nfds = nfds
         self.fds: list[int] = [] if fds is None else fds
 
+    def close_fds(self) -> None:
+        """Close the fds the frame still holds (a frame that is dropped owns them)."""
+        fds, self.fds = self.fds, []
+        for fd in fds:
+            _close_quietly(fd)
+
     def encode(self) -> bytes:
         """The frame's bytes (its fds travel beside them)."""
         return encode_frame(
