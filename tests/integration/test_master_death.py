@@ -6,13 +6,14 @@ import ctypes
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trio
 
-from tests.leaks import child_processes
+from tests.leaks import child_processes, descendants
 from tests.processes import is_running, wait_exited
 
 SCRIPT = Path(__file__).with_name("master_script.py")
@@ -22,17 +23,46 @@ _PR_SET_CHILD_SUBREAPER = 36
 @pytest.fixture
 def subreaper() -> Iterator[None]:
     """Orphans (the workers, the fork server) are re-parented to this process, so the test
-    can see them exit and reap them."""
+    can see them exit and reap them.
+
+    A master that dies leaves its fork server and workers to exit on their own (death
+    signal, channel EOF), each at its own pace: the fixture stays subreaper until every one
+    of them has exited and been reaped here, so none is left as a zombie of the test run.
+    """
     libc = ctypes.CDLL(None, use_errno=True)
-    before = set(child_processes())
+    before = set(descendants())
     libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     try:
         yield
     finally:
-        libc.prctl(_PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
-        for pid, state in child_processes().items():
-            if pid not in before and state == "Z":
+        try:
+            _reap_adopted(before, deadline=time.monotonic() + 5.0)
+        finally:
+            libc.prctl(_PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+
+
+def _reap_adopted(before: set[int], deadline: float) -> None:
+    """Wait for every process that appeared below us to exit, reaping those adopted by us.
+
+    One still running at the deadline outlived its master: it is SIGKILLed (its own orphans
+    are then adopted and reaped too) and the test fails on it.
+    """
+    outlived: dict[int, str] = {}
+    while True:
+        left = {pid: state for pid, state in descendants().items() if pid not in before}
+        if not left:
+            break
+        ours = child_processes()
+        for pid, state in left.items():
+            if state == "Z" and pid in ours:
                 os.waitpid(pid, 0)
+            elif time.monotonic() > deadline:
+                outlived.setdefault(pid, state)
+                os.kill(pid, signal.SIGKILL)
+        if time.monotonic() > deadline + 5.0:
+            raise AssertionError(f"processes that cannot be reaped: {left}")
+        time.sleep(0.01)
+    assert not outlived, f"processes that outlived their master by 5 s: {outlived}"
 
 
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
