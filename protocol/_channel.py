@@ -24,6 +24,7 @@ from ._frame import DEFAULT_MAX_FRAME_SIZE, MAX_FDS_PER_FRAME, Frame, FrameDecod
 __all__ = ["Channel", "open_channel"]
 
 _RECV_SIZE: Final = 256 * 1024
+_MSG_CTRUNC: Final = int(socket.MSG_CTRUNC)  # a plain int: IntFlag arithmetic is slow
 _FD_SIZE: Final = array.array("i").itemsize
 _ANC_SPACE: Final = socket.CMSG_SPACE(MAX_FDS_PER_FRAME * _FD_SIZE)
 # fds received but not yet claimed by a complete frame; more than this is a flood.
@@ -253,7 +254,7 @@ class Channel:
                 received = array.array("i")
                 received.frombytes(payload[: len(payload) - len(payload) % _FD_SIZE])
                 self._fifo.extend(received)
-        if flags & socket.MSG_CTRUNC:
+        if flags & _MSG_CTRUNC:
             self._fail(TruncatedHandles("the kernel truncated the fds sent with a frame"))
             return
         if not data:
