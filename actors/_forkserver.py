@@ -113,6 +113,11 @@ class ForkServer:
         self._early_exits: dict[int, int] = {}
         self.broken: BaseException | None = None
         self._channel: Channel
+        # The task reading the server's reports is shielded: when the block using the server
+        # is cancelled, the system's shutdown still reaps its workers, and learns of their
+        # exits through that task. open_fork_server ends it once the block is over.
+        self._serve_scope = trio.CancelScope(shield=True)
+        self._closing = False
 
     async def start(self, fd: int) -> ForkedProcess:
         if self.broken is not None:
@@ -141,19 +146,25 @@ class ForkServer:
         raise SpawnError(f"the fork server is gone: {self.broken}")
 
     async def _serve(self, process: ChildProcess) -> None:
-        try:
-            while True:
-                for frame in await self._channel.receive_some():
-                    self._on_frame(frame)
-        except (trio.EndOfChannel, trio.BrokenResourceError, trio.ClosedResourceError):
-            with trio.move_on_after(1):
-                await process.wait()
-            log.error("the fork server is gone (exit status %s)", process.returncode)
-            self._fail(RuntimeError(f"the fork server exited with status {process.returncode}"))
-        except Exception as exc:
-            log.error("the fork server spoke garbage: %r", exc)
-            self._fail(exc)
-            raise
+        with self._serve_scope:
+            try:
+                while True:
+                    for frame in await self._channel.receive_some():
+                        self._on_frame(frame)
+            except (trio.EndOfChannel, trio.BrokenResourceError, trio.ClosedResourceError):
+                if not self._closing:
+                    with trio.move_on_after(1):
+                        await process.wait()
+                    log.error("the fork server is gone (exit status %s)", process.returncode)
+                    self._fail(
+                        RuntimeError(f"the fork server exited with status {process.returncode}")
+                    )
+            except Exception as exc:
+                log.error("the fork server spoke garbage: %r", exc)
+                self._fail(exc)
+                raise
+        # Closed with workers still unreported: they die with the server (PR_SET_PDEATHSIG).
+        self._fail(RuntimeError("the fork server was closed"))
 
     def _on_frame(self, frame: Frame) -> None:
         message = decode_message(frame)
@@ -204,8 +215,9 @@ async def open_fork_server(preload: list[str] | None = None) -> AsyncIterator[Fo
             try:
                 yield server
             finally:
+                server._closing = True
                 channel.close()
-                nursery.cancel_scope.cancel()
+                server._serve_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
             with trio.move_on_after(2):

@@ -143,8 +143,8 @@ def main() -> None:
     sock.setblocking(True)
     try:
         _serve_forever(sock, parent_pid)
-    except BrokenPipeError:
-        pass
+    except ConnectionError:
+        pass  # the master went away (reset or closed while we wrote): so do we
 
 
 if __name__ == "__main__":

@@ -253,3 +253,16 @@ async def test_leaving_the_system_kills_a_worker_that_will_not_stop() -> None:
             start = trio.current_time()
         assert trio.current_time() - start < 10
         assert not descendants()
+
+
+async def test_a_cancelled_system_block_still_reaps_its_workers() -> None:
+    # The cancellation reaches every task of the system, the one that learns of forked
+    # workers' exits included; the shutdown that follows must still see them go.
+    with trio.fail_after(TIMEOUT):
+        with trio.move_on_after(2) as scope:
+            async with open_system() as system:
+                await system.spawn(Stubborn, name="stubborn", process=True, shutdown=0.5)
+                await system.spawn(Adder, name="adder", process=True)
+                await trio.sleep_forever()
+        assert scope.cancelled_caught
+        assert not descendants()
