@@ -130,8 +130,10 @@ class Supervisor:
                 self.parent.children.remove(self)
             if self.gave_up is not None:
                 self.exit_reason = crash_reason(self.gave_up)
-            elif error is not None and not isinstance(error, trio.Cancelled):
-                self.exit_reason = crash_reason(leaves(error)[0])
+            elif error is not None and (
+                failures := [e for e in leaves(error) if not isinstance(e, trio.Cancelled)]
+            ):
+                self.exit_reason = crash_reason(failures[0])
             else:
                 self.exit_reason = ExitReason(kind="shutdown")
             self.node.publish(ActorExited(path=self.path, pid=os.getpid(),
