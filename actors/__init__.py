@@ -10,6 +10,7 @@ from ._errors import InvalidArguments as InvalidArguments
 from ._errors import RemoteError as RemoteError
 from ._errors import RestartLimitExceeded as RestartLimitExceeded
 from ._errors import SpawnError as SpawnError
+from ._events import ActorDrained as ActorDrained
 from ._events import ActorExited as ActorExited
 from ._events import ActorReady as ActorReady
 from ._events import ActorRestarted as ActorRestarted
@@ -21,6 +22,7 @@ from ._events import SupervisorGaveUp as SupervisorGaveUp
 from ._listener import Acceptor as Acceptor
 from ._listener import AcceptorStats as AcceptorStats
 from ._listener import BindError as BindError
+from ._listener import HandlePassed as HandlePassed
 from ._listener import ListenerReport as ListenerReport
 from ._listener import ListenerSpec as ListenerSpec
 from ._listener import listener as listener
@@ -41,6 +43,7 @@ __all__ = [
     "AcceptorStats",
     "Actor",
     "ActorContext",
+    "ActorDrained",
     "ActorError",
     "ActorExited",
     "ActorGone",
@@ -56,6 +59,7 @@ __all__ = [
     "Decision",
     "Event",
     "ExitReason",
+    "HandlePassed",
     "InvalidArguments",
     "ListenerReport",
     "ListenerSpec",

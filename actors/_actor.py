@@ -132,3 +132,7 @@ class Actor:
 
     async def cleanup(self) -> None:
         """Runs after the actor stopped taking messages, on every kind of stop."""
+
+    def _in_flight(self) -> int | None:
+        # Runtime-internal: the work in hand, for the drained event (None: not counted).
+        return None

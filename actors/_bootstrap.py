@@ -220,7 +220,7 @@ async def _serve(fd: int) -> int:
                 actor = actor_class(**kwargs)
                 # The parent reports this actor's lifecycle; the worker reports its children's.
                 cell = Cell(node, actor, path=start.path, parent=root,
-                            shutdown_timeout=start.drain_timeout, report_events=False)
+                            shutdown_timeout=start.shutdown_timeout, report_events=False)
                 cell.on_crash = suicide
                 root.children.append(cell)
                 await nursery.start(cell.run)

@@ -17,7 +17,7 @@ from ._actor import Actor
 from ._context import ActorContext
 from ._control import Failure
 from ._errors import ActorGone, leaves
-from ._events import ActorExited, ActorReady, ActorStarted, ExitReason
+from ._events import ActorDrained, ActorExited, ActorReady, ActorStarted, ExitReason
 from ._ref import ActorRef
 
 if TYPE_CHECKING:
@@ -51,6 +51,16 @@ class Parent(Protocol):
     path: str
     nursery: trio.Nursery
     children: list[Child]
+
+
+def drain_budget(shutdown: float) -> float:
+    """The part of an actor's shutdown time its drain may use.
+
+    The rest (a quarter, at most one second) is left for its children, ``cleanup()`` and the
+    exit, so that a drain the deadline cuts short still ends in an orderly stop (and a
+    worker process exits on its own) instead of being killed at the shutdown deadline.
+    """
+    return shutdown - min(shutdown / 4, 1.0)
 
 
 class Cell:
@@ -88,7 +98,7 @@ class Cell:
         self.on_crash: Callable[[BaseException], None] | None = None
         # After a suicide, the cell lingers (draining) until its replacement is ready.
         self.released = trio.Event()
-        self.drain_timeout = shutdown_timeout
+        self.drain_timeout = drain_budget(shutdown_timeout)
         self.started_at = 0.0
         self.pid = os.getpid()
         self._send, self._recv = trio.open_memory_channel[tuple[Message, "Reply | None"]](
@@ -223,13 +233,34 @@ class Cell:
         return ExitReason(kind="shutdown")
 
     async def _drain(self) -> None:
-        with trio.move_on_after(self.drain_timeout):
-            try:
-                await self.actor.drain()
-            except Exception as exc:
-                log.error("drain of actor %s failed", self.path, exc_info=exc)
-            if self.failure is not None and self.on_crash is not None:
-                await self.released.wait()  # the replacement takes over before we go
+        # Only an actor with a drain of its own reports how it went (the others have nothing
+        # in flight to speak of).
+        reports = type(self.actor).drain is not Actor.drain
+        started = trio.current_time()
+        reported = False
+        try:
+            with trio.move_on_after(self.drain_timeout):
+                try:
+                    await self.actor.drain()
+                except Exception as exc:
+                    log.error("drain of actor %s failed", self.path, exc_info=exc)
+                if reports:
+                    reported = True
+                    self._drained(started, complete=True)
+                if self.failure is not None and self.on_crash is not None:
+                    await self.released.wait()  # the replacement takes over before we go
+        finally:
+            if reports and not reported:  # the deadline, or a harder stop, cut it short
+                self._drained(started, complete=False)
+
+    def _drained(self, started: float, *, complete: bool) -> None:
+        # Published by the node itself: a process actor's root cell leaves its other events
+        # to the master, which cannot see a drain.
+        self.node.publish(ActorDrained(
+            path=self.path, pid=self.pid, complete=complete,
+            seconds=round(trio.current_time() - started, 6),
+            in_flight=None if complete else self.actor._in_flight(),
+        ))
 
     async def _cleanup(self) -> None:
         timeout = self.shutdown_timeout

@@ -75,7 +75,7 @@ class Start(Message, tag="actors.Start"):
     sys_path: list[str]
     max_frame_size: int
     heartbeat: float = 0.0  # seconds between heartbeats; 0: none
-    drain_timeout: float = 5.0  # how long work in flight may take after a suicide
+    shutdown_timeout: float = 5.0  # the actor's shutdown time (its drain gets most of it)
 
 
 class Ready(Message, tag="actors.Ready"):

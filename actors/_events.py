@@ -112,6 +112,20 @@ class ActorSuicided(Event, tag="actors.ActorSuicided"):
     reason: ExitReason
 
 
+class ActorDrained(Event, tag="actors.ActorDrained"):
+    """An actor with a ``drain()`` of its own stopped taking work and finished draining.
+
+    ``complete`` is False when the deadline (its shutdown time) cut the drain short;
+    ``in_flight`` is the work still in hand then, when the actor counts it (an acceptor's
+    open connections, which are closed), else None.
+    """
+
+    pid: int | None = None
+    complete: bool
+    seconds: float
+    in_flight: int | None = None
+
+
 class SupervisorGaveUp(Event, tag="actors.SupervisorGaveUp"):
     """A supervisor exceeded its restart intensity and stopped all its children."""
 
@@ -169,6 +183,12 @@ def _log(event: Event) -> None:
     elif isinstance(event, ActorSuicided):
         log.warning("%s (pid %s) asked to be replaced: %s", event.path, event.pid,
                     event.reason.describe())
+    elif isinstance(event, ActorDrained):
+        if event.complete:
+            log.info("%s drained in %.3f s", event.path, event.seconds)
+        else:
+            left = "" if event.in_flight is None else f" with {event.in_flight} in flight"
+            log.warning("%s: drain cut short after %.3f s%s", event.path, event.seconds, left)
     elif isinstance(event, ActorRestarted):
         log.info("%s restarting (restart %d, in %.3f s)", event.path, event.restarts, event.delay)
     else:

@@ -125,6 +125,21 @@ class ListenerReport(Event, tag="actors.listener.ListenerReport"):
     acceptors: list[AcceptorStats]
 
 
+class HandlePassed(Event, tag="actors.listener.HandlePassed"):
+    """A listener passed its listening socket to an acceptor (the ``shared`` policy).
+
+    Sent once per acceptor instance, replacements included. Connections handed over one by
+    one (``round_robin``, ``least_busy``) are counted in :class:`AcceptorStats` rather than
+    sent as an event each: an event per connection would cost more than the hand-off.
+    """
+
+    acceptor: str
+    pid: int
+    handle: Literal["listening socket"] = "listening socket"
+    host: str
+    port: int
+
+
 # -- the acceptor (in each worker process) ----------------------------------------------------
 
 
@@ -271,6 +286,9 @@ class Acceptor(Actor):
                 await state.listener.tell(Closed(acceptor=self.ctx.path, count=count))
             except Exception as exc:  # the master is going away: nobody needs the count
                 log.debug("cannot report closed connections: %r", exc)
+
+    def _in_flight(self) -> int | None:
+        return self._acceptor.open
 
     async def drain(self) -> None:
         """Stop taking connections, then wait for the open ones to finish."""
@@ -468,6 +486,10 @@ class Listener(Supervisor):
         except Exception as exc:
             log.warning("could not attach acceptor %s: %r", instance.path, exc)
             return
+        if attach.sock is not None:
+            self.node.publish(HandlePassed(
+                path=self.path, acceptor=instance.path, pid=pid, host=self.host, port=self.port
+            ))
         self._routes[name] = _Route(name, instance, instance.ref, pid, {})
         self._flush_waiting()
         self._capacity.set()

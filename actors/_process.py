@@ -379,14 +379,14 @@ class ProcessChild:
             if message.version != PROTOCOL_VERSION:
                 raise VersionMismatch(PROTOCOL_VERSION, message.version)
             main_path, main_module = main_script()
-            drain = self.shutdown_timeout if math.isfinite(self.shutdown_timeout) else 3600.0
+            shutdown = self.shutdown_timeout if math.isfinite(self.shutdown_timeout) else 3600.0
             link.send_control(Start(
                 version=PROTOCOL_VERSION, node=self.node_id, actor_class=self.class_path,
                 arguments=self.arguments, path=self.path, main_path=main_path,
                 main_module=main_module, sys_path=list(sys.path),
                 max_frame_size=self.node.max_frame_size,
                 heartbeat=self.heartbeat_timeout / 4 if self.heartbeat_timeout else 0.0,
-                drain_timeout=drain,
+                shutdown_timeout=shutdown,
             ))
         elif isinstance(message, Ready) and self._hello and self.address is None:
             if not link.owns(message.address.partition("/")[0]):

@@ -8,6 +8,8 @@ import trio.testing
 
 from actors import (
     Actor,
+    ActorDrained,
+    ActorExited,
     ActorGone,
     InvalidArguments,
     RemoteError,
@@ -16,6 +18,7 @@ from actors import (
     open_system,
 )
 from protocol import Message
+from tests.events import received
 
 
 class Add(Message):
@@ -243,3 +246,36 @@ async def test_stop_finishes_queued_messages_then_refuses() -> None:
         assert await quitter.ask(Add(a=7, b=0)) == Total(value=7)
         with pytest.raises(ActorGone):
             await quitter.ask(Add(a=1, b=0))
+
+
+class Patient(Actor):
+    """Its drain waits for ``hold`` seconds of work in flight."""
+
+    def __init__(self, hold: float) -> None:
+        self.hold = hold
+
+    async def drain(self) -> None:
+        await trio.sleep(self.hold)
+
+    def _in_flight(self) -> int | None:
+        return 3
+
+
+async def test_an_actor_with_a_drain_reports_how_it_went() -> None:
+    with trio.fail_after(10):
+        async with open_system() as system:
+            events = system.events()
+            await system.spawn(Patient, name="quick", hold=0.01, shutdown=5.0)
+            await system.spawn(Patient, name="slow", hold=60.0, shutdown=0.2)
+            await system.spawn(Calc, name="plain")  # no drain of its own: no event
+        seen = received(events)
+    drained = {e.path: e for e in seen if isinstance(e, ActorDrained)}
+    exits = {e.path: e.reason.kind for e in seen if isinstance(e, ActorExited)}
+    assert set(drained) == {"quick", "slow"}
+    assert drained["quick"].complete
+    assert drained["quick"].in_flight is None
+    assert 0.01 <= drained["quick"].seconds < 5.0
+    assert not drained["slow"].complete
+    assert drained["slow"].in_flight == 3
+    assert 0.1 <= drained["slow"].seconds < 0.2  # its budget: shutdown less a quarter
+    assert exits["slow"] == "shutdown"  # cut short, but not killed

@@ -12,14 +12,17 @@ import trio
 
 from actors import (
     Acceptor,
+    ActorDrained,
+    ActorExited,
     ActorReady,
     BindError,
+    HandlePassed,
     ListenerReport,
     listener,
     open_system,
     supervisor,
 )
-from tests.events import next_event
+from tests.events import next_event, received
 from tests.leaks import descendants
 
 TIMEOUT = 90
@@ -282,3 +285,61 @@ async def test_clients_resetting_connections_do_not_crash_workers() -> None:
             assert await echo_once(port, b"still fine") == b"still fine"
             after = {s.pid for s in await system.acceptor_stats("root/echo")}
             assert after == before
+
+
+async def test_shared_policy_reports_each_listening_socket_it_passes() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_system(tree("shared", count=2)) as system:
+            events = system.events(history=True)
+            first = {s.pid for s in await system.acceptor_stats("root/echo")}
+            passed = [e for e in received(events) if isinstance(e, HandlePassed)]
+            port = system.listener("root/echo").port
+            assert {e.pid for e in passed} == first
+            assert {(e.path, e.handle, e.port) for e in passed} == {
+                ("root/echo", "listening socket", port)
+            }
+            # A replacement gets the socket too (and says so).
+            victim = passed[0]
+            os.kill(victim.pid, signal.SIGKILL)
+            again = await next_event(events, HandlePassed, "root/echo")
+            assert again.acceptor == victim.acceptor
+            assert again.pid not in first
+            assert await echo_once(port, b"still served") == b"still served"
+
+
+async def test_a_reload_reports_each_acceptor_drained() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_system(tree("round_robin", count=2)) as system:
+            events = system.events()
+            port = system.listener("root/echo").port
+            before = {s.path: s.pid for s in await system.acceptor_stats("root/echo")}
+            assert await echo_once(port, b"x") == b"x"
+            await system.reload("root/echo")
+            drained = [e for e in received(events) if isinstance(e, ActorDrained)]
+    assert sorted((e.path, e.pid) for e in drained) == sorted(before.items())
+    assert all(e.complete and e.in_flight is None for e in drained)
+
+
+async def test_a_drain_cut_short_reports_the_connections_it_closed() -> None:
+    spec = supervisor("root", children=[
+        listener("echo", port=0, acceptor=Echo, count=1, shutdown=0.5),
+    ])
+    with trio.fail_after(TIMEOUT):
+        async with open_system(spec) as system:
+            events = system.events()
+            port = system.listener("root/echo").port
+            (old,) = await system.acceptor_stats("root/echo")
+            lingering = await trio.open_tcp_stream("127.0.0.1", port)
+            async with lingering:
+                await lingering.send_all(b"hold")
+                assert await lingering.receive_some() == b"hold"
+                await system.reload("root/echo")
+                drained = await next_event(events, ActorDrained, old.path)
+                exited = await next_event(events, ActorExited, old.path)
+                # The deadline closed the connection the client kept open.
+                with trio.fail_after(5):
+                    assert await lingering.receive_some() == b""
+    assert (drained.pid, drained.complete, drained.in_flight) == (old.pid, False, 1)
+    # The drain gets most of the shutdown time; the rest lets the worker exit on its own.
+    assert 0.3 <= drained.seconds < 0.5
+    assert exited.reason.kind == "shutdown"
