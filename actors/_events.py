@@ -83,9 +83,10 @@ class ActorStarted(Event, tag="actors.ActorStarted"):
 
 
 class ActorReady(Event, tag="actors.ActorReady"):
-    """An instance finished ``setup`` and takes messages."""
+    """An instance finished ``setup`` and takes messages; a supervisor: all its children
+    are up (a plain supervisor takes no messages: its ``address`` is None)."""
 
-    address: str
+    address: str | None = None
     pid: int | None = None
 
 

@@ -441,8 +441,9 @@ class Listener(Supervisor):
             self.node.listen_sockets[self.path] = self.sock
         self.host, self.port = self.sock.getsockname()[:2]
         self.node.listeners[self.path] = self
+        # The router shares the listener's path: the listener's own events speak for both.
         router = Cell(self.node, _Router(self), path=self.path, parent=self,
-                      shutdown_timeout=1.0)
+                      shutdown_timeout=1.0, report_events=False)
         self.children.append(router)
         await self.nursery.start(router.run)
         self._router = router
@@ -451,6 +452,9 @@ class Listener(Supervisor):
             self.nursery.start_soon(self._accept_loop)
         if spec.report_every > 0:
             self.nursery.start_soon(self._report_loop)
+
+    def _address(self) -> str | None:
+        return None if self._router is None else self._router.address
 
     async def _before_stop(self) -> None:
         self._accepting = False

@@ -17,7 +17,14 @@ import trio
 
 from ._cell import Child, Parent, crash_reason, stop_children
 from ._errors import RestartLimitExceeded, SpawnError, leaves, unwrap_actor_errors
-from ._events import ActorExited, ActorRestarted, ExitReason, SupervisorGaveUp
+from ._events import (
+    ActorExited,
+    ActorReady,
+    ActorRestarted,
+    ActorStarted,
+    ExitReason,
+    SupervisorGaveUp,
+)
 from ._node import Node
 from ._process import ProcessChild
 from ._ref import ActorRef
@@ -90,12 +97,17 @@ class Supervisor:
             shutdown=self.spec.shutdown,
         )
 
+    def _address(self) -> str | None:
+        """Where messages to this supervisor's path go (None: it takes none)."""
+        return None
+
     async def run(
         self, *, task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED
     ) -> None:
         self.started_at = trio.current_time()
         started = False
         error: BaseException | None = None
+        self.node.publish(ActorStarted(path=self.path, pid=os.getpid()))
         try:
             with self._scope, unwrap_actor_errors():
                 async with trio.open_nursery() as nursery:
@@ -105,6 +117,9 @@ class Supervisor:
                         for name in list(self._slots):
                             await self._start_until_up(name)
                         started = True
+                        self.node.publish(
+                            ActorReady(path=self.path, address=self._address(), pid=os.getpid())
+                        )
                         task_status.started(self)
                         await self._supervise()
                     except RestartLimitExceeded as exc:

@@ -15,6 +15,7 @@ from actors import (
     ActorDrained,
     ActorExited,
     ActorReady,
+    ActorStarted,
     BindError,
     HandlePassed,
     ListenerReport,
@@ -343,3 +344,20 @@ async def test_a_drain_cut_short_reports_the_connections_it_closed() -> None:
     # The drain gets most of the shutdown time; the rest lets the worker exit on its own.
     assert 0.3 <= drained.seconds < 0.5
     assert exited.reason.kind == "shutdown"
+
+
+async def test_each_instance_reports_started_ready_and_exited_once() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_system(tree("round_robin", count=1)) as system:
+            events = system.events(history=True)
+        seen = [(type(e).__name__, e.path) for e in received(events)
+                if isinstance(e, ActorStarted | ActorReady | ActorExited)]
+    for path in ("root", "root/echo", "root/echo/0"):
+        assert [kind for kind, p in seen if p == path] == [
+            "ActorStarted", "ActorReady", "ActorExited"
+        ], path
+    # A supervisor is ready once its children are, and exits after them.
+    ready = [p for kind, p in seen if kind == "ActorReady"]
+    exited = [p for kind, p in seen if kind == "ActorExited"]
+    assert ready == ["root/echo/0", "root/echo", "root"]
+    assert exited == ["root/echo/0", "root/echo", "root"]
