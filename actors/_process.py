@@ -72,6 +72,10 @@ log = logging.getLogger("actors")
 CHANNEL_FD_ENV = "ACTORS_CHANNEL_FD"
 PARENT_PID_ENV = "ACTORS_PARENT_PID"
 _GRACE_AFTER_EOF = 1.0  # a worker whose channel closed exits within this long
+# A SIGKILLed worker is gone within milliseconds; its exit status comes from the fork server.
+# If that report never comes (the server is stopped or stuck), the shutdown, which waits
+# shielded, must still end.
+_EXIT_AFTER_KILL = 5.0
 _RUNTIME_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -486,7 +490,14 @@ class ProcessChild:
             await process.wait()
         if process.returncode is None:
             self._kill()
-            await process.wait()
+            with trio.move_on_after(_EXIT_AFTER_KILL):
+                await process.wait()
+            if process.returncode is None:
+                log.error("worker %s (pid %s): no exit status %s s after SIGKILL; "
+                          "going on without it", self.path, self.pid, _EXIT_AFTER_KILL)
+                self._explain(ExitReason(
+                    kind="killed", detail="SIGKILLed; its exit status never came"
+                ))
         self.returncode = process.returncode
 
 

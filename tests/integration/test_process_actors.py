@@ -20,7 +20,7 @@ from actors import (
     open_system,
 )
 from protocol import Message
-from tests.leaks import descendants
+from tests.leaks import child_processes, descendants
 from tests.processes import wait_exited
 
 TIMEOUT = 20
@@ -266,3 +266,41 @@ async def test_a_cancelled_system_block_still_reaps_its_workers() -> None:
                 await trio.sleep_forever()
         assert scope.cancelled_caught
         assert not descendants()
+
+
+def _fork_server_pid() -> int:
+    for pid in child_processes():
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                if b"actors._zygote" in handle.read():
+                    return pid
+        except OSError:
+            continue
+    raise AssertionError("no fork server among this process's children")
+
+
+async def test_a_fork_server_that_stops_answering_does_not_hang_the_shutdown() -> None:
+    # A stopped fork server reports no worker's exit. Leaving the system must still end,
+    # bounded (the waits involved are shielded: a hang here would defeat fail_after, so a
+    # rescuer resumes the server after a while and the test fails if it had to).
+    rescued = False
+
+    async def rescue(server: int) -> None:
+        nonlocal rescued
+        await trio.sleep(25)
+        rescued = True
+        os.kill(server, signal.SIGCONT)
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            async with open_system() as system:
+                await system.spawn(Adder, name="adder", process=True, shutdown=0.5)
+                server = _fork_server_pid()
+                os.kill(server, signal.SIGSTOP)
+                nursery.start_soon(rescue, server)
+                started = trio.current_time()
+            elapsed = trio.current_time() - started
+            nursery.cancel_scope.cancel()
+    assert not rescued
+    assert elapsed < 20
+    assert not descendants()
