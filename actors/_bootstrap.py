@@ -144,11 +144,9 @@ async def _serve(fd: int) -> int:
         _name_process(start.path)
 
         def fail_start(exc: BaseException) -> int:
-            failure = Failure.from_exception("remote", exc, actor=start.path)
-            try:
-                link.send_control(StartFailed(failure=failure))
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
+            link.notify(StartFailed(
+                failure=Failure.from_exception("remote", exc, actor=start.path)
+            ))
             return 1
 
         try:
@@ -197,19 +195,15 @@ async def _serve(fd: int) -> int:
 
             async def send_heartbeats(interval: float) -> None:
                 while True:
-                    try:
-                        link.send_control(Heartbeat())
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
-                        return
+                    if not link.notify(Heartbeat()):
+                        return  # the master is gone: nobody to tell
                     await trio.sleep(interval)
 
             def suicide(exc: BaseException) -> None:
                 # Ask for a replacement first; the cell then drains and exits.
-                failure = Failure.from_exception("remote", exc, actor=start.path)
-                try:
-                    link.send_control(Suicide(failure=failure))
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass
+                link.notify(Suicide(
+                    failure=Failure.from_exception("remote", exc, actor=start.path)
+                ))
 
             nursery.start_soon(pump_parent)
             nursery.start_soon(watch_sigterm)
@@ -236,10 +230,7 @@ async def _serve(fd: int) -> int:
             if cell.failure is not None:
                 exit_code = 1
                 failure = Failure.from_exception("remote", cell.failure, actor=start.path)
-            try:
-                link.send_control(Stopping(failure=failure))
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
+            link.notify(Stopping(failure=failure))
             await _flush(channel)
             nursery.cancel_scope.cancel()
         return exit_code

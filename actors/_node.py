@@ -138,6 +138,20 @@ class Link:
         )
         self.channel.send_nowait(data, fds)
 
+    def notify(self, message: Message) -> bool:
+        """Send a control message unless the peer is gone; False if it could not go.
+
+        For the messages whose loss does not matter once the peer is gone (it is told
+        nothing more, and the link going down is handled where it is noticed).
+        """
+        if self.down:
+            return False
+        try:
+            self.send_control(message)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return False
+        return True
+
     def owns(self, node_id: str) -> bool:
         """True when ``node_id`` is the peer or below it (only meaningful for child links)."""
         return node_id == self.peer or node_id.startswith(self.peer + ".")
@@ -194,20 +208,14 @@ class Node:
         self.names[path] = address
         if path in self._awaiting or path in self._held:
             self._wake(path)
-        if self.parent is not None and not self.parent.down:
-            try:
-                self.parent.send_control(NameRegistered(path=path, address=address))
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
+        if self.parent is not None:
+            self.parent.notify(NameRegistered(path=path, address=address))
 
     def unregister_name(self, path: str, address: str) -> None:
         if self.names.get(path) == address:
             del self.names[path]
-            if self.parent is not None and not self.parent.down:
-                try:
-                    self.parent.send_control(NameUnregistered(path=path, address=address))
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass
+            if self.parent is not None:
+                self.parent.notify(NameUnregistered(path=path, address=address))
 
     def name_taken(self, path: str) -> bool:
         return path in self.names
@@ -274,13 +282,8 @@ class Node:
         """Report a lifecycle event: to ``events()`` in the master, up the tree elsewhere."""
         if self.events is not None:
             self.events.publish(event)
-        elif self.parent is not None and not self.parent.down:
-            try:
-                self.parent.send_control(
-                    EventReport(tag=event.message_tag, body=event.model_dump_json())
-                )
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
+        elif self.parent is not None:
+            self.parent.notify(EventReport(tag=event.message_tag, body=event.model_dump_json()))
 
     # -- sending ----------------------------------------------------------------------------
 

@@ -434,22 +434,15 @@ class ProcessChild:
 
     def release(self) -> None:
         """Tell a worker draining after a suicide that its replacement is up: it may go."""
-        link = self.link
-        if link is not None and not link.down:
-            try:
-                link.send_control(Release())
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
+        if self.link is not None:
+            self.link.notify(Release())
 
     async def shutdown(self, grace: float) -> None:
         """Ask the worker to stop; after ``grace`` seconds, kill its process group."""
         self._stop_requested = True
         link = self.link
-        if link is not None and not link.down and grace > 0:
-            try:
-                link.send_control(Stop())
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
+        if link is not None and grace > 0:
+            link.notify(Stop())
         with trio.move_on_after(grace):
             await self.done.wait()
         if not self.done.is_set():
@@ -479,10 +472,7 @@ class ProcessChild:
         if link is not None and not link.down and process.returncode is None:
             # Cancelled while the worker runs: ask it to stop as a shutdown would.
             self._stop_requested = True
-            try:
-                link.send_control(Stop())
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
+            link.notify(Stop())
             grace = self.shutdown_timeout
         else:
             grace = _GRACE_AFTER_EOF

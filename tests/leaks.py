@@ -18,28 +18,9 @@ def open_fds() -> set[int]:
     return fds
 
 
-def child_processes() -> dict[int, str]:
-    """Direct children of this process (pid -> state letter), zombies included."""
-    me = os.getpid()
-    found: dict[int, str] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as handle:
-                stat = handle.read()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == me:
-            found[int(name)] = fields[0]
-    return found
-
-
-def descendants() -> dict[int, str]:
-    """Every process below this one (workers forked by the fork server included)."""
-    parents: dict[int, int] = {}
-    states: dict[int, str] = {}
+def _processes() -> dict[int, tuple[int, str]]:
+    """Every process on the machine: pid -> (parent pid, state letter)."""
+    found: dict[int, tuple[int, str]] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
@@ -47,15 +28,26 @@ def descendants() -> dict[int, str]:
             with open(f"/proc/{name}/stat") as handle:
                 fields = handle.read().rsplit(")", 1)[1].split()
         except OSError:
-            continue
-        parents[int(name)] = int(fields[1])
-        states[int(name)] = fields[0]
+            continue  # gone while we looked
+        found[int(name)] = (int(fields[1]), fields[0])
+    return found
+
+
+def child_processes() -> dict[int, str]:
+    """Direct children of this process (pid -> state letter), zombies included."""
+    me = os.getpid()
+    return {pid: state for pid, (ppid, state) in _processes().items() if ppid == me}
+
+
+def descendants() -> dict[int, str]:
+    """Every process below this one (workers forked by the fork server included)."""
+    table = _processes()
     found: dict[int, str] = {}
     frontier = [os.getpid()]
     while frontier:
         parent = frontier.pop()
-        for pid, ppid in parents.items():
+        for pid, (ppid, state) in table.items():
             if ppid == parent and pid not in found:
-                found[pid] = states[pid]
+                found[pid] = state
                 frontier.append(pid)
     return found
