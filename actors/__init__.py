@@ -1,15 +1,42 @@
-"""A supervised, typed, multi-process actor runtime on trio."""
+"""A supervised, typed, multi-process actor runtime on trio.
 
+The package is flat private modules behind this façade (trio's way), in layers: a module
+imports only from its own layer or below (``tests/test_layering.py`` holds the table and
+checks every import, ``TYPE_CHECKING`` and function-local ones included). Lowest first:
+
+L0, plain data and interfaces: errors (``_errors``), lifecycle events (``_events``), control
+    messages (``_control``), the listener's messages (``_handoff``), ``Actor`` and the
+    ``ActorContext`` interface (``_actor``), ``ActorRef`` over a ``Sender`` (``_ref``), child
+    specs (``_spec``), argument validation (``_arguments``), the tree's interfaces (``_tree``).
+L1, the per-process machinery: links (``_link``), the name registry (``_names``), pending
+    asks (``_asks``), routing (``_router``), OS processes (``_processes``), sockets
+    (``_sockets``).
+L2, running things: cells, in-process actors (``_cell``); worker handles, process actors
+    (``_worker``); the fork server (``_forkserver``).
+L3, supervision: the pure restart decision (``_restart``), the supervisor (``_supervisor``),
+    starting a child (``_start``).
+L4, listeners (master side, ``_listener``) and acceptors (worker side, ``_acceptor``).
+L5, composition: ``open_system`` (``_system``), the worker's bootstrap (``_bootstrap``), the
+    fork server's process (``_zygote``).
+
+A lower layer that needs something of a higher one declares a Protocol and has it injected
+(a ``Sender`` for ``ActorRef``, a ``Mailbox`` for the router, ``StartChild``/``SpawnChild``
+for supervisors and actor contexts).
+"""
+
+from ._acceptor import Acceptor as Acceptor
 from ._actor import Actor as Actor
+from ._actor import ActorContext as ActorContext
 from ._actor import handler as handler
-from ._context import ActorContext as ActorContext
 from ._errors import ActorError as ActorError
 from ._errors import ActorGone as ActorGone
 from ._errors import ActorNotFound as ActorNotFound
+from ._errors import BindError as BindError
 from ._errors import InvalidArguments as InvalidArguments
 from ._errors import RemoteError as RemoteError
 from ._errors import RestartLimitExceeded as RestartLimitExceeded
 from ._errors import SpawnError as SpawnError
+from ._errors import UnexpectedReply as UnexpectedReply
 from ._events import ActorDrained as ActorDrained
 from ._events import ActorExited as ActorExited
 from ._events import ActorReady as ActorReady
@@ -19,11 +46,10 @@ from ._events import ActorSuicided as ActorSuicided
 from ._events import Event as Event
 from ._events import ExitReason as ExitReason
 from ._events import SupervisorGaveUp as SupervisorGaveUp
-from ._listener import Acceptor as Acceptor
-from ._listener import AcceptorStats as AcceptorStats
-from ._listener import BindError as BindError
-from ._listener import HandlePassed as HandlePassed
-from ._listener import ListenerReport as ListenerReport
+from ._handoff import AcceptorStats as AcceptorStats
+from ._handoff import HandlePassed as HandlePassed
+from ._handoff import ListenerReport as ListenerReport
+from ._listener import Listener as Listener
 from ._listener import ListenerSpec as ListenerSpec
 from ._listener import listener as listener
 from ._ref import ActorRef as ActorRef
@@ -61,6 +87,7 @@ __all__ = [
     "ExitReason",
     "HandlePassed",
     "InvalidArguments",
+    "Listener",
     "ListenerReport",
     "ListenerSpec",
     "RemoteError",
@@ -69,6 +96,7 @@ __all__ = [
     "SpawnError",
     "SupervisorGaveUp",
     "SupervisorSpec",
+    "UnexpectedReply",
     "WorkerSpec",
     "decide",
     "handler",
@@ -77,3 +105,14 @@ __all__ = [
     "supervisor",
     "worker",
 ]
+
+# Public names print as ``actors.ActorGone``, not ``actors._errors.ActorGone`` (as trio does).
+# Message classes keep their module: their wire tags are fixed when they are defined.
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("actors._"):
+        try:
+            _obj.__module__ = __name__
+        except (AttributeError, TypeError):
+            pass
+del _name, _obj

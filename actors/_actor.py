@@ -1,4 +1,5 @@
-"""The ``Actor`` base class and the ``@handler`` decorator."""
+"""The ``Actor`` base class, the ``@handler`` decorator, and ``ActorContext``, the interface
+of ``self.ctx`` (the runtime's cells implement it)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,13 @@ import inspect
 import types
 import typing
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, Union
+from typing import Any, ClassVar, Protocol, TypeVar, Union
 
 from protocol import Message
 
-if TYPE_CHECKING:
-    from ._context import ActorContext
+from ._ref import ActorRef
 
-__all__ = ["Actor", "handler"]
+__all__ = ["Actor", "ActorContext", "handler"]
 
 _HANDLER_MARK = "__actors_handler__"
 
@@ -136,3 +136,61 @@ class Actor:
     def _in_flight(self) -> int | None:
         # Runtime-internal: the work in hand, for the drained event (None: not counted).
         return None
+
+
+class ActorContext(Protocol):
+    """The running actor's own ref and path, its children and its background tasks."""
+
+    @property
+    def ref(self) -> ActorRef:
+        """This actor's ref (an address: it names this incarnation)."""
+        ...
+
+    @property
+    def path(self) -> str:
+        """The actor's path in the system, e.g. ``"adder"`` or ``"adder/helper"``."""
+        ...
+
+    @property
+    def node(self) -> str:
+        """The id of the process running the actor (``"0"`` is the master)."""
+        ...
+
+    async def spawn(
+        self,
+        actor_class: type[Actor],
+        *,
+        name: str | None = None,
+        process: bool = False,
+        shutdown: float = 5.0,
+        **kwargs: Any,
+    ) -> ActorRef:
+        """Start a child of this actor; it is stopped before this actor's ``cleanup``.
+
+        Same arguments as ``system.spawn``; the child's path is ``<this path>/<name>``.
+        """
+        ...
+
+    def ref_to(self, path: str) -> ActorRef:
+        """A ref to whatever actor holds ``path`` when a message is sent."""
+        ...
+
+    def start_soon(
+        self, function: Callable[..., Awaitable[object]], *args: object, name: str | None = None
+    ) -> None:
+        """Run a background task for as long as this actor lives (cancelled when it stops,
+        after ``drain``). An exception escaping it crashes the actor; before the actor is
+        ready, it fails the start."""
+        ...
+
+    def crash(self, exc: BaseException) -> None:
+        """Crash this actor as if a handler had raised ``exc`` (for a process actor: the
+        suicide signal; its replacement starts while it drains)."""
+        ...
+
+    def stop(self) -> None:
+        """Stop this actor once the messages already in its mailbox are handled.
+
+        Its exit is ``normal``: a ``transient`` child that stops itself is not restarted.
+        """
+        ...

@@ -35,7 +35,7 @@ from protocol import (
 
 from ._actor import Actor
 from ._arguments import arguments_from_json
-from ._cell import Cell, Child
+from ._cell import Cell
 from ._control import (
     Failure,
     Heartbeat,
@@ -48,8 +48,13 @@ from ._control import (
     Stopping,
     Suicide,
 )
-from ._node import Link, Node
-from ._process import CHANNEL_FD_ENV, PARENT_PID_ENV
+from ._link import Link
+from ._listener import run_listeners
+from ._names import NameRegistry
+from ._processes import CHANNEL_FD_ENV, PARENT_PID_ENV, ColdSpawner
+from ._router import Router
+from ._start import Starter
+from ._tree import Child
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
@@ -115,6 +120,8 @@ def _import_class(path: str) -> type[Actor]:
 class _Root:
     """The parent of the worker's actor: owns nothing but the nursery it runs in."""
 
+    __slots__ = ("children", "nursery", "path")
+
     def __init__(self, path: str, nursery: trio.Nursery) -> None:
         self.path = path
         self.nursery = nursery
@@ -142,13 +149,6 @@ async def _serve(fd: int) -> int:
             return 1
         link = Link(start.node.rpartition(".")[0], channel, is_parent=True)
         _name_process(start.path)
-
-        def fail_start(exc: BaseException) -> int:
-            link.notify(StartFailed(
-                failure=Failure.from_exception("remote", exc, actor=start.path)
-            ))
-            return 1
-
         try:
             if start.version != PROTOCOL_VERSION:
                 raise VersionMismatch(PROTOCOL_VERSION, start.version)
@@ -159,81 +159,97 @@ async def _serve(fd: int) -> int:
             actor_class = _import_class(start.actor_class)
             kwargs = arguments_from_json(actor_class, start.arguments)
         except Exception as exc:
-            code = fail_start(exc)
-            await _flush(channel)
-            return code
-
-        exit_code = 0
+            return await _fail_start(link, start, exc)
         async with trio.open_nursery() as nursery:
-            node = Node(start.node, nursery, max_frame_size=start.max_frame_size)
-            node.parent = link
-            cell_box: list[Cell] = []
-
-            def on_control(message: object) -> None:
-                if isinstance(message, Stop):
-                    for cell in cell_box:
-                        cell.stop()
-                        cell.released.set()
-                elif isinstance(message, Release):
-                    for cell in cell_box:
-                        cell.released.set()
-                else:
-                    raise ProtocolError(f"unexpected control message {type(message).__name__}")
-
-            link.on_control = on_control
-
-            async def pump_parent() -> None:
-                await node.pump(link)
-                # The parent is gone (or spoke garbage): nobody can use this worker any more.
-                nursery.cancel_scope.cancel()
-
-            async def watch_sigterm() -> None:
-                with trio.open_signal_receiver(signal.SIGTERM) as signals:
-                    async for _ in signals:
-                        for cell in cell_box:
-                            cell.stop()
-
-            async def send_heartbeats(interval: float) -> None:
-                while True:
-                    if not link.notify(Heartbeat()):
-                        return  # the master is gone: nobody to tell
-                    await trio.sleep(interval)
-
-            def suicide(exc: BaseException) -> None:
-                # Ask for a replacement first; the cell then drains and exits.
-                link.notify(Suicide(
-                    failure=Failure.from_exception("remote", exc, actor=start.path)
-                ))
-
-            nursery.start_soon(pump_parent)
-            nursery.start_soon(watch_sigterm)
-            if start.heartbeat > 0:
-                nursery.start_soon(send_heartbeats, start.heartbeat)
-            root = _Root(start.path.rpartition("/")[0], nursery)
-            try:
-                actor = actor_class(**kwargs)
-                # The parent reports this actor's lifecycle; the worker reports its children's.
-                cell = Cell(node, actor, path=start.path, parent=root,
-                            shutdown_timeout=start.shutdown_timeout, report_events=False)
-                cell.on_crash = suicide
-                root.children.append(cell)
-                await nursery.start(cell.run)
-            except Exception as exc:
-                exit_code = fail_start(exc)
-                await _flush(channel)
-                nursery.cancel_scope.cancel()
-                return exit_code
-            cell_box.append(cell)
-            link.send_control(Ready(address=cell.address))
-            await cell.done.wait()
-            failure = None
-            if cell.failure is not None:
-                exit_code = 1
-                failure = Failure.from_exception("remote", cell.failure, actor=start.path)
-            link.notify(Stopping(failure=failure))
-            await _flush(channel)
+            code = await _run_actor(nursery, link, start, actor_class, kwargs)
             nursery.cancel_scope.cancel()
-        return exit_code
+        return code
+
+
+async def _fail_start(link: Link, start: Start, exc: BaseException) -> int:
+    link.notify(StartFailed(failure=Failure.from_exception("remote", exc, actor=start.path)))
+    await _flush(link.channel)
+    return 1
+
+
+async def _run_actor(
+    nursery: trio.Nursery, link: Link, start: Start, actor_class: type[Actor],
+    kwargs: dict[str, object],
+) -> int:
+    """Run the worker's actor until it stops; the exit status."""
+    router = Router(start.node, nursery, names=NameRegistry(),
+                    max_frame_size=start.max_frame_size)
+    router.attach_parent(link)
+    starter = Starter(router, ColdSpawner())
+    run_listeners(starter, {}, {})
+    nursery.start_soon(_pump_parent, router, link, nursery)
+    nursery.start_soon(_watch_sigterm, link)
+    if start.heartbeat > 0:
+        nursery.start_soon(_send_heartbeats, link, start.heartbeat)
+    root = _Root(start.path.rpartition("/")[0], nursery)
+    try:
+        actor = actor_class(**kwargs)
+        # The parent reports this actor's lifecycle; the worker reports its children's.
+        cell = Cell(router, actor, path=start.path, parent=root,
+                    shutdown_timeout=start.shutdown_timeout, spawn=starter.spawn,
+                    report_events=False, linger_on_crash=True)
+        root.children.append(cell)
+        await nursery.start(cell.run)
+    except Exception as exc:
+        return await _fail_start(link, start, exc)
+    nursery.start_soon(_obey_parent, link, cell)
+    nursery.start_soon(_ask_for_replacement, link, cell)
+    link.send_control(Ready(address=cell.address))
+    await cell.done.wait()
+    failure = None
+    if cell.failure is not None:
+        failure = Failure.from_exception("remote", cell.failure, actor=start.path)
+    link.notify(Stopping(failure=failure))
+    await _flush(link.channel)
+    return 0 if failure is None else 1
+
+
+async def _pump_parent(router: Router, link: Link, nursery: trio.Nursery) -> None:
+    await router.pump(link)
+    # The parent is gone (or spoke garbage): nobody can use this worker any more.
+    nursery.cancel_scope.cancel()
+
+
+async def _obey_parent(link: Link, cell: Cell) -> None:
+    """Stop and Release from the parent."""
+    async for message in link.control_received:
+        if isinstance(message, Stop):
+            cell.stop()
+            cell.released.set()
+        elif isinstance(message, Release):
+            cell.released.set()
+        else:
+            link.notify(Stopping(failure=Failure.from_exception(
+                "protocol", ProtocolError(f"unexpected control message {type(message).__name__}")
+            )))
+
+
+async def _ask_for_replacement(link: Link, cell: Cell) -> None:
+    """The suicide signal: once the actor crashed, ask for a replacement (it drains)."""
+    await cell.crashed.wait()
+    assert cell.failure is not None
+    link.notify(Suicide(failure=Failure.from_exception("remote", cell.failure, actor=cell.path)))
+
+
+async def _watch_sigterm(link: Link) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        async for _ in signals:
+            try:
+                link.control.send_nowait(Stop())  # as if the parent said it
+            except trio.ClosedResourceError:
+                return
+
+
+async def _send_heartbeats(link: Link, interval: float) -> None:
+    while True:
+        if not link.notify(Heartbeat()):
+            return  # the parent is gone: nobody to tell
+        await trio.sleep(interval)
 
 
 async def _flush(channel: Channel) -> None:

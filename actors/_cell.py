@@ -3,54 +3,37 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
-import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import trio
 
 from protocol import Message
 
 from ._actor import Actor
-from ._context import ActorContext
+from ._asks import Reply
 from ._control import Failure
-from ._errors import ActorGone, leaves
-from ._events import ActorDrained, ActorExited, ActorReady, ActorStarted, ExitReason
+from ._errors import ActorGone, SpawnError
+from ._events import (
+    ActorDrained,
+    ActorExited,
+    ActorReady,
+    ActorStarted,
+    ExitReason,
+    exit_reason,
+)
 from ._ref import ActorRef
+from ._router import Router
+from ._spec import ChildSpec
+from ._tree import Child, Parent, SpawnChild, stop_children
 
-if TYPE_CHECKING:
-    from ._node import Node, Reply
-
-__all__ = ["Cell", "Child", "Parent"]
+__all__ = ["Cell", "drain_budget"]
 
 log = logging.getLogger("actors")
 
 _FAIRNESS_BUDGET = 64  # messages handled back to back before the loop lets other tasks run
-
-
-class Child(Protocol):
-    """What a parent knows of a child it started (an in-process cell or a worker process)."""
-
-    path: str
-    shutdown_timeout: float
-    done: trio.Event
-    started_at: float
-    exit_reason: ExitReason | None
-
-    @property
-    def ref(self) -> ActorRef: ...
-
-    async def shutdown(self, grace: float) -> None: ...
-
-
-class Parent(Protocol):
-    """Something that starts children and bounds their lifetime: a cell or the system root."""
-
-    path: str
-    nursery: trio.Nursery
-    children: list[Child]
 
 
 def drain_budget(shutdown: float) -> float:
@@ -67,36 +50,48 @@ class Cell:
     """Runs one actor: setup, then one message at a time from its mailbox, then cleanup.
 
     ``run`` is started with ``nursery.start``: it returns the actor's ref once ``setup``
-    succeeded. The actor stops when asked (:meth:`stop`: it finishes what is queued), when a
-    handler raises (a crash: queued asks get ActorGone), or when its task is cancelled. Its
-    children are stopped in reverse start order before ``cleanup`` runs.
+    succeeded; a failure before that (``setup`` raised, or a background task it started
+    did) is raised from ``start`` instead. The actor stops when asked (:meth:`stop`: it
+    finishes what is queued), when a handler raises (a crash: queued asks get ActorGone), or
+    when its task is cancelled. Its children are stopped in reverse start order before
+    ``cleanup`` runs.
+
+    ``linger_on_crash`` (a worker's own actor): after a crash the cell drains and waits for
+    ``released`` (its replacement is ready) before it stops; ``crashed`` is set at the crash
+    so that whoever runs it can ask for that replacement.
     """
 
     def __init__(
         self,
-        node: Node,
+        router: Router,
         actor: Actor,
         *,
         path: str,
         parent: Parent,
         shutdown_timeout: float,
+        spawn: SpawnChild,
+        start_timeout: float = math.inf,
         report_events: bool = True,
+        linger_on_crash: bool = False,
     ) -> None:
-        self.node = node
+        self.router = router
         self.actor = actor
         self.path = path
         self.parent = parent
         self.shutdown_timeout = shutdown_timeout
-        self.id = node.next_actor_id()
-        self.address = f"{node.id}/{self.id}"
-        self._ref = ActorRef(node, address=self.address)
+        self.start_timeout = start_timeout
+        self.spawn = spawn
+        self.id = router.next_actor_id()
+        self.address = f"{router.id}/{self.id}"
+        self._ref = ActorRef(router, address=self.address)
         self.children: list[Child] = []
         self.accepting = False
         self.done = trio.Event()
         self.failure: BaseException | None = None
         self.exit_reason: ExitReason | None = None
-        self.on_crash: Callable[[BaseException], None] | None = None
-        # After a suicide, the cell lingers (draining) until its replacement is ready.
+        self._explained: ExitReason | None = None
+        self.linger_on_crash = linger_on_crash
+        self.crashed = trio.Event()
         self.released = trio.Event()
         self.drain_timeout = drain_budget(shutdown_timeout)
         self.started_at = 0.0
@@ -106,16 +101,22 @@ class Cell:
         )
         self._current: Reply | None = None
         self._scope = trio.CancelScope()
+        self._setup_scope = trio.CancelScope()
         self._teardown_scope = trio.CancelScope(shield=True)
+        self._ready = False
         self._stop_requested = False
         self._killed = False
         self.stopped_itself = False
-        self._report = node.publish if report_events else _ignore
+        self._report_events = report_events
         self.nursery: trio.Nursery
 
     @property
     def ref(self) -> ActorRef:
         return self._ref
+
+    def _report(self, event: ActorStarted | ActorReady | ActorExited) -> None:
+        if self._report_events:
+            self.router.publish(event)
 
     def inline_handler(self, message: Message) -> Callable[[Message], Message | None] | None:
         """The runtime's synchronous handler for ``message`` on this actor, if it has one."""
@@ -138,14 +139,19 @@ class Cell:
             raise ActorGone(f"actor {self.path} ({self.address}) stopped") from None
 
     def fail(self, exc: BaseException) -> None:
-        """Crash from outside a handler (a background task of the actor failed)."""
-        if self.failure is None:
-            self.failure = exc
-            log.error("actor %s (%s) crashed", self.path, self.address, exc_info=exc)
-            self.stop()
-            self._fail_queued()
-            if self.on_crash is not None:
-                self.on_crash(exc)
+        """Crash from outside a handler (a background task of the actor failed).
+
+        Before the actor is ready this fails its start (``setup`` is cancelled)."""
+        if self.failure is not None:
+            return
+        self.failure = exc
+        if not self._ready:
+            self._setup_scope.cancel()
+            return
+        log.error("actor %s (%s) crashed", self.path, self.address, exc_info=exc)
+        self.stop()
+        self._fail_queued()
+        self.crashed.set()
 
     def stop(self) -> None:
         """Stop taking messages; the actor exits once its mailbox is empty."""
@@ -156,6 +162,7 @@ class Cell:
         """Stop, wait up to ``grace`` seconds for the queue to drain, then cancel."""
         self._stop_requested = True
         self.stop()
+        self.released.set()
         with trio.move_on_after(grace):
             await self.done.wait()
         if not self.done.is_set():
@@ -167,70 +174,80 @@ class Cell:
     async def run(
         self, *, task_status: trio.TaskStatus[ActorRef] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        node = self.node
-        node.cells[self.id] = self
-        started = False
+        router = self.router
+        router.mailboxes[self.id] = self
         self.started_at = trio.current_time()
         self._report(ActorStarted(path=self.path, pid=self.pid))
         try:
-            with self._scope, _unwrap_setup_failure(self):
+            with self._scope:
                 async with trio.open_nursery() as nursery:
                     self.nursery = nursery
-                    self.actor._actor_context = ActorContext(self)
-                    try:
-                        await self.actor.setup()
-                    except Exception as exc:
-                        self.failure = exc
-                        raise
-                    node.register_name(self.path, self.address)
-                    self.accepting = True
-                    started = True
-                    self._report(
-                        ActorReady(path=self.path, address=self.address, pid=self.pid)
-                    )
-                    task_status.started(self.ref)
-                    try:
-                        await self._serve()
-                    except Exception as exc:
-                        self.fail(exc)
-                    finally:
-                        self.stop()
-                        self._fail_queued()
-                        with self._teardown_scope:
-                            if self.failure is None or self.on_crash is not None:
-                                await self._drain()
-                            await stop_children(self)
-                            await self._cleanup()
-                        nursery.cancel_scope.cancel()
+                    self.actor._actor_context = _Context(self)
+                    if await self._setup():
+                        router.names.register(self.path, self.address)
+                        self._ready = True
+                        self.accepting = True
+                        self._report(
+                            ActorReady(path=self.path, address=self.address, pid=self.pid)
+                        )
+                        task_status.started(self.ref)
+                        await self._serve_then_stop()
+                    nursery.cancel_scope.cancel()
+            if not self._ready and self.failure is not None:
+                raise self.failure  # the start failed: whoever started us hears why
         finally:
             self.accepting = False
             if self._current is not None:
                 self._current.fail(_gone(self, "it was stopped while handling this request"))
                 self._current = None
             self._fail_queued()
-            node.cells.pop(self.id, None)
-            if started:
-                node.unregister_name(self.path, self.address)
+            router.mailboxes.pop(self.id, None)
+            if self._ready:
+                router.names.unregister(self.path, self.address)
             if self in self.parent.children:
                 self.parent.children.remove(self)
-            self.exit_reason = self._reason()
+            self.exit_reason = exit_reason(
+                explained=self._explained,
+                failure=self.failure,
+                killed=f"did not stop within {self.shutdown_timeout} s" if self._killed else None,
+                stop_requested=self._stop_requested,
+                stopped_itself=self.stopped_itself,
+            )
             self._report(ActorExited(
-                path=self.path, address=self.address if started else None, pid=self.pid,
+                path=self.path, address=self.address if self._ready else None, pid=self.pid,
                 reason=self.exit_reason,
             ))
             self.done.set()
 
-    def _reason(self) -> ExitReason:
-        if self.failure is not None:
-            return crash_reason(self.failure)
-        if self._killed:
-            return ExitReason(
-                kind="killed", detail=f"did not stop within {self.shutdown_timeout} s"
-            )
-        if self.stopped_itself and not self._stop_requested:
-            return ExitReason(kind="normal")
-        # Asked to stop, or cancelled with whatever contains it (the system closing).
-        return ExitReason(kind="shutdown")
+    async def _setup(self) -> bool:
+        """Run ``setup`` within the start timeout; False if it (or a task it started)
+        failed, or did not return in time."""
+        with self._setup_scope, trio.move_on_after(self.start_timeout) as deadline:
+            try:
+                await self.actor.setup()
+            except Exception as exc:
+                if self.failure is None:
+                    self.failure = exc
+        if deadline.cancelled_caught and self.failure is None:
+            detail = f"not ready within {self.start_timeout} s"
+            self._explained = ExitReason(kind="timeout", detail=detail)
+            self.failure = SpawnError(f"actor {self.path} did not become ready: {detail}")
+            self.failure.reason = self._explained
+        return self.failure is None
+
+    async def _serve_then_stop(self) -> None:
+        try:
+            await self._serve()
+        except Exception as exc:
+            self.fail(exc)
+        finally:
+            self.stop()
+            self._fail_queued()
+            with self._teardown_scope:
+                if self.failure is None or self.linger_on_crash:
+                    await self._drain()
+                await stop_children(self)
+                await self._cleanup()
 
     async def _drain(self) -> None:
         # Only an actor with a drain of its own reports how it went (the others have nothing
@@ -247,16 +264,16 @@ class Cell:
                 if reports:
                     reported = True
                     self._drained(started, complete=True)
-                if self.failure is not None and self.on_crash is not None:
+                if self.failure is not None and self.linger_on_crash:
                     await self.released.wait()  # the replacement takes over before we go
         finally:
             if reports and not reported:  # the deadline, or a harder stop, cut it short
                 self._drained(started, complete=False)
 
     def _drained(self, started: float, *, complete: bool) -> None:
-        # Published by the node itself: a process actor's root cell leaves its other events
-        # to the master, which cannot see a drain.
-        self.node.publish(ActorDrained(
+        # Published whatever report_events says: a process actor's own cell leaves its
+        # other events to the master, which cannot see a drain.
+        self.router.publish(ActorDrained(
             path=self.path, pid=self.pid, complete=complete,
             seconds=round(trio.current_time() - started, 6),
             in_flight=None if complete else self.actor._in_flight(),
@@ -334,36 +351,62 @@ class Cell:
             log.warning("actor %s stopped with %d messages unread", self.path, dropped)
 
 
-def _ignore(event: object) -> None:
-    pass
+class _Context:
+    """The :class:`ActorContext` of an actor running in a cell."""
 
+    __slots__ = ("_cell",)
 
-@contextmanager
-def _unwrap_setup_failure(cell: Cell) -> Iterator[None]:
-    """A failed ``setup`` leaves the cell's nursery as an exception group of one: re-raise
-    the original, so that the starter sees (and reports) what the actor raised."""
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        failure = cell.failure
-        if failure is not None and not cell.accepting and leaves(group) == [failure]:
-            raise failure from None
-        raise
+    def __init__(self, cell: Cell) -> None:
+        self._cell = cell
 
+    @property
+    def ref(self) -> ActorRef:
+        return self._cell.ref
 
-def crash_reason(exc: BaseException) -> ExitReason:
-    return ExitReason(
-        kind="crashed",
-        error_type=_qualified_name(type(exc)),
-        detail=str(exc),
-        traceback="".join(traceback.format_exception(exc)),
-    )
+    @property
+    def path(self) -> str:
+        return self._cell.path
 
+    @property
+    def node(self) -> str:
+        return self._cell.router.id
 
-def _qualified_name(cls: type) -> str:
-    if cls.__module__ == "builtins":
-        return cls.__qualname__
-    return f"{cls.__module__}.{cls.__qualname__}"
+    async def spawn(
+        self,
+        actor_class: type[Actor] | ChildSpec,
+        *,
+        name: str | None = None,
+        process: bool = False,
+        shutdown: float = 5.0,
+        **kwargs: Any,
+    ) -> ActorRef:
+        cell = self._cell
+        return await cell.spawn(
+            cell, actor_class, name=name, process=process, shutdown=shutdown, kwargs=kwargs
+        )
+
+    def ref_to(self, path: str) -> ActorRef:
+        return ActorRef(self._cell.router, path=path)
+
+    def start_soon(
+        self, function: Callable[..., Awaitable[object]], *args: object, name: str | None = None
+    ) -> None:
+        cell = self._cell
+
+        async def guarded() -> None:
+            try:
+                await function(*args)
+            except Exception as exc:
+                cell.fail(exc)
+
+        cell.nursery.start_soon(guarded, name=name or getattr(function, "__name__", None))
+
+    def crash(self, exc: BaseException) -> None:
+        self._cell.fail(exc)
+
+    def stop(self) -> None:
+        self._cell.stopped_itself = True
+        self._cell.stop()
 
 
 def _gone(cell: Cell, why: str) -> Failure:
@@ -371,13 +414,3 @@ def _gone(cell: Cell, why: str) -> Failure:
         kind="gone", type_name="ActorGone",
         message=f"actor {cell.path} ({cell.address}): {why}", actor=cell.path,
     )
-
-
-async def stop_children(parent: Parent) -> None:
-    """Shut down ``parent``'s children, the last started first, each within its timeout."""
-    while parent.children:
-        child = parent.children[-1]
-        await child.shutdown(child.shutdown_timeout)
-        if parent.children and parent.children[-1] is child:
-            parent.children.pop()
-

@@ -38,6 +38,7 @@ class Failure(Message, tag="actors.Failure"):
     message: str
     traceback: str = ""
     actor: str = ""
+    in_doubt: bool = False  # gone: the request may have been handled before it went
 
     @classmethod
     def from_exception(cls, kind: FailureKind, exc: BaseException, actor: str = "") -> Failure:

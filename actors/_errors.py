@@ -4,11 +4,13 @@
 
     ActorError                 the root: anything the runtime raises on purpose
     ├── SpawnError             an actor could not be started
-    │   └── InvalidArguments   constructor arguments refused before any process started
+    │   ├── InvalidArguments   constructor arguments refused before any process started
+    │   └── BindError          a listener's socket could not be bound (address in use, bad host)
     ├── RestartLimitExceeded   a supervisor restarted too often and gave up
     ├── ActorNotFound          no actor is registered under that name or path
     ├── ActorGone              the actor stopped or its process died before it could answer
-    └── RemoteError            a handler raised; carries the original type name and traceback
+    ├── RemoteError            a handler raised; carries the original type name and traceback
+    └── UnexpectedReply        ``ask(msg, expect)`` got a reply of another type (a TypeError too)
 
 Wire-level failures are :class:`protocol.ProtocolError`; when one ends a channel, asks that
 were waiting on the far side of it fail with :class:`ActorGone`, chained to it.
@@ -27,10 +29,14 @@ __all__ = [
     "ActorError",
     "ActorGone",
     "ActorNotFound",
+    "BindError",
     "InvalidArguments",
     "RemoteError",
     "RestartLimitExceeded",
     "SpawnError",
+    "UnexpectedReply",
+    "leaves",
+    "unwrap_actor_errors",
 ]
 
 
@@ -64,12 +70,25 @@ class InvalidArguments(SpawnError):
     fatal = True
 
 
+class BindError(SpawnError):
+    """A listener's socket could not be bound (an address in use, a bad host)."""
+
+    fatal = True  # a port in use does not free itself for a restart loop
+
+
 class ActorNotFound(ActorError):
     """No actor is registered under the name or path asked for."""
 
 
 class ActorGone(ActorError):
-    """The actor stopped, crashed, or its process died before it could answer."""
+    """The actor stopped, crashed, or its process died before it could answer.
+
+    ``in_doubt`` is True when the message may have reached the actor before it went (its
+    process died with the message sent to it): the handler may have run. When False, the
+    message certainly was not handled.
+    """
+
+    in_doubt = False
 
 
 class RemoteError(ActorError):
@@ -88,6 +107,15 @@ class RemoteError(ActorError):
         if self.traceback:
             text += "\n\nRemote traceback:\n" + self.traceback.rstrip()
         return text
+
+
+class UnexpectedReply(ActorError, TypeError):
+    """``ask(message, expect)`` got a reply that is not an ``expect``."""
+
+    def __init__(self, expected: type, reply: object) -> None:
+        super().__init__(f"expected a {expected.__name__} reply, got {reply!r}")
+        self.expected = expected
+        self.reply = reply
 
 
 def leaves(exc: BaseException) -> list[BaseException]:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 from collections import deque
-from typing import Literal
+from typing import Literal, Protocol
 
 import trio
 from pydantic import Field
@@ -24,8 +25,11 @@ __all__ = [
     "ActorSuicided",
     "Event",
     "EventBus",
+    "EventSink",
     "ExitReason",
     "SupervisorGaveUp",
+    "crash_reason",
+    "exit_reason",
 ]
 
 log = logging.getLogger("actors.events")
@@ -67,6 +71,62 @@ class ExitReason(Message, tag="actors.ExitReason"):
         elif self.exit_code is not None:
             parts.append(f"exit status {self.exit_code}")
         return " - ".join(parts)
+
+
+def crash_reason(exc: BaseException) -> ExitReason:
+    """The exit reason of an instance that ``exc`` ended."""
+    return ExitReason(
+        kind="crashed",
+        error_type=_qualified_name(type(exc)),
+        detail=str(exc),
+        traceback="".join(traceback.format_exception(exc)),
+    )
+
+
+def _qualified_name(cls: type) -> str:
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def exit_reason(
+    *,
+    explained: ExitReason | None = None,
+    failure: BaseException | None = None,
+    killed: str | None = None,
+    returncode: int | None = None,
+    stop_requested: bool = False,
+    stopped_itself: bool = False,
+) -> ExitReason:
+    """Why an instance ended, from what is known of it; one rule for cells, workers and
+    supervisors.
+
+    The first explanation the runtime recorded wins (a suicide, a start timeout, an
+    unresponsive worker, a failure its process reported); then an exception that ended it
+    here; then our own kill after its grace (``killed``: the detail); then the exit status of
+    its process (a signal is ``killed``, a non-zero status ``crashed``). An exit nobody
+    explained is ``normal`` when the instance ended by itself and ``shutdown`` otherwise (it
+    was asked to stop, or cancelled with whatever contains it).
+    """
+    signal_number = -returncode if returncode is not None and returncode < 0 else None
+    exit_code = returncode if returncode is not None and returncode >= 0 else None
+    if explained is not None:
+        reason = explained
+    elif failure is not None:
+        reason = crash_reason(failure)
+    elif killed is not None:
+        reason = ExitReason(kind="killed", detail=killed)
+    elif signal_number is not None:
+        reason = ExitReason(kind="killed", detail="killed by a signal")
+    elif exit_code:
+        reason = ExitReason(kind="crashed", detail="the worker exited with an error")
+    elif stopped_itself and not stop_requested:
+        reason = ExitReason(kind="normal")
+    else:
+        reason = ExitReason(kind="shutdown")
+    if returncode is None:
+        return reason
+    return reason.model_copy(update={"exit_code": exit_code, "signal": signal_number})
 
 
 class Event(Message, tag="actors.Event"):
@@ -133,6 +193,12 @@ class SupervisorGaveUp(Event, tag="actors.SupervisorGaveUp"):
     restarts: int
     within: float
     reason: ExitReason
+
+
+class EventSink(Protocol):
+    """Where a process's runtime reports lifecycle events."""
+
+    def publish(self, event: Event) -> None: ...
 
 
 class EventBus:

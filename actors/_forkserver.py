@@ -38,9 +38,15 @@ from protocol import (
 )
 
 from ._errors import SpawnError
-from ._process import ChildProcess, main_script, start_process
+from ._processes import ChildProcess, main_script, start_process
 
-__all__ = ["ForkServer", "ForkedProcess", "open_fork_server"]
+__all__ = [
+    "ForkServer",
+    "ForkedProcess",
+    "LazyForkServer",
+    "open_fork_server",
+    "open_lazy_fork_server",
+]
 
 log = logging.getLogger("actors")
 
@@ -227,3 +233,59 @@ async def open_fork_server(preload: list[str] | None = None) -> AsyncIterator[Fo
                 await process.wait()
         if server.broken is not None and process.returncode != 0:
             log.error("the fork server exited with status %s", process.returncode)
+
+
+class LazyForkServer:
+    """A :class:`Spawner` that starts its fork server when the first worker is asked for.
+
+    A system that never starts a process never pays for a fork server (a process and ~0.3 s
+    of imports). Get one from :func:`open_lazy_fork_server`.
+    """
+
+    def __init__(self, nursery: trio.Nursery, preload: list[str]) -> None:
+        self._nursery = nursery
+        self._preload = preload
+        self._server: ForkServer | None = None
+        self._ready: trio.Event | None = None
+        self._error: BaseException | None = None
+        self._closing = trio.Event()
+
+    @property
+    def started(self) -> bool:
+        return self._ready is not None
+
+    async def start(self, fd: int) -> ForkedProcess:
+        if self._ready is None:
+            if self._closing.is_set():
+                raise SpawnError("the system is closing: no new worker starts")
+            self._ready = trio.Event()
+            self._nursery.start_soon(self._run, self._ready)
+        await self._ready.wait()
+        if self._server is None:
+            raise SpawnError(f"the fork server did not start: {self._error!r}")
+        return await self._server.start(fd)
+
+    async def _run(self, ready: trio.Event) -> None:
+        try:
+            async with open_fork_server(self._preload) as server:
+                self._server = server
+                ready.set()
+                await self._closing.wait()
+        except Exception as exc:
+            self._error = exc
+            log.error("the fork server failed: %r", exc)
+        finally:
+            self._server = None
+            ready.set()
+
+
+@asynccontextmanager
+async def open_lazy_fork_server(preload: list[str] | None = None) -> AsyncIterator[LazyForkServer]:
+    """A :class:`LazyForkServer` for the duration of the block; leaving it stops the fork
+    server, if one was started (after the block's workers are gone)."""
+    async with trio.open_nursery() as nursery:
+        lazy = LazyForkServer(nursery, list(preload or []))
+        try:
+            yield lazy
+        finally:
+            lazy._closing.set()

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import Any, Protocol, TypeVar, overload
 
 from pydantic import GetCoreSchemaHandler, ValidationInfo
 from pydantic_core import core_schema
 
 from protocol import Message
 
-if TYPE_CHECKING:
-    from ._node import Node
+from ._errors import UnexpectedReply
 
-__all__ = ["NODE_CONTEXT_KEY", "ActorRef"]
+__all__ = ["SENDER_CONTEXT_KEY", "ActorRef", "Sender"]
 
 M = TypeVar("M", bound=Message)
 
-NODE_CONTEXT_KEY = "actors.node"
-"""Key of the receiving Node in the pydantic context used to decode messages."""
+SENDER_CONTEXT_KEY = "actors.sender"
+"""Key of the receiving process's :class:`Sender` in the pydantic context of decoding."""
+
+
+class Sender(Protocol):
+    """What delivers a ref's messages: the router of the process the ref lives in."""
+
+    async def tell(self, ref: ActorRef, message: Message) -> None: ...
+
+    async def ask(self, ref: ActorRef, message: Message) -> Message | None: ...
 
 
 class ActorRef:
@@ -29,12 +36,14 @@ class ActorRef:
     ``ActorRef`` arrives as a ref usable from the receiving process.
     """
 
-    __slots__ = ("_node", "address", "path")
+    __slots__ = ("_sender", "address", "path")
 
-    def __init__(self, node: Node, *, address: str | None = None, path: str | None = None) -> None:
+    def __init__(
+        self, sender: Sender, *, address: str | None = None, path: str | None = None
+    ) -> None:
         if (address is None) == (path is None):
             raise ValueError("an ActorRef has an address or a path, not both")
-        self._node = node
+        self._sender = sender
         self.address = address
         self.path = path
 
@@ -45,7 +54,7 @@ class ActorRef:
         cannot receive it; a message to an actor in another process that dies before reading
         it is lost silently, as in Erlang.
         """
-        await self._node.tell(self, message)
+        await self._sender.tell(self, message)
 
     @overload
     async def ask(self, message: Message) -> Message | None: ...
@@ -58,12 +67,12 @@ class ActorRef:
 
         Raises :class:`RemoteError` if the handler raised, :class:`ActorGone` if the actor
         stopped or its process died first, :class:`ActorNotFound` for an unknown path. With
-        ``expect``, a reply of another type is a TypeError. Bound the wait with
-        ``trio.fail_after``; cancelling an ask abandons its reply.
+        ``expect``, a reply of another type is :class:`UnexpectedReply` (also a TypeError).
+        Bound the wait with ``trio.fail_after``; cancelling an ask abandons its reply.
         """
-        reply = await self._node.ask(self, message)
+        reply = await self._sender.ask(self, message)
         if expect is not None and not isinstance(reply, expect):
-            raise TypeError(f"expected a {expect.__name__} reply, got {reply!r}")
+            raise UnexpectedReply(expect, reply)
         return reply
 
     def wire(self) -> str:
@@ -97,14 +106,14 @@ class ActorRef:
         if isinstance(value, ActorRef):
             return value
         context = info.context
-        node = context.get(NODE_CONTEXT_KEY) if isinstance(context, dict) else None
-        if node is None:
+        sender = context.get(SENDER_CONTEXT_KEY) if isinstance(context, dict) else None
+        if sender is None:
             raise ValueError("an ActorRef can only be decoded by the actor runtime")
         if not isinstance(value, str) or not value:
             raise ValueError("an ActorRef travels as a non-empty string")
         if value.startswith("@"):
-            return cls(node, path=value[1:])
+            return cls(sender, path=value[1:])
         node_id, sep, actor = value.partition("/")
         if not sep or not node_id or not actor.isdigit():
             raise ValueError(f"malformed actor address {value!r}")
-        return cls(node, address=value)
+        return cls(sender, address=value)

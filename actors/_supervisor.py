@@ -4,18 +4,23 @@ Children start in order, each once the previous one is ready. Every exit goes th
 :func:`decide`; a restart that fails to start is an exit like any other and comes back
 through the same loop (as ``supervisor.erl`` does), so a child that cannot start exhausts the
 restart intensity instead of looping. Giving up stops every child, the last started first.
+
+Whoever composes a supervisor with something else (a listener routes connections to the
+acceptors it supervises) follows its children through ``membership``: a :class:`ChildUp`
+once a child is ready, a :class:`ChildDown` once it takes no new work (it exited, asked to
+be replaced, or is being stopped or replaced).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 from dataclasses import dataclass
 
 import trio
 
-from ._cell import Child, Parent, crash_reason, stop_children
 from ._errors import RestartLimitExceeded, SpawnError, leaves, unwrap_actor_errors
 from ._events import (
     ActorExited,
@@ -24,17 +29,46 @@ from ._events import (
     ActorStarted,
     ExitReason,
     SupervisorGaveUp,
+    crash_reason,
+    exit_reason,
 )
-from ._node import Node
-from ._process import ProcessChild
 from ._ref import ActorRef
 from ._restart import RestartHistory, decide
-from ._spawn import child_path, start_child
-from ._spec import ChildSpec, SupervisorSpec, grace_of
+from ._router import Router
+from ._spec import ChildSpec, SupervisorSpec, grace_of, validate_name
+from ._tree import Child, Notice, Parent, StartChild, stop_children
 
-__all__ = ["Supervisor"]
+__all__ = ["ChildDown", "ChildUp", "Membership", "Supervisor", "child_path"]
 
 log = logging.getLogger("actors")
+
+
+def child_path(parent_path: str, name: str) -> str:
+    """The path of child ``name`` of the actor at ``parent_path`` ("" is the system)."""
+    try:
+        validate_name(name)
+    except ValueError as exc:
+        raise SpawnError(f"invalid actor name: {exc}") from None
+    return f"{parent_path}/{name}" if parent_path else name
+
+
+@dataclass(frozen=True)
+class ChildUp:
+    """Child ``name`` is ready (a new instance: a start, a restart or a replacement)."""
+
+    name: str
+    child: Child
+
+
+@dataclass(frozen=True)
+class ChildDown:
+    """Instance ``child`` of ``name`` takes no new work: it exited, or is going."""
+
+    name: str
+    child: Child
+
+
+Membership = ChildUp | ChildDown
 
 
 @dataclass
@@ -43,7 +77,15 @@ class _Ended:
 
     exit_reason: ExitReason
     started_at: float
-    draining: ProcessChild | None = None  # a suicided worker, released once replaced
+    draining: Child | None = None  # a worker that asked to be replaced, released once replaced
+
+
+@dataclass(frozen=True)
+class _Exited:
+    """An instance is gone (its ``done`` is set), or stands for one that is (``_Ended``)."""
+
+    name: str
+    child: Child | _Ended
 
 
 @dataclass
@@ -54,15 +96,29 @@ class _Slot:
 
 
 class Supervisor:
-    """A running supervisor: a :class:`Parent` for its children, a :class:`Child` of its own."""
+    """A running supervisor: a :class:`Parent` for its children, a :class:`Child` of its own.
+
+    Start it with ``await nursery.start(supervisor.run)`` (it returns once every child is
+    up); ``start_child`` is how it starts each child. ``address``, if given, is where
+    messages to its path go (a listener's router); a plain supervisor takes none.
+    """
 
     def __init__(
-        self, node: Node, spec: SupervisorSpec, *, parent: Parent, path: str
+        self,
+        router: Router,
+        spec: SupervisorSpec,
+        *,
+        parent: Parent,
+        path: str,
+        start_child: StartChild,
+        membership: trio.MemorySendChannel[Membership] | None = None,
+        address: str | None = None,
     ) -> None:
-        self.node = node
+        self.router = router
         self.spec = spec
         self.parent = parent
         self.path = path
+        self.address = address
         self.shutdown_timeout = grace_of(spec.shutdown)
         self.children: list[Child] = []
         self.done = trio.Event()
@@ -70,20 +126,20 @@ class Supervisor:
         self.exit_reason: ExitReason | None = None
         self.gave_up: RestartLimitExceeded | None = None
         self.nursery: trio.Nursery
+        self.restart_counts: dict[str, int] = {}
+        self._start_child = start_child
+        self._membership = membership
         self._slots: dict[str, _Slot] = {child.name: _Slot(child) for child in spec.children}
         self._history = RestartHistory()
-        self._exits_send, self._exits_recv = trio.open_memory_channel[
-            tuple[str, "Child | _Ended"]
-        ](1024)
+        self._inbox, self._inbox_received = trio.open_memory_channel[_Exited | Notice](math.inf)
         self._scope = trio.CancelScope()
         self._random = random.Random()
         self._stopping = False
-        self.restart_counts: dict[str, int] = {}
 
     @property
     def ref(self) -> ActorRef:
-        """A ref by path; the supervisor itself takes no messages, its children do."""
-        return ActorRef(self.node, path=self.path)
+        """A ref by path; a plain supervisor takes no messages, its children do."""
+        return ActorRef(self.router, path=self.path)
 
     def _as_spec(self) -> SupervisorSpec:
         """The spec with the children added at runtime, for the restart decision."""
@@ -97,9 +153,12 @@ class Supervisor:
             shutdown=self.spec.shutdown,
         )
 
-    def _address(self) -> str | None:
-        """Where messages to this supervisor's path go (None: it takes none)."""
-        return None
+    def instances(self) -> dict[str, Child]:
+        """The running instance of each child, by name."""
+        return {
+            name: slot.instance for name, slot in self._slots.items()
+            if slot.instance is not None and not isinstance(slot.instance, _Ended)
+        }
 
     async def run(
         self, *, task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED
@@ -107,55 +166,66 @@ class Supervisor:
         self.started_at = trio.current_time()
         started = False
         error: BaseException | None = None
-        self.node.publish(ActorStarted(path=self.path, pid=os.getpid()))
+        self.router.publish(ActorStarted(path=self.path, pid=os.getpid()))
         try:
             with self._scope, unwrap_actor_errors():
                 async with trio.open_nursery() as nursery:
                     self.nursery = nursery
                     try:
-                        await self._prepare()
                         for name in list(self._slots):
                             await self._start_until_up(name)
                         started = True
-                        self.node.publish(
-                            ActorReady(path=self.path, address=self._address(), pid=os.getpid())
+                        self.router.publish(
+                            ActorReady(path=self.path, address=self.address, pid=os.getpid())
                         )
                         task_status.started(self)
                         await self._supervise()
                     except RestartLimitExceeded as exc:
                         self.gave_up = exc
-                        self.node.publish(SupervisorGaveUp(
+                        self.router.publish(SupervisorGaveUp(
                             path=self.path, restarts=exc.restarts, within=exc.within,
                             reason=crash_reason(exc),
                         ))
                     finally:
                         self._stopping = True
                         with trio.CancelScope(shield=True):
-                            await self._before_stop()
+                            self._all_down()
                             await stop_children(self)
                         nursery.cancel_scope.cancel()
         except BaseException as exc:
             error = exc
             raise
         finally:
-            self._finish()
+            self._inbox.close()
             for name in self._slots:
-                self.node.release_name(child_path(self, name))
+                self.router.names.release(child_path(self.path, name))
             if self in self.parent.children:
                 self.parent.children.remove(self)
-            if self.gave_up is not None:
-                self.exit_reason = crash_reason(self.gave_up)
-            elif error is not None and (
-                failures := [e for e in leaves(error) if not isinstance(e, trio.Cancelled)]
-            ):
-                self.exit_reason = crash_reason(failures[0])
-            else:
-                self.exit_reason = ExitReason(kind="shutdown")
-            self.node.publish(ActorExited(path=self.path, pid=os.getpid(),
-                                          reason=self.exit_reason))
+            failures = [] if error is None else [
+                e for e in leaves(error) if not isinstance(e, trio.Cancelled)
+            ]
+            self.exit_reason = exit_reason(
+                failure=self.gave_up or (failures[0] if failures else None)
+            )
+            self.router.publish(ActorExited(path=self.path, pid=os.getpid(),
+                                            reason=self.exit_reason))
+            if self._membership is not None:
+                self._membership.close()
             self.done.set()
         if self.gave_up is not None and not started:
             raise self.gave_up  # the start failed: whoever started us hears why
+
+    def _up(self, name: str, instance: Child) -> None:
+        if self._membership is not None:
+            self._membership.send_nowait(ChildUp(name, instance))
+
+    def _down(self, name: str, instance: Child) -> None:
+        if self._membership is not None:
+            self._membership.send_nowait(ChildDown(name, instance))
+
+    def _all_down(self) -> None:
+        for name, instance in self.instances().items():
+            self._down(name, instance)
 
     async def _start_until_up(self, name: str) -> None:
         """Initial start of one child: a failed start counts as a restart and is retried."""
@@ -163,80 +233,73 @@ class Supervisor:
             return
         while True:
             try:
-                exited, instance = self._exits_recv.receive_nowait()
+                item = self._inbox_received.receive_nowait()
             except trio.WouldBlock:
                 return  # no exit left to handle: the child is up (or given up on)
-            await self._on_exit(exited, instance)
+            await self._handle(item)
 
     async def _start(self, name: str) -> bool:
         slot = self._slots[name]
         slot.wanted = True
-        self.node.hold_name(child_path(self, name))
+        self.router.names.hold(child_path(self.path, name))
         try:
-            instance = await start_child(self, self.node, slot.spec, on_suicide=self._on_suicide)
+            instance = await self._start_child(self, slot.spec, notices=self._inbox)
         except SpawnError as exc:
             if exc.fatal:
                 raise  # a configuration error: restarting cannot fix it
             reason = exc.reason or crash_reason(exc)
             ended = _Ended(reason, trio.current_time())
             slot.instance = ended
-            self._exits_send.send_nowait((name, ended))
+            self._exited(name, ended)
             return False
         slot.instance = instance
         self.nursery.start_soon(self._watch, name, instance)
-        await self._child_up(name, instance)
+        self._up(name, instance)
         return True
 
-    async def _prepare(self) -> None:
-        """Hook: runs in the supervisor's nursery before the first child starts."""
-
-    async def _before_stop(self) -> None:
-        """Hook: runs before the children are stopped (a listener stops accepting)."""
-
-    def _finish(self) -> None:
-        """Hook: runs last, whatever happened (a listener closes its socket)."""
-
-    async def _child_up(self, name: str, instance: Child) -> None:
-        """Hook: ``instance`` of child ``name`` is ready (a listener starts routing to it)."""
-
-    def _child_down(self, name: str, instance: Child) -> None:
-        """Hook: ``instance`` of ``name`` takes no new work (exited, suicided, or replaced)."""
+    def _exited(self, name: str, ended: _Ended) -> None:
+        self._inbox.send_nowait(_Exited(name, ended))
 
     async def _watch(self, name: str, instance: Child) -> None:
         await instance.done.wait()
         if not self._stopping:
-            self._exits_send.send_nowait((name, instance))
-
-    def _on_suicide(self, instance: ProcessChild) -> None:
-        """A worker reported an unexpected exception: replace it now; it drains and exits."""
-        for name, slot in self._slots.items():
-            if slot.instance is instance:
-                reason = instance._reason or ExitReason(kind="suicide")
-                ended = _Ended(reason, instance.started_at, draining=instance)
-                slot.instance = ended  # the old instance's own exit is no longer news
-                self._child_down(name, instance)
-                self._exits_send.send_nowait((name, ended))
-                return
+            self._inbox.send_nowait(_Exited(name, instance))
 
     async def _supervise(self) -> None:
-        async for name, instance in self._exits_recv:
-            await self._on_exit(name, instance)
+        async for item in self._inbox_received:
+            await self._handle(item)
 
-    async def _on_exit(self, name: str, instance: Child | _Ended) -> None:
+    async def _handle(self, item: _Exited | Notice) -> None:
+        if isinstance(item, Notice):
+            self._on_notice(item)
+            return
+        name, instance = item.name, item.child
         slot = self._slots.get(name)
         if slot is None or slot.instance is not instance:
             return  # an instance already replaced, or stopped on purpose
         if not isinstance(instance, _Ended):
-            self._child_down(name, instance)
-        await self._handle_exit(name, instance)
-
-    async def _handle_exit(self, name: str, instance: Child | _Ended) -> None:
+            self._down(name, instance)
         draining = instance.draining if isinstance(instance, _Ended) else None
         try:
             await self._decide_and_act(name, instance)
         finally:
             if draining is not None:
-                draining.release()  # its replacement is ready (or none is coming)
+                release = getattr(draining, "release", None)
+                if release is not None:
+                    release()  # its replacement is ready (or none is coming)
+
+    def _on_notice(self, notice: Notice) -> None:
+        """A child asked to be replaced now: it drains meanwhile, released once replaced."""
+        for name, slot in self._slots.items():
+            if slot.instance is notice.child:
+                ended = _Ended(notice.reason, notice.child.started_at, draining=notice.child)
+                slot.instance = ended  # the old instance's own exit is no longer news
+                self._down(name, notice.child)
+                self._exited(name, ended)
+                return
+        release = getattr(notice.child, "release", None)
+        if release is not None:
+            release()  # not ours (any more): nothing will replace it
 
     async def _decide_and_act(self, name: str, instance: Child | _Ended) -> None:
         slot = self._slots[name]
@@ -255,7 +318,7 @@ class Supervisor:
             ) from None
         if name not in decision.restart:
             slot.wanted = False
-            self.node.release_name(child_path(self, name))
+            self.router.names.release(child_path(self.path, name))
             if slot.spec.restart == "temporary" and name not in self.spec_names:
                 del self._slots[name]
             return
@@ -264,14 +327,14 @@ class Supervisor:
             running_instance = other_slot.instance
             other_slot.instance = None
             if running_instance is not None and not isinstance(running_instance, _Ended):
-                self._child_down(other, running_instance)
+                self._down(other, running_instance)
                 await running_instance.shutdown(running_instance.shutdown_timeout)
         if decision.delay:
             await trio.sleep(decision.delay)
         for other in decision.restart:
             self.restart_counts[other] = self.restart_counts.get(other, 0) + 1
-            self.node.publish(ActorRestarted(
-                path=child_path(self, other), restarts=len(self._history.restarts),
+            self.router.publish(ActorRestarted(
+                path=child_path(self.path, other), restarts=len(self._history.restarts),
                 delay=decision.delay, reason=reason,
             ))
             if not await self._start(other):
@@ -286,24 +349,62 @@ class Supervisor:
         if spec.name in self._slots:
             raise SpawnError(f"supervisor {self.path} already has a child named {spec.name!r}")
         slot = self._slots[spec.name] = _Slot(spec, wanted=True)
-        self.node.hold_name(child_path(self, spec.name))
+        self.router.names.hold(child_path(self.path, spec.name))
         try:
-            instance = await start_child(self, self.node, spec, on_suicide=self._on_suicide)
+            instance = await self._start_child(self, spec, notices=self._inbox)
         except BaseException:
             del self._slots[spec.name]
-            self.node.release_name(child_path(self, spec.name))
+            self.router.names.release(child_path(self.path, spec.name))
             raise
         slot.instance = instance
         self.nursery.start_soon(self._watch, spec.name, instance)
-        await self._child_up(spec.name, instance)
+        self._up(spec.name, instance)
         return instance
+
+    async def replace(self, name: str) -> bool:
+        """Replace the running instance of ``name``: start a new one, and once it is ready,
+        stop the old one (which drains). False if the new one did not start (the old one
+        keeps running)."""
+        slot = self._slots[name]
+        old = slot.instance
+        if old is None or isinstance(old, _Ended):
+            return False
+        # The new instance takes the name; meanwhile senders by path wait for it (held).
+        path = child_path(self.path, name)
+        address: str | None = getattr(old, "address", None)
+        if address is not None:
+            self.router.names.unregister(path, address)
+        try:
+            new = await self._start_child(self, slot.spec, notices=self._inbox)
+        except SpawnError as exc:
+            log.error("replacing %s: the new instance did not start: %s", path, exc)
+            if address is not None and slot.instance is old and not old.done.is_set():
+                self.router.names.register(path, address)  # the old one goes on serving
+            return False
+        if slot.instance is not old:  # the old one went meanwhile: the new one takes over
+            await self._settle(name, slot, new)
+            return True
+        slot.instance = new
+        self.nursery.start_soon(self._watch, name, new)
+        self._up(name, new)
+        self._down(name, old)
+        await old.shutdown(old.shutdown_timeout)
+        return True
+
+    async def _settle(self, name: str, slot: _Slot, new: Child) -> None:
+        # A restart started its own instance while ours was starting: keep one.
+        if slot.instance is None or isinstance(slot.instance, _Ended):
+            slot.instance = new
+            self.nursery.start_soon(self._watch, name, new)
+            self._up(name, new)
+        else:
+            await new.shutdown(new.shutdown_timeout)
 
     async def shutdown(self, grace: float) -> None:
         """Stop the children (last started first, each within its own shutdown), then exit."""
         self._stopping = True
         with trio.move_on_after(grace):
-            await self._before_stop()
+            self._all_down()
             await stop_children(self)
         self._scope.cancel()
         await self.done.wait()
-

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Literal
@@ -13,16 +14,18 @@ import trio
 from protocol import DEFAULT_MAX_FRAME_SIZE
 
 from ._actor import Actor
-from ._cell import Child, stop_children
 from ._errors import ActorError, ActorNotFound, RestartLimitExceeded, leaves
 from ._events import Event, EventBus
-from ._forkserver import ForkServer, open_fork_server
-from ._listener import AcceptorStats, Listener
-from ._node import MASTER_NODE, Node
+from ._forkserver import open_lazy_fork_server
+from ._handoff import AcceptorStats
+from ._listener import Listener, run_listeners
+from ._names import NameRegistry
+from ._processes import ColdSpawner, Spawner
 from ._ref import ActorRef
-from ._spawn import spawn
+from ._router import MASTER_NODE, Router
 from ._spec import ChildSpec, SupervisorSpec
-from ._supervisor import Supervisor
+from ._start import Runnable, Starter
+from ._tree import Child, stop_children
 
 __all__ = ["ActorSystem", "open_system"]
 
@@ -32,13 +35,22 @@ log = logging.getLogger("actors")
 class ActorSystem:
     """The running system, as seen from the master. Get one from :func:`open_system`."""
 
-    def __init__(self, node: Node, nursery: trio.Nursery, events: EventBus) -> None:
-        self._node = node
+    def __init__(
+        self,
+        router: Router,
+        starter: Starter,
+        nursery: trio.Nursery,
+        events: EventBus,
+        listeners: dict[str, Listener],
+    ) -> None:
+        self._router = router
+        self._starter = starter
         self._events = events
+        self._listeners = listeners
         self.path = ""
         self.nursery = nursery
         self.children: list[Child] = []
-        self.root: Supervisor | None = None
+        self.root: Runnable | None = None
 
     async def spawn(
         self,
@@ -62,8 +74,8 @@ class ActorSystem:
         closes (then its worker is killed); ``start_timeout`` bounds its start.
         """
         parent = self.root if self.root is not None else self
-        return await spawn(
-            parent, self._node, actor_class, name=name, process=process,
+        return await self._starter.spawn(
+            parent, actor_class, name=name, process=process,  # type: ignore[arg-type]
             shutdown=shutdown, kwargs=kwargs, start_timeout=start_timeout,
         )
 
@@ -75,11 +87,11 @@ class ActorSystem:
         ``restart_wait`` seconds, then :class:`ActorGone`); sending to a path nobody holds
         raises :class:`ActorNotFound`.
         """
-        return ActorRef(self._node, path=path)
+        return ActorRef(self._router, path=path)
 
     def names(self) -> dict[str, str]:
         """Every registered path and the address of the actor holding it."""
-        return dict(self._node.names)
+        return dict(self._router.names.names)
 
     def events(self, *, history: bool = False) -> trio.MemoryReceiveChannel[Event]:
         """A channel of the lifecycle events from now on (iterate it; close it when done).
@@ -93,7 +105,7 @@ class ActorSystem:
 
     def listener(self, path: str) -> Listener:
         """The running listener at ``path`` (its ``host``/``port`` are the bound address)."""
-        found = self._node.listeners.get(path)
+        found = self._listeners.get(path)
         if found is None:
             raise ActorNotFound(f"no listener is running at {path!r}")
         return found
@@ -149,8 +161,8 @@ async def open_system(
     ``restart_wait`` bounds how long a send by path waits for a restarting actor.
 
     ``start_method``: ``"forkserver"`` (default) forks workers from a pre-imported server
-    process started with the system (a worker is ready in milliseconds, and shares the
-    imported code's memory); ``"spawn"`` starts each worker as a fresh interpreter.
+    process, started with the first worker (a worker is ready in milliseconds, and shares
+    the imported code's memory); ``"spawn"`` starts each worker as a fresh interpreter.
     """
     if start_method not in ("forkserver", "spawn"):
         raise ValueError(f"start_method must be 'forkserver' or 'spawn', not {start_method!r}")
@@ -158,15 +170,17 @@ async def open_system(
     body_error: BaseException | None = None
     events = EventBus()
     system: ActorSystem | None = None
+    sockets: dict[str, socket.socket] = {}  # listening sockets, by listener path
     try:
         async with _open_spawner(start_method, tree) as spawner, trio.open_nursery() as nursery:
-            node = Node(MASTER_NODE, nursery, max_frame_size=max_frame_size)
-            node.events = events
-            node.restart_wait = restart_wait
-            node.spawner = spawner
-            system = ActorSystem(node, nursery, events)
+            router = Router(MASTER_NODE, nursery, names=NameRegistry(restart_wait=restart_wait),
+                            events=events, max_frame_size=max_frame_size)
+            starter = Starter(router, spawner)
+            listeners: dict[str, Listener] = {}
+            run_listeners(starter, sockets, listeners)
+            system = ActorSystem(router, starter, nursery, events, listeners)
             if tree is not None:
-                root = Supervisor(node, tree, parent=system, path=tree.name)
+                root = starter.supervisor(tree, system, tree.name)
                 system.children.append(root)
                 try:
                     await nursery.start(root.run)
@@ -186,7 +200,7 @@ async def open_system(
                         await stop_children(system)
                     nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        gave_up = system.root.gave_up if system is not None and system.root else None
+        gave_up = _gave_up(system)
         if gave_up is not None:
             # The root giving up explains what the block then ran into (its cancellation,
             # a send finding its target gone): that is the error the caller gets.
@@ -199,25 +213,29 @@ async def open_system(
         raise
     finally:
         events.close()
-        if system is not None:
-            for sock in system._node.listen_sockets.values():
-                sock.close()
-            system._node.listen_sockets.clear()
-    if system is not None and system.root is not None and system.root.gave_up is not None:
-        failure = system.root.gave_up
+        for sock in sockets.values():
+            sock.close()
+        sockets.clear()
+    failure = failure or _gave_up(system)
     if failure is not None:
         raise failure
+
+
+def _gave_up(system: ActorSystem | None) -> RestartLimitExceeded | None:
+    root = None if system is None else system.root
+    gave_up = getattr(root, "gave_up", None)
+    return gave_up if isinstance(gave_up, RestartLimitExceeded) else None
 
 
 @asynccontextmanager
 async def _open_spawner(
     start_method: str, tree: SupervisorSpec | None
-) -> AsyncIterator[ForkServer | None]:
+) -> AsyncIterator[Spawner]:
     if start_method == "forkserver":
-        async with open_fork_server(_modules_of(tree)) as server:
+        async with open_lazy_fork_server(_modules_of(tree)) as server:
             yield server
     else:
-        yield None
+        yield ColdSpawner()
 
 
 def _modules_of(spec: ChildSpec | None) -> list[str]:
@@ -230,7 +248,7 @@ def _modules_of(spec: ChildSpec | None) -> list[str]:
     return [] if module in ("__main__", "__mp_main__") else [module]
 
 
-async def _cancel_when_root_gives_up(root: Supervisor, nursery: trio.Nursery) -> None:
+async def _cancel_when_root_gives_up(root: Runnable, nursery: trio.Nursery) -> None:
     await root.done.wait()
-    if root.gave_up is not None:
+    if getattr(root, "gave_up", None) is not None:
         nursery.cancel_scope.cancel()

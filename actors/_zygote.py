@@ -26,7 +26,7 @@ from protocol import (
 
 from ._bootstrap import _die_with_parent, load_main, run_worker
 from ._forkserver import ChildExited, Forked, ForkFailed, ForkRequest, Preload
-from ._process import CHANNEL_FD_ENV, PARENT_PID_ENV
+from ._processes import CHANNEL_FD_ENV, PARENT_PID_ENV
 
 
 def _serve_forever(sock: socket.socket, parent_pid: int) -> None:

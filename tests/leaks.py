@@ -51,3 +51,28 @@ def descendants() -> dict[int, str]:
                 found[pid] = state
                 frontier.append(pid)
     return found
+
+
+
+def _is_fork_server_image(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return b"actors._zygote" in handle.read()
+    except OSError:
+        return False
+
+
+def workers() -> dict[int, str]:
+    """The descendants that run actors: every one but fork servers.
+
+    A fork server runs ``actors._zygote``; so do the workers it forks, but their parent is
+    a fork server.
+    """
+    table = _processes()
+    found = {}
+    for pid, state in descendants().items():
+        parent = table.get(pid, (0, ""))[0]
+        if _is_fork_server_image(pid) and not _is_fork_server_image(parent):
+            continue
+        found[pid] = state
+    return found

@@ -53,7 +53,7 @@ class Adder(Actor):
 class Vandal(Actor):
     @handler
     async def misbehave(self, msg: Misbehave) -> None:
-        node = self.ctx._cell.node  # the raw channel, reached under the runtime on purpose
+        node = self.ctx._cell.router  # type: ignore[attr-defined]  # the raw channel, on purpose
         assert node.parent is not None
         fd = node.parent.channel.fileno()
         route = f"{msg.target.address}|{self.ctx.node}".encode()

@@ -20,7 +20,7 @@ from actors import (
     open_system,
 )
 from protocol import Message
-from tests.leaks import child_processes, descendants
+from tests.leaks import child_processes, descendants, workers
 from tests.processes import wait_exited
 
 TIMEOUT = 20
@@ -115,7 +115,7 @@ class Loose(Actor):
         self.options = options
 
 
-class Stubborn(Actor):
+class Stubborn(Adder):
     """Takes far longer to clean up than its shutdown timeout allows."""
 
     async def cleanup(self) -> None:
@@ -175,7 +175,7 @@ async def test_ask_fails_promptly_when_the_worker_is_killed_mid_question() -> No
 async def test_unknown_path_and_bad_arguments_start_nothing() -> None:
     with trio.fail_after(TIMEOUT):
         async with open_system() as system:
-            before = set(descendants())
+            before = set(workers())
             with pytest.raises(ActorNotFound):
                 await system.ref("nobody").ask(Add(a=1, b=1))
             with pytest.raises(InvalidArguments, match="base"):
@@ -184,17 +184,17 @@ async def test_unknown_path_and_bad_arguments_start_nothing() -> None:
                 await system.spawn(Adder, name="b", process=True, unexpected=1)
             with pytest.raises(InvalidArguments, match="JSON"):
                 await system.spawn(Loose, name="c", process=True, anything=object())
-            assert set(descendants()) == before
+            assert set(workers()) == before
 
 
 async def test_setup_failure_is_a_spawn_error_with_the_worker_traceback() -> None:
     with trio.fail_after(TIMEOUT):
         async with open_system() as system:
-            before = set(descendants())
+            before = set(workers())
             with pytest.raises(SpawnError, match="no database") as info:
                 await system.spawn(BadSetup, name="bad", process=True)
             assert "RuntimeError" in str(info.value)
-            assert set(descendants()) == before
+            assert set(workers()) == before
             assert "bad" not in system.names()
 
 
@@ -248,8 +248,9 @@ async def test_worker_ignores_sigint_and_finishes_on_sigterm() -> None:
 async def test_leaving_the_system_kills_a_worker_that_will_not_stop() -> None:
     with trio.fail_after(TIMEOUT):
         async with open_system() as system:
-            await system.spawn(Stubborn, name="stubborn", process=True, shutdown=0.5)
-            assert descendants()
+            stubborn = await system.spawn(Stubborn, name="stubborn", process=True, shutdown=0.5)
+            pid = (await stubborn.ask(WhoAreYou(), Identity)).pid
+            assert pid in workers()
             start = trio.current_time()
         assert trio.current_time() - start < 10
         assert not descendants()

@@ -1,0 +1,160 @@
+"""OS processes: starting a worker's interpreter, watching it, and finding the main script.
+
+A worker is a clean interpreter running ``python -m actors._bootstrap`` (or a fork of the
+fork server). The parent passes it one end of a socketpair by fd number (named in
+``ACTORS_CHANNEL_FD``, as Node passes ``NODE_CHANNEL_FD``). Starting processes goes through
+the :class:`Spawner` seam, so that a pre-imported fork server can replace the cold start.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Protocol
+
+import trio
+
+from ._errors import SpawnError
+
+__all__ = [
+    "CHANNEL_FD_ENV",
+    "PARENT_PID_ENV",
+    "ChildProcess",
+    "ColdSpawner",
+    "Spawner",
+    "WorkerProcess",
+    "class_path",
+    "main_script",
+    "start_process",
+]
+
+CHANNEL_FD_ENV = "ACTORS_CHANNEL_FD"
+PARENT_PID_ENV = "ACTORS_PARENT_PID"
+_RUNTIME_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class WorkerProcess(Protocol):
+    """What the parent needs of a started worker process (``trio.Process`` is one)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
+
+    def kill(self) -> None: ...
+
+
+class Spawner(Protocol):
+    """Starts a worker process whose channel is ``fd`` (to be passed by number)."""
+
+    async def start(self, fd: int) -> WorkerProcess: ...
+
+
+class ChildProcess:
+    """A process this one started (a :class:`WorkerProcess`), watched through a pidfd.
+
+    Workers are started from the event loop's own thread, not a helper thread as
+    ``trio.lowlevel.open_process`` does: ``PR_SET_PDEATHSIG`` fires when the *thread* that
+    forked a process exits, and trio retires idle helper threads after a few seconds, which
+    would take every worker started from one with it.
+    """
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+        self._pidfd = os.pidfd_open(popen.pid)
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.returncode
+
+    async def wait(self) -> int:
+        while self._popen.poll() is None:
+            try:
+                await trio.lowlevel.wait_readable(self._pidfd)  # readable once it exited
+            except trio.ClosedResourceError:
+                break
+        code = self._popen.wait()
+        self._close()
+        return code
+
+    def kill(self) -> None:
+        if self._popen.returncode is None:
+            self._popen.kill()
+
+    def _close(self) -> None:
+        if self._pidfd >= 0:
+            trio.lowlevel.notify_closing(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = -1
+
+
+def start_process(command: list[str], *, fd: int, extra_env: dict[str, str]) -> ChildProcess:
+    """Start ``command`` with ``fd`` passed by number, in a process group of its own."""
+    env = dict(os.environ)
+    env.update(extra_env)
+    env[CHANNEL_FD_ENV] = str(fd)
+    env[PARENT_PID_ENV] = str(os.getpid())
+    # The child must import this very copy of the runtime, installed or not.
+    env["PYTHONPATH"] = os.pathsep.join(
+        [_RUNTIME_ROOT, *(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p)]
+    )
+    popen = subprocess.Popen(
+        command,
+        pass_fds=(fd,),
+        env=env,
+        stdin=subprocess.DEVNULL,
+        # Its own process group: a terminal's Ctrl-C reaches the master only (which
+        # orchestrates shutdown), and a kill of the group reaches what the worker forked.
+        process_group=0,
+    )
+    return ChildProcess(popen)
+
+
+class ColdSpawner:
+    """A fresh interpreter per worker: ``sys.executable -m actors._bootstrap``."""
+
+    async def start(self, fd: int) -> WorkerProcess:
+        process = start_process([sys.executable, "-m", "actors._bootstrap"], fd=fd, extra_env={})
+        await trio.lowlevel.checkpoint()
+        return process
+
+
+def class_path(cls: type) -> str:
+    """``module:QualName`` of a class a worker can import, or SpawnError."""
+    if "<locals>" in cls.__qualname__:
+        raise SpawnError(
+            f"{cls.__qualname__} is defined inside a function: a process actor's class must "
+            "be importable (define it at module level)"
+        )
+    module = cls.__module__
+    if module in ("__main__", "__mp_main__"):
+        main_path, main_module = main_script()
+        if main_path is None and main_module is None:
+            raise SpawnError(
+                f"{cls.__qualname__} is defined in an interactive session: a process actor's "
+                "class must live in a file"
+            )
+        module = "__main__"
+    return f"{module}:{cls.__qualname__}"
+
+
+def main_script() -> tuple[str | None, str | None]:
+    """How a worker finds this process's main script: (file path, module name)."""
+    main = sys.modules.get("__main__")
+    if main is None:
+        return None, None
+    spec = getattr(main, "__spec__", None)
+    name = getattr(spec, "name", None)
+    if name and name != "__main__":
+        if name.endswith(".__main__"):  # python -m package: the package is importable as is
+            return None, None
+        return None, name
+    path = getattr(main, "__file__", None)
+    if path is None:
+        return None, None
+    return os.path.abspath(path), None

@@ -1,0 +1,185 @@
+"""Starting one child (an actor, a worker process, or a supervisor) under a parent.
+
+:class:`Starter` holds what starting needs in one process (its router, how processes start,
+and how each kind of supervisor spec runs) and hands its :meth:`Starter.start_child` and
+:meth:`Starter.spawn` to supervisors and actor contexts, which never import it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import trio
+
+from ._actor import Actor
+from ._cell import Cell
+from ._errors import ActorError, SpawnError
+from ._events import crash_reason
+from ._processes import Spawner
+from ._ref import ActorRef
+from ._router import Router
+from ._spec import ChildSpec, SupervisorSpec, WorkerSpec, grace_of, validate_name, worker
+from ._supervisor import Supervisor, child_path
+from ._tree import Child, Notice, Parent
+from ._worker import WorkerHandle
+
+__all__ = ["Runnable", "Starter", "SupervisorKind"]
+
+
+class Runnable(Child, Protocol):
+    """A child that starts the trio way: ``await nursery.start(child.run)``."""
+
+    async def run(self, *, task_status: trio.TaskStatus[Any] = ...) -> None: ...
+
+
+SupervisorKind = Callable[[SupervisorSpec, Parent, str], Runnable]
+"""Builds the running form of a kind of supervisor spec (spec, parent, path)."""
+
+
+class Starter:
+    """Starts children in one process.
+
+    ``kinds`` maps a :class:`SupervisorSpec` subclass to what runs it (a listener spec to a
+    listener); a plain spec runs as a :class:`Supervisor`. ``spawner`` starts worker
+    processes.
+    """
+
+    def __init__(
+        self,
+        router: Router,
+        spawner: Spawner,
+        kinds: Mapping[type[SupervisorSpec], SupervisorKind] | None = None,
+    ) -> None:
+        self.router = router
+        self.spawner = spawner
+        self.kinds = dict(kinds or {})
+
+    async def start_child(
+        self,
+        parent: Parent,
+        spec: ChildSpec,
+        *,
+        notices: trio.MemorySendChannel[Notice] | None = None,
+    ) -> Child:
+        """Start what ``spec`` describes as a child of ``parent``; return it once it is ready.
+
+        Raises :class:`SpawnError` (with ``reason`` set) once whatever it started is gone.
+        """
+        path = child_path(parent.path, spec.name)
+        if self.router.names.taken(path):
+            raise SpawnError(f"the name {path!r} is already taken")
+        if isinstance(spec, SupervisorSpec):
+            return await self._start_supervisor(parent, spec, path)
+        if spec.process:
+            return await self._start_worker(parent, spec, path, notices)
+        return await self._start_cell(parent, spec, path)
+
+    def supervisor(self, spec: SupervisorSpec, parent: Parent, path: str) -> Runnable:
+        """The running form of ``spec`` (not started yet)."""
+        kind = self.kinds.get(type(spec))
+        if kind is not None:
+            return kind(spec, parent, path)
+        return Supervisor(self.router, spec, parent=parent, path=path,
+                          start_child=self.start_child)
+
+    async def _start_supervisor(self, parent: Parent, spec: SupervisorSpec, path: str) -> Child:
+        sup = self.supervisor(spec, parent, path)
+        parent.children.append(sup)
+        try:
+            await parent.nursery.start(sup.run)
+        except ActorError as exc:
+            if isinstance(exc, SpawnError):
+                exc.reason = exc.reason or sup.exit_reason
+                raise  # as it is: a BindError stays a BindError up the tree
+            error = SpawnError(f"supervisor {path} failed to start: {exc}")
+            error.reason = sup.exit_reason or crash_reason(exc)
+            raise error from exc
+        finally:
+            if sup.exit_reason is not None and sup in parent.children:
+                parent.children.remove(sup)
+        return sup
+
+    async def _start_worker(
+        self,
+        parent: Parent,
+        spec: WorkerSpec,
+        path: str,
+        notices: trio.MemorySendChannel[Notice] | None,
+    ) -> Child:
+        assert spec.arguments_json is not None
+        handle = WorkerHandle(
+            self.router, spec.actor_class, path=path, arguments=spec.arguments_json,
+            parent=parent, spawner=self.spawner, shutdown_timeout=grace_of(spec.shutdown),
+            start_timeout=spec.start_timeout, heartbeat_timeout=spec.heartbeat_timeout,
+            notices=notices,
+        )
+        parent.children.append(handle)
+        try:
+            await parent.nursery.start(handle.run)
+        finally:
+            if handle.done.is_set() and handle in parent.children:
+                parent.children.remove(handle)
+        return handle
+
+    async def _start_cell(self, parent: Parent, spec: WorkerSpec, path: str) -> Cell:
+        try:
+            actor = spec.actor_class(**spec.arguments)
+        except Exception as exc:
+            error = SpawnError(f"{spec.actor_class.__qualname__}(...) raised {exc!r}")
+            error.reason = crash_reason(exc)
+            raise error from exc
+        cell = Cell(
+            self.router, actor, path=path, parent=parent,
+            shutdown_timeout=grace_of(spec.shutdown), start_timeout=spec.start_timeout,
+            spawn=self.spawn,
+        )
+        parent.children.append(cell)
+        try:
+            await parent.nursery.start(cell.run)
+        except SpawnError as exc:
+            exc.reason = exc.reason or cell.exit_reason
+            raise
+        except Exception as exc:
+            error = SpawnError(f"actor {path} failed to start: {exc!r}")
+            error.reason = cell.exit_reason or crash_reason(exc)
+            raise error from exc
+        finally:
+            if not cell.accepting and cell in parent.children:
+                parent.children.remove(cell)
+        return cell
+
+    async def spawn(
+        self,
+        parent: Parent,
+        actor_class: type[Actor] | ChildSpec,
+        *,
+        name: str | None,
+        process: bool,
+        shutdown: float,
+        kwargs: dict[str, Any],
+        start_timeout: float = 30.0,
+    ) -> ActorRef:
+        """``system.spawn``/``ctx.spawn``: an unsupervised (temporary) child, or a given spec."""
+        if isinstance(actor_class, WorkerSpec | SupervisorSpec):
+            spec: ChildSpec = actor_class
+        else:
+            if not (isinstance(actor_class, type) and issubclass(actor_class, Actor)):
+                raise TypeError(
+                    f"spawn() takes an Actor subclass or a spec, not {actor_class!r}"
+                )
+            if name is None:
+                name = f"{actor_class.__name__}-{self.router.next_actor_id()}"
+            try:
+                validate_name(name)
+            except ValueError as exc:
+                raise SpawnError(f"invalid actor name: {exc}") from None
+            spec = worker(
+                actor_class, name=name, process=process, restart="temporary",
+                shutdown=shutdown, start_timeout=start_timeout, **kwargs,
+            )
+        if isinstance(parent, Supervisor):
+            child = await parent.add_child(spec)
+        else:
+            child = await self.start_child(parent, spec)
+        return child.ref

@@ -1,0 +1,366 @@
+"""``WorkerHandle``: a process actor, seen from the process that started it.
+
+The parent creates a socketpair, starts the worker (through a :class:`Spawner`) with the
+child end, and handshakes: the worker says Hello (protocol version, pid), the parent
+answers Start (class path, JSON arguments, where the main script is), and the worker
+answers Ready once its actor's ``setup`` returned (or StartFailed). From then on the
+router carries the worker's frames, and the handle reads the control messages the router
+leaves for it (a suicide, a stop report) until the channel ends; then it reaps the process.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import socket
+import sys
+
+import trio
+
+from protocol import PROTOCOL_VERSION, Message, ProtocolError, VersionMismatch, open_channel
+
+from ._actor import Actor
+from ._control import (
+    Failure,
+    Hello,
+    Ready,
+    Release,
+    Start,
+    StartFailed,
+    Stop,
+    Stopping,
+    Suicide,
+)
+from ._errors import SpawnError
+from ._events import (
+    ActorExited,
+    ActorReady,
+    ActorStarted,
+    ActorSuicided,
+    ExitKind,
+    ExitReason,
+    crash_reason,
+    exit_reason,
+)
+from ._link import Link
+from ._processes import Spawner, WorkerProcess, class_path, main_script
+from ._ref import ActorRef
+from ._router import Router
+from ._tree import Child, Notice, Parent
+
+__all__ = ["WorkerHandle"]
+
+log = logging.getLogger("actors")
+
+_GRACE_AFTER_EOF = 1.0  # a worker whose channel closed exits within this long
+# A SIGKILLed worker is gone within milliseconds; its exit status comes from the fork server.
+# If that report never comes (the server is stopped or stuck), the shutdown, which waits
+# shielded, must still end.
+_EXIT_AFTER_KILL = 5.0
+
+
+class WorkerHandle:
+    """A worker process running one actor, as its parent sees it (a :class:`Child`).
+
+    Start it with ``await nursery.start(handle.run)``: that returns once the worker's actor
+    is ready, or raises :class:`SpawnError` once the worker is gone (a failed start: its
+    ``exit_reason`` says why). Its exit reason is recorded exactly once, from the first thing
+    that explains the exit. ``notices`` (its supervisor's) receives its request to be
+    replaced when it reports an unexpected exception.
+    """
+
+    def __init__(
+        self,
+        router: Router,
+        actor_class: type[Actor],
+        *,
+        path: str,
+        arguments: str,
+        parent: Parent,
+        spawner: Spawner,
+        shutdown_timeout: float,
+        start_timeout: float,
+        heartbeat_timeout: float | None = None,
+        notices: trio.MemorySendChannel[Notice] | None = None,
+    ) -> None:
+        self.router = router
+        self.actor_class = actor_class
+        self.class_path = class_path(actor_class)
+        self.path = path
+        self.arguments = arguments
+        self.parent = parent
+        self.spawner = spawner
+        self.shutdown_timeout = shutdown_timeout
+        self.start_timeout = start_timeout
+        self.heartbeat_timeout = heartbeat_timeout
+        self.notices = notices
+        self.node_id = router.next_child_node()
+        self.process: WorkerProcess | None = None
+        self.link: Link | None = None
+        self.address: str | None = None
+        self.pid: int | None = None
+        self.done = trio.Event()
+        self.exit_reason: ExitReason | None = None
+        self.returncode: int | None = None
+        self.started_at = 0.0
+        self._explained: ExitReason | None = None  # the first explanation of the exit
+        self._stop_requested = False
+        self._killed_after_grace = False
+
+    @property
+    def ref(self) -> ActorRef:
+        if self.address is None:
+            raise SpawnError(f"actor {self.path} is not ready")
+        return ActorRef(self.router, address=self.address)
+
+    def _explain(self, reason: ExitReason) -> None:
+        if self._explained is None:
+            self._explained = reason
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[WorkerHandle] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        router = self.router
+        self.started_at = trio.current_time()
+        deadline = self.started_at + self.start_timeout
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        failed: SpawnError | None = None
+        try:
+            with trio.move_on_at(deadline):
+                try:
+                    self.process = await self.spawner.start(child_sock.fileno())
+                finally:
+                    child_sock.close()
+            if self.process is None:
+                raise self._timed_out()
+            self.pid = self.process.pid
+            router.publish(ActorStarted(path=self.path, pid=self.pid))
+            async with open_channel(parent_sock, max_frame_size=router.max_frame_size) as channel:
+                link = self.link = Link(self.node_id, channel, is_parent=False,
+                                        subtree=self.path)
+                router.add_child(link)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(router.pump, link)
+                    failed = await self._start(link, deadline)
+                    if failed is None:
+                        task_status.started(self)
+                        if self.heartbeat_timeout is not None:
+                            nursery.start_soon(self._watchdog, link, self.heartbeat_timeout)
+                        await self._serve_control(link)
+                    else:
+                        router.link_down(link, "its start failed")
+                    nursery.cancel_scope.cancel()
+            if failed is not None:
+                raise failed  # out of the nurseries: the starter sees it as itself
+            if isinstance(link.error, ProtocolError):
+                self._explain(crash_reason(link.error))
+        except SpawnError as exc:
+            self._explain(exc.reason or crash_reason(exc))
+            raise
+        except Exception as exc:
+            self._explain(crash_reason(exc))
+            raise SpawnError(f"actor {self.path} failed to start: {exc!r}") from exc
+        finally:
+            parent_sock.close()
+            with trio.CancelScope(shield=True):
+                await self._reap()
+            if self.link is not None:
+                router.link_down(self.link, "worker exited")
+            if self in self.parent.children:
+                self.parent.children.remove(self)
+            code = self.returncode
+            self.exit_reason = exit_reason(
+                explained=self._explained,
+                killed=f"did not stop within {self.shutdown_timeout} s"
+                if self._killed_after_grace else None,
+                returncode=code,
+                stop_requested=self._stop_requested,
+                stopped_itself=code == 0,
+            )
+            router.publish(ActorExited(
+                path=self.path, address=self.address, pid=self.pid, reason=self.exit_reason
+            ))
+            self.done.set()
+
+    def _timed_out(self) -> SpawnError:
+        error = SpawnError(
+            f"actor {self.path} did not become ready within {self.start_timeout} s"
+        )
+        error.reason = ExitReason(kind="timeout", detail=f"not ready within {self.start_timeout} s")
+        return error
+
+    async def _start(self, link: Link, deadline: float) -> SpawnError | None:
+        """The handshake, bounded by the start timeout; the error if the start failed."""
+        with trio.move_on_at(deadline):
+            try:
+                await self._handshake(link)
+            except SpawnError as exc:
+                return exc
+            return None
+        return self._timed_out()
+
+    async def _next_control(self, link: Link) -> Message:
+        try:
+            return await link.control_received.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise SpawnError(
+                f"the worker for {self.path} went away before it was ready "
+                f"({link.down_reason or 'its channel closed'})"
+            ) from link.error
+
+    async def _handshake(self, link: Link) -> None:
+        """Hello, Start, then Ready (or StartFailed): the worker's actor is up."""
+        hello = await self._next_control(link)
+        if not isinstance(hello, Hello):
+            raise SpawnError(f"worker {self.node_id} began with {type(hello).__name__}, "
+                             "not Hello")
+        if hello.version != PROTOCOL_VERSION:
+            raise SpawnError(str(VersionMismatch(PROTOCOL_VERSION, hello.version)))
+        main_path, main_module = main_script()
+        shutdown = self.shutdown_timeout if math.isfinite(self.shutdown_timeout) else 3600.0
+        link.send_control(Start(
+            version=PROTOCOL_VERSION, node=self.node_id, actor_class=self.class_path,
+            arguments=self.arguments, path=self.path, main_path=main_path,
+            main_module=main_module, sys_path=list(sys.path),
+            max_frame_size=self.router.max_frame_size,
+            heartbeat=self.heartbeat_timeout / 4 if self.heartbeat_timeout else 0.0,
+            shutdown_timeout=shutdown,
+        ))
+        while True:
+            message = await self._next_control(link)
+            if isinstance(message, Ready):
+                if not link.owns(message.address.partition("/")[0]):
+                    raise SpawnError(f"worker {self.node_id} claims address {message.address}")
+                self.address = message.address
+                self.router.names.register(self.path, message.address)
+                self.router.publish(
+                    ActorReady(path=self.path, address=message.address, pid=self.pid)
+                )
+                return
+            if isinstance(message, StartFailed | Suicide | Stopping) and (
+                failure := message.failure
+            ) is not None:
+                # A failure of any kind before ready is a failed start.
+                text = f"actor {self.path} failed to start: {failure.type_name}: {failure.message}"
+                if failure.traceback:
+                    text += "\n\nWorker traceback:\n" + failure.traceback.rstrip()
+                error = SpawnError(text)
+                error.reason = _failure_reason("crashed", failure)
+                raise error
+            if not isinstance(message, Stopping):
+                raise SpawnError(f"worker {self.node_id} sent {type(message).__name__} "
+                                 "before it was ready")
+
+    async def _serve_control(self, link: Link) -> None:
+        """The worker's control messages, until its channel ends."""
+        async for message in link.control_received:
+            if isinstance(message, Suicide):
+                self._on_suicide(message.failure)
+            elif isinstance(message, Stopping):
+                if message.failure is not None:
+                    self._explain(_failure_reason("crashed", message.failure))
+            else:
+                log.error("worker %s sent an unexpected %s: closing its channel",
+                          self.path, type(message).__name__)
+                self.router.link_down(
+                    link, f"unexpected control message {type(message).__name__}"
+                )
+
+    def _on_suicide(self, failure: Failure) -> None:
+        reason = _failure_reason("suicide", failure)
+        self._explain(reason)
+        self.router.publish(ActorSuicided(path=self.path, pid=self.pid, reason=reason))
+        if self.address is not None:
+            self.router.names.unregister(self.path, self.address)
+        if self.notices is None:
+            self.release()  # nothing will replace it: let it go at once
+            return
+        try:
+            self.notices.send_nowait(Notice(self, reason))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.release()  # its supervisor is stopping: nothing will replace it
+
+    async def _watchdog(self, link: Link, limit: float) -> None:
+        """Kill the worker if its event loop stops sending heartbeats for ``limit`` s."""
+        while not link.down:
+            await trio.sleep(limit / 4)
+            silent = trio.current_time() - link.last_heard
+            if silent > limit:
+                log.error("worker %s (pid %s) sent nothing for %.1f s: killing it",
+                          self.path, self.pid, silent)
+                self._explain(ExitReason(
+                    kind="unresponsive", detail=f"no heartbeat for {silent:.1f} s"
+                ))
+                self._kill()
+                return
+
+    def release(self) -> None:
+        """Tell a worker draining after a suicide that its replacement is up: it may go."""
+        if self.link is not None:
+            self.link.notify(Release())
+
+    async def shutdown(self, grace: float) -> None:
+        """Ask the worker to stop; after ``grace`` seconds, kill its process group."""
+        self._stop_requested = True
+        link = self.link
+        if link is not None and grace > 0:
+            link.notify(Stop())
+        with trio.move_on_after(grace):
+            await self.done.wait()
+        if not self.done.is_set():
+            if grace > 0:
+                log.warning("worker %s did not stop within %s s: killing it", self.path, grace)
+                self._killed_after_grace = True
+            else:
+                self._explain(ExitReason(kind="shutdown", detail="brutal_kill"))
+            self._kill()
+            await self.done.wait()
+
+    def _kill(self) -> None:
+        process = self.process
+        if process is None or process.returncode is not None:
+            return
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            process.kill()  # not (yet) the leader of its own group
+
+    async def _reap(self) -> None:
+        """Wait for the worker to exit (it does once its channel closed); kill it if not."""
+        process = self.process
+        if process is None:
+            return
+        link = self.link
+        if link is not None and not link.down and process.returncode is None:
+            # Cancelled while the worker runs: ask it to stop as a shutdown would.
+            self._stop_requested = True
+            link.notify(Stop())
+            grace = self.shutdown_timeout
+        else:
+            grace = _GRACE_AFTER_EOF
+        with trio.move_on_after(grace):
+            await process.wait()
+        if process.returncode is None:
+            self._kill()
+            with trio.move_on_after(_EXIT_AFTER_KILL):
+                await process.wait()
+            if process.returncode is None:
+                log.error("worker %s (pid %s): no exit status %s s after SIGKILL; "
+                          "going on without it", self.path, self.pid, _EXIT_AFTER_KILL)
+                self._explain(ExitReason(
+                    kind="killed", detail="SIGKILLed; its exit status never came"
+                ))
+        self.returncode = process.returncode
+
+
+def _failure_reason(kind: ExitKind, failure: Failure) -> ExitReason:
+    return ExitReason(
+        kind=kind, error_type=failure.type_name, detail=failure.message,
+        traceback=failure.traceback,
+    )
+
+
+def _is_child(handle: WorkerHandle) -> Child:
+    return handle  # a WorkerHandle is a Child (checked by mypy here)
