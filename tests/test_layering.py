@@ -25,6 +25,79 @@ def _imports(package: str) -> set[str]:
     return found
 
 
+# The layers of actors/, lowest first (the package docstring says what each is for). A
+# module may import from its own layer or below, never above, by any import: at the top,
+# under TYPE_CHECKING, or inside a function.
+LAYERS: dict[str, int] = {
+    **dict.fromkeys(
+        ["_errors", "_events", "_control", "_handoff", "_actor", "_ref", "_spec",
+         "_arguments", "_tree"], 0),
+    **dict.fromkeys(["_link", "_names", "_asks", "_router", "_processes", "_sockets"], 1),
+    **dict.fromkeys(["_cell", "_worker", "_forkserver"], 2),
+    **dict.fromkeys(["_restart", "_supervisor", "_start"], 3),
+    **dict.fromkeys(["_listener", "_acceptor"], 4),
+    **dict.fromkeys(["_system", "_bootstrap", "_zygote", "__init__"], 5),
+}
+
+
+def _runtime_modules() -> dict[str, Path]:
+    return {path.stem: path for path in (ROOT / "actors").glob("*.py")}
+
+
+def _runtime_imports(path: Path) -> set[str]:
+    """The actors modules ``path`` imports, wherever the import statement is."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1 and node.module:
+                found.add(node.module.split(".")[0])
+            elif node.level == 1:
+                found.update(alias.name for alias in node.names)
+            elif node.level == 0 and node.module and node.module.startswith("actors."):
+                found.add(node.module.split(".")[1])
+            elif node.level == 0 and node.module == "actors":
+                found.add("__init__")
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name == "actors":
+                    found.add("__init__")
+                elif alias.name.startswith("actors."):
+                    found.add(alias.name.split(".")[1])
+    return found
+
+
+def test_every_runtime_module_has_a_layer() -> None:
+    assert set(_runtime_modules()) == set(LAYERS)
+
+
+def test_no_import_points_up_a_layer() -> None:
+    upward = []
+    for name, path in _runtime_modules().items():
+        for target in _runtime_imports(path):
+            if LAYERS[target] > LAYERS[name]:
+                upward.append(f"{name} (L{LAYERS[name]}) imports {target} (L{LAYERS[target]})")
+    assert not upward
+
+
+def test_no_import_cycle_in_the_runtime() -> None:
+    graph = {name: _runtime_imports(path) - {name} for name, path in _runtime_modules().items()}
+    visiting: list[str] = []
+    done: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in done:
+            return
+        assert name not in visiting, " -> ".join([*visiting[visiting.index(name):], name])
+        visiting.append(name)
+        for target in sorted(graph[name]):
+            visit(target)
+        visiting.pop()
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name)
+
+
 def test_protocol_never_imports_actors() -> None:
     assert "actors" not in _imports("protocol")
 
