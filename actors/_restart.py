@@ -24,7 +24,9 @@ class RestartHistory:
     failures: dict[str, int] = field(default_factory=dict)
 
     def count(self, now: float, within: float) -> int:
-        while self.restarts and self.restarts[0] <= now - within:
+        """Restarts in the window ``[now - within, now]`` (OTP's edge: a restart exactly
+        ``within`` seconds old still counts)."""
+        while self.restarts and self.restarts[0] < now - within:
             self.restarts.popleft()
         return len(self.restarts)
 

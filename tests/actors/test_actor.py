@@ -9,11 +9,14 @@ import trio.testing
 from actors import (
     Actor,
     ActorDrained,
+    ActorError,
     ActorExited,
     ActorGone,
+    BindError,
     InvalidArguments,
     RemoteError,
     SpawnError,
+    UnexpectedReply,
     handler,
     open_system,
 )
@@ -90,8 +93,24 @@ async def test_ask_dispatches_and_replies() -> None:
         assert await calc.ask(Add(a=2, b=3)) == Total(value=5)
         assert await calc.ask(Sub(a=2, b=3), Total) == Total(value=-1)
         assert await calc.ask(SpecialEvent(name="x")) == Event(name="SpecialEvent:x")
-        with pytest.raises(TypeError, match="expected a Total"):
+        with pytest.raises(TypeError, match="expected a Total") as info:
             await calc.ask(Event(name="y"), Total)
+        assert isinstance(info.value, UnexpectedReply)  # an ActorError as well
+        assert info.value.expected is Total
+
+
+def test_errors_form_one_tree_and_print_under_the_package() -> None:
+    import actors
+
+    assert issubclass(BindError, SpawnError)
+    assert issubclass(UnexpectedReply, ActorError)
+    assert "BindError" in (actors._errors.__doc__ or "")
+    for name in actors.__all__:
+        exported = getattr(actors, name)
+        if isinstance(exported, type) and issubclass(exported, Exception):
+            assert exported.__module__ == "actors", name
+            assert repr(exported) == f"<class 'actors.{name}'>"
+    assert actors.open_system.__module__ == "actors"
 
 
 async def test_unhandled_message_fails_the_ask_but_not_the_actor() -> None:

@@ -81,6 +81,33 @@ def test_intensity_is_a_sliding_window() -> None:
     assert run(spec, history, "a", CRASH, clock).give_up  # a 4th within 5 s
 
 
+def test_old_restarts_slide_out_of_the_window_at_its_edge() -> None:
+    # OTP's add_restart keeps restarts R with R >= Now - Period: one exactly `within`
+    # seconds old still counts; a moment later it has slid out.
+    clock = trio.testing.MockClock()
+    spec = tree(max_restarts=2, within=5.0)
+    for elapsed, gives_up in [(5.0, True), (5.001, False)]:
+        history = RestartHistory()
+        assert not run(spec, history, "a", CRASH, clock).give_up  # at t
+        clock.jump(1.0)
+        assert not run(spec, history, "a", CRASH, clock).give_up  # at t + 1
+        clock.jump(elapsed - 1.0)
+        assert run(spec, history, "a", CRASH, clock).give_up is gives_up
+        clock.jump(100.0)
+
+
+def test_a_long_run_of_restarts_never_trips_while_each_window_holds_few() -> None:
+    clock = trio.testing.MockClock()
+    spec = tree(max_restarts=3, within=5.0)
+    history = RestartHistory()
+    for _ in range(40):  # 3 restarts per 6 s: every window of 5 s holds at most 3
+        for _ in range(3):
+            assert not run(spec, history, "a", CRASH, clock).give_up
+            clock.jump(0.1)
+        clock.jump(5.8)
+    assert len(history.restarts) <= 3
+
+
 def test_restarts_spread_out_never_trip_the_limit() -> None:
     clock = trio.testing.MockClock()
     spec = tree(max_restarts=1, within=1.0)

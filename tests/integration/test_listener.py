@@ -174,6 +174,9 @@ async def test_sigkill_of_an_acceptor_under_load() -> None:
                 assert await echo_once(port, b"after") == b"after"
             stats = {s.path: s for s in await system.acceptor_stats("root/echo")}
             assert stats[victim_path].total > 0
+            assert {path: s.restarts for path, s in stats.items()} == {
+                path: int(path == victim_path) for path in before
+            }
 
 
 @pytest.mark.parametrize("policy", ["round_robin", "least_busy", "shared"])
@@ -361,3 +364,37 @@ async def test_each_instance_reports_started_ready_and_exited_once() -> None:
     exited = [p for kind, p in seen if kind == "ActorExited"]
     assert ready == ["root/echo/0", "root/echo", "root"]
     assert exited == ["root/echo/0", "root/echo", "root"]
+
+
+class NamesForLoopback(trio.abc.HostnameResolver):
+    """Resolves ``echo.test`` to loopback: only trio's resolver knows this name."""
+
+    async def getaddrinfo(  # type: ignore[override]
+        self, host: bytes | str | None, port: bytes | str | int | None, family: int = 0,
+        type: int = 0, proto: int = 0, flags: int = 0,
+    ) -> list[tuple[object, ...]]:
+        if host in (b"echo.test", "echo.test"):
+            host = "127.0.0.1"
+        return await trio.to_thread.run_sync(
+            socket.getaddrinfo, host, port, family, type, proto, flags
+        )
+
+    async def getnameinfo(self, sockaddr: tuple[object, ...], flags: int) -> tuple[str, str]:
+        raise NotImplementedError
+
+
+async def test_the_listener_resolves_its_host_without_blocking_the_loop() -> None:
+    # trio's resolver runs in a thread; the blocking socket.getaddrinfo on the event loop
+    # would not know this name at all.
+    previous = trio.socket.set_custom_hostname_resolver(NamesForLoopback())
+    try:
+        spec = supervisor("root", children=[
+            listener("echo", host="echo.test", port=0, acceptor=Echo, count=1),
+        ])
+        with trio.fail_after(TIMEOUT):
+            async with open_system(spec) as system:
+                bound = system.listener("root/echo")
+                assert bound.host == "127.0.0.1"
+                assert await echo_once(bound.port, b"named") == b"named"
+    finally:
+        trio.socket.set_custom_hostname_resolver(previous)

@@ -10,6 +10,7 @@ import trio
 
 from actors import (
     Actor,
+    ActorExited,
     ActorGone,
     ActorNotFound,
     ActorRef,
@@ -20,6 +21,7 @@ from actors import (
     open_system,
 )
 from protocol import Message
+from tests.events import next_event
 from tests.leaks import child_processes, descendants, workers
 from tests.processes import wait_exited
 
@@ -53,6 +55,14 @@ class Hang(Message):
     pass
 
 
+class Handling(Message):
+    pass
+
+
+class HangAfterTelling(Message):
+    witness: ActorRef
+
+
 class Adder(Actor):
     def __init__(self, base: int = 0) -> None:
         self.base = base
@@ -72,6 +82,22 @@ class Adder(Actor):
     @handler
     async def hang(self, msg: Hang) -> None:
         await trio.sleep_forever()
+
+    @handler
+    async def hang_after_telling(self, msg: HangAfterTelling) -> None:
+        await msg.witness.tell(Handling())
+        await trio.sleep_forever()
+
+
+class Witness(Actor):
+    """Lets a test wait until a worker is in the middle of handling something."""
+
+    def __init__(self, seen: trio.Event) -> None:
+        self.seen = seen
+
+    @handler
+    async def handling(self, msg: Handling) -> None:
+        self.seen.set()
 
 
 class Forward(Message):
@@ -157,19 +183,27 @@ async def test_handler_error_reaches_asker_with_type_and_traceback() -> None:
 async def test_ask_fails_promptly_when_the_worker_is_killed_mid_question() -> None:
     with trio.fail_after(TIMEOUT):
         async with open_system() as system:
+            events = system.events()
+            handling = trio.Event()
+            witness = await system.spawn(Witness, name="witness", seen=handling)
             adder = await system.spawn(Adder, name="adder", process=True)
             ident = await adder.ask(WhoAreYou(), Identity)
 
-            async def kill_soon() -> None:
-                await trio.sleep(0.2)
+            async def kill_once_handling() -> None:
+                await handling.wait()
                 os.kill(ident.pid, signal.SIGKILL)
 
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(kill_soon)
-                with trio.fail_after(5), pytest.raises(ActorGone):
-                    await adder.ask(Hang())
+                nursery.start_soon(kill_once_handling)
+                with trio.fail_after(5), pytest.raises(ActorGone) as info:
+                    await adder.ask(HangAfterTelling(witness=witness))
+            assert info.value.in_doubt  # it was being handled: it may have done something
             with pytest.raises(ActorGone):
                 await adder.tell(Add(a=1, b=1))
+            exited = await next_event(events, ActorExited, "adder")
+            # The exit status decides: a broken channel does not make it a crash.
+            assert exited.reason.kind == "killed"
+            assert exited.reason.signal == signal.SIGKILL
 
 
 async def test_unknown_path_and_bad_arguments_start_nothing() -> None:
@@ -305,3 +339,36 @@ async def test_a_fork_server_that_stops_answering_does_not_hang_the_shutdown() -
     assert not rescued
     assert elapsed < 20
     assert not descendants()
+
+
+async def test_a_system_without_process_actors_starts_no_process() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_system() as system:
+            adder = await system.spawn(Adder, name="adder")
+            assert await adder.ask(Add(a=1, b=1)) == Total(value=2)
+            assert not descendants()  # no fork server until a worker is wanted
+            await system.spawn(Adder, name="worker", process=True)
+            assert len(descendants()) == 2  # the fork server and the worker
+
+
+class FailsInTheBackground(Adder):
+    async def setup(self) -> None:
+        async def fail_soon() -> None:
+            raise ValueError("background task failed")
+
+        self.ctx.start_soon(fail_soon)
+        await trio.sleep(60)
+
+
+async def test_a_task_failing_during_a_workers_setup_is_a_failed_start() -> None:
+    # It used to be taken for a suicide of a running actor: the worker exited 0, nothing
+    # replaced it, and the start waited for a Ready that never came.
+    with trio.fail_after(TIMEOUT):
+        async with open_system() as system:
+            events = system.events()
+            with pytest.raises(SpawnError, match="background task failed"):
+                await system.spawn(FailsInTheBackground, name="doomed", process=True)
+            exited = await next_event(events, ActorExited, "doomed")
+            assert exited.reason.kind == "crashed"
+            assert exited.reason.error_type == "ValueError"
+            assert not workers()

@@ -1,0 +1,256 @@
+"""Routing on its own: routers of three "processes" joined by real channels, in one process.
+
+The master ("0") has two workers ("0.1" and "0.2") below it, each linked by a socketpair
+channel, as the runtime links processes. Local actors are test doubles that record what
+they are given, so every test runs in milliseconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+
+import pytest
+import trio
+import trio.testing
+
+from actors import ActorGone, ActorNotFound, ActorRef, ActorStarted, Event, RemoteError
+from actors._asks import Reply
+from actors._control import EventReport, Failure, NameRegistered
+from actors._events import EventBus
+from actors._link import Link
+from actors._names import NameRegistry
+from actors._router import Router
+from protocol import Message, open_channel
+
+
+class Ping(Message):
+    n: int
+
+
+class Pong(Message):
+    n: int
+
+
+@dataclass
+class Box:
+    """A Mailbox double: answers asks with Pong(n), keeps tells."""
+
+    path: str
+    address: str
+    accepting: bool = True
+    told: list[Message] = field(default_factory=list)
+    failures: list[BaseException] = field(default_factory=list)
+    answer: Callable[[Message], Message | None] | None = None
+
+    async def deliver(self, message: Message, reply: Reply | None) -> None:
+        if not self.accepting:
+            raise ActorGone(f"{self.path} is not running")
+        if reply is None:
+            self.told.append(message)
+        elif self.answer is not None:
+            reply.send(self.answer(message))
+        else:
+            assert isinstance(message, Ping)
+            reply.send(Pong(n=message.n))
+
+    def inline_handler(self, message: Message) -> None:
+        return None
+
+    def fail(self, exc: BaseException) -> None:
+        self.failures.append(exc)
+
+
+@dataclass
+class Net:
+    master: Router
+    workers: dict[str, Router]
+    down: dict[str, Link]  # the master's link to each worker
+    up: dict[str, Link]  # each worker's link to the master
+    events: EventBus
+
+    def box(self, router: Router, path: str) -> Box:
+        actor_id = router.next_actor_id()
+        box = Box(path, f"{router.id}/{actor_id}")
+        router.mailboxes[actor_id] = box  # type: ignore[assignment]
+        router.names.register(path, box.address)
+        return box
+
+
+@asynccontextmanager
+async def net(nursery: trio.Nursery) -> AsyncIterator[Net]:
+    events = EventBus()
+    master = Router("0", nursery, names=NameRegistry(restart_wait=1.0), events=events)
+    workers: dict[str, Router] = {}
+    down: dict[str, Link] = {}
+    up: dict[str, Link] = {}
+    async with AsyncExitStack() as stack:
+        for index in (1, 2):
+            a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            ours = await stack.enter_async_context(open_channel(a))
+            theirs = await stack.enter_async_context(open_channel(b))
+            node = f"0.{index}"
+            worker = workers[node] = Router(node, nursery, names=NameRegistry())
+            down[node] = Link(node, ours, is_parent=False, subtree=f"w{index}")
+            up[node] = Link("0", theirs, is_parent=True)
+            master.add_child(down[node])
+            worker.attach_parent(up[node])
+            nursery.start_soon(master.pump, down[node])
+            nursery.start_soon(worker.pump, up[node])
+        yield Net(master, workers, down, up, events)
+        nursery.cancel_scope.cancel()
+
+
+async def test_tell_and_ask_cross_a_link_both_ways() -> None:
+    async with trio.open_nursery() as nursery, net(nursery) as n:
+        here = n.box(n.master, "here")
+        there = n.box(n.workers["0.1"], "w1")
+        await trio.testing.wait_all_tasks_blocked()
+        to_there = ActorRef(n.master, address=there.address)
+        assert await to_there.ask(Ping(n=1)) == Pong(n=1)
+        await to_there.tell(Ping(n=2))
+        to_here = ActorRef(n.workers["0.1"], address=here.address)
+        assert await to_here.ask(Ping(n=3)) == Pong(n=3)
+        await trio.testing.wait_all_tasks_blocked()
+        assert there.told == [Ping(n=2)]
+
+
+async def test_worker_to_worker_goes_through_the_master_by_path_and_address() -> None:
+    async with trio.open_nursery() as nursery, net(nursery) as n:
+        target = n.box(n.workers["0.2"], "w2")
+        sender = n.workers["0.1"]
+        await trio.testing.wait_all_tasks_blocked()  # the name reached the master
+        assert n.master.names.get("w2") == target.address
+        assert await ActorRef(sender, path="w2").ask(Ping(n=5)) == Pong(n=5)
+        assert await ActorRef(sender, address=target.address).ask(Ping(n=6)) == Pong(n=6)
+        for i in range(10):
+            await ActorRef(sender, path="w2").tell(Ping(n=i))
+        await trio.testing.wait_all_tasks_blocked()
+        assert target.told == [Ping(n=i) for i in range(10)]  # in order
+
+
+async def test_unknown_paths_and_dead_actors_fail_clearly() -> None:
+    async with trio.open_nursery() as nursery, net(nursery) as n:
+        sender = n.workers["0.1"]
+        with pytest.raises(ActorNotFound, match="nobody"):
+            await ActorRef(sender, path="nobody").ask(Ping(n=1))
+        box = n.box(n.workers["0.2"], "w2")
+        box.accepting = False
+        with pytest.raises(ActorGone, match="not running") as info:
+            await ActorRef(sender, address=box.address).ask(Ping(n=1))
+        assert not info.value.in_doubt  # refused before any handler saw it
+
+
+async def test_a_link_going_down_fails_its_asks_in_doubt_and_drops_its_names() -> None:
+    async with trio.open_nursery() as nursery, net(nursery) as n:
+        box = n.box(n.workers["0.1"], "w1")
+        box.answer = lambda message: None
+        hang = trio.Event()
+
+        async def never_answer(message: Message, reply: Reply | None) -> None:
+            await hang.wait()
+
+        box.deliver = never_answer  # type: ignore[method-assign]
+        await trio.testing.wait_all_tasks_blocked()
+        assert n.master.names.get("w1") == box.address
+        failed: list[BaseException] = []
+
+        async def ask() -> None:
+            try:
+                await ActorRef(n.master, path="w1").ask(Ping(n=1))
+            except ActorGone as exc:
+                failed.append(exc)
+
+        nursery.start_soon(ask)
+        await trio.testing.wait_all_tasks_blocked()
+        n.up["0.1"].channel.close()  # the worker "dies"
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(failed) == 1
+        assert failed[0].in_doubt  # type: ignore[attr-defined]
+        assert n.master.names.get("w1") is None
+        with pytest.raises(ActorNotFound):
+            await ActorRef(n.master, path="w1").tell(Ping(n=2))
+
+
+async def test_a_send_to_a_restarting_path_waits_for_the_next_holder() -> None:
+    async with trio.open_nursery() as nursery, net(nursery) as n:
+        n.master.names.hold("w1")  # a supervisor keeps it alive
+        got: list[Message | None] = []
+
+        async def ask() -> None:
+            got.append(await ActorRef(n.workers["0.2"], path="w1").ask(Ping(n=7)))
+
+        nursery.start_soon(ask)
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == []  # held in the master while nobody holds the path
+        n.box(n.workers["0.1"], "w1")
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == [Pong(n=7)]
+
+
+async def test_a_held_send_fails_once_restart_wait_is_over(autojump_clock: object) -> None:
+    async with trio.open_nursery() as nursery, net(nursery) as n:
+        n.master.names.hold("w1")
+        with pytest.raises(ActorGone, match="not back within"):
+            await ActorRef(n.workers["0.2"], path="w1").ask(Ping(n=7))
+
+
+async def test_a_frame_claiming_another_source_closes_that_link() -> None:
+    async with trio.open_nursery() as nursery, net(nursery) as n:
+        target = n.box(n.master, "m")
+        from protocol import FrameKind, encode_message
+
+        data, fds = encode_message(FrameKind.TELL, Ping(n=1), route=f"{target.address}|0.2")
+        n.up["0.1"].channel.send_nowait(data, fds)  # 0.1 pretends to be 0.2
+        await trio.testing.wait_all_tasks_blocked()
+        assert n.down["0.1"].down
+        assert "claiming to be from 0.2" in n.down["0.1"].down_reason
+        assert not n.down["0.2"].down  # the others carry on
+        assert target.told == []
+
+
+async def test_a_worker_may_only_name_and_report_its_own_subtree(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.ERROR, logger="actors")
+    async with trio.open_nursery() as nursery, net(nursery) as n:
+        seen = n.events.subscribe()
+        up = n.up["0.1"]  # the worker at path "w1"
+        up.notify(NameRegistered(path="w2", address="0.1/1"))  # not its own
+        up.notify(NameRegistered(path="w1/child", address="0.1/2"))  # its own subtree
+        mine = ActorStarted(path="w1/child", pid=1)
+        theirs = ActorStarted(path="root/other", pid=1)
+        for event in (theirs, mine):
+            up.notify(EventReport(tag=event.message_tag, body=event.model_dump_json()))
+        await trio.testing.wait_all_tasks_blocked()
+        assert n.master.names.get("w2") is None
+        assert n.master.names.get("w1/child") == "0.1/2"
+        published: list[Event] = []
+        while True:
+            try:
+                published.append(seen.receive_nowait())
+            except trio.WouldBlock:
+                break
+        assert [e.path for e in published] == ["w1/child"]
+        assert not n.down["0.1"].down  # refused and logged; the link stays up
+        assert "may not name 'w2'" in caplog.text
+        assert "may not report" in caplog.text
+
+
+async def test_a_remote_handler_failure_reaches_the_asker() -> None:
+    async with trio.open_nursery() as nursery, net(nursery) as n:
+        box = n.box(n.workers["0.1"], "w1")
+        await trio.testing.wait_all_tasks_blocked()  # the name reached the master
+
+        async def failing(message: Message, reply: Reply | None) -> None:
+            assert reply is not None
+            reply.fail(Failure.from_exception("remote", KeyError("boom"), actor="w1"))
+
+        box.deliver = failing  # type: ignore[method-assign]
+        with pytest.raises(RemoteError, match="boom") as info:
+            await ActorRef(n.master, path="w1").ask(Ping(n=1))
+        assert info.value.type_name == "KeyError"
+        assert info.value.actor == "w1"
