@@ -61,3 +61,14 @@ __all__ = [
     "open_channel",
     "registry",
 ]
+
+# Public names print as ``protocol.FrameTooLarge``, not ``protocol._errors.FrameTooLarge``.
+# Message keeps its module: pydantic resolves a model's annotations there.
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("protocol._") and _obj is not Message:
+        try:
+            _obj.__module__ = __name__
+        except (AttributeError, TypeError):
+            pass
+del _name, _obj

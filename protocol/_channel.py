@@ -46,6 +46,9 @@ class Channel:
       :meth:`receive_some` raise :class:`trio.EndOfChannel` (clean) or a
       :class:`ProtocolError` (mid-frame, or with stray fds). Any :class:`ProtocolError`
       closes the receiving side for good, and every fd received and not handed out is closed.
+    - Fds the kernel drops on the way in (``MSG_CTRUNC``: this process is at its fd limit)
+      fail only the frame they came with: it arrives with fewer ``fds`` than its ``nfds``,
+      and decoding it raises :class:`TruncatedHandles`; the channel carries on.
     """
 
     def __init__(
@@ -60,6 +63,7 @@ class Channel:
         self._ready: list[Frame] = []
         self._recv_error: BaseException | None = None
         self._receiving = False
+        self._short = False  # the kernel dropped fds of the next frame that has some
         self._out = bytearray()
         self._out_base = 0  # stream offset of self._out[0]
         # (stream offset of the frame, duplicates of its fds) for queued frames with fds; the
@@ -75,7 +79,14 @@ class Channel:
 
     @property
     def max_frame_size(self) -> int:
+        """Frames announcing more bytes than this are refused before they are buffered."""
         return self._decoder.max_frame_size
+
+    @max_frame_size.setter
+    def max_frame_size(self, value: int) -> None:
+        if value < 0:
+            raise ValueError("max_frame_size must be >= 0")
+        self._decoder.max_frame_size = value
 
     @property
     def closed(self) -> bool:
@@ -255,8 +266,9 @@ class Channel:
                 received.frombytes(payload[: len(payload) - len(payload) % _FD_SIZE])
                 self._fifo.extend(received)
         if flags & _MSG_CTRUNC:
-            self._fail(TruncatedHandles("the kernel truncated the fds sent with a frame"))
-            return
+            # The kernel dropped fds (this process is at its fd limit): the stream itself is
+            # intact, so only the frame those fds belonged to fails (see decode_message).
+            self._short = True
         if not data:
             if self._decoder.buffered:
                 self._fail(DecodeError(
@@ -272,11 +284,13 @@ class Channel:
         try:
             while (frame := self._decoder.next_frame()) is not None:
                 if frame.nfds:
-                    if len(self._fifo) < frame.nfds:
+                    if len(self._fifo) < frame.nfds and not self._short:
                         raise TruncatedHandles(
                             f"frame announced {frame.nfds} fds, {len(self._fifo)} arrived"
                         )
-                    frame.fds = [self._fifo.popleft() for _ in range(frame.nfds)]
+                    count = min(frame.nfds, len(self._fifo))
+                    frame.fds = [self._fifo.popleft() for _ in range(count)]
+                    self._short = False
                 self._ready.append(frame)
             if self._fifo and not self._decoder.buffered:
                 raise UnexpectedHandles(f"{len(self._fifo)} fds arrived that no frame claims")

@@ -24,7 +24,7 @@ import os
 import struct
 from typing import Any, Final
 
-from ._errors import DecodeError, FrameTooLarge
+from ._errors import DecodeError, FrameTooLarge, TruncatedHandles
 from ._handles import CLAIMED_KEY, HANDLES_KEY
 from ._message import Message, registry
 
@@ -64,9 +64,14 @@ _KINDS: Final = {int(kind): kind for kind in FrameKind}
 
 
 class Frame:
-    """One decoded frame. ``fds`` is filled in by the channel that received it."""
+    """One decoded frame. ``fds`` is filled in by the channel that received it.
 
-    __slots__ = ("body", "corr", "fds", "kind", "nfds", "route", "tag")
+    ``size`` is the frame's length on the wire, header included. A frame holding fewer
+    ``fds`` than its ``nfds`` lost some to the kernel on the way in (the receiver was out of
+    file descriptors): decoding it raises :class:`TruncatedHandles`.
+    """
+
+    __slots__ = ("body", "corr", "fds", "kind", "nfds", "route", "size", "tag")
 
     def __init__(
         self,
@@ -77,6 +82,7 @@ class Frame:
         body: bytes,
         nfds: int = 0,
         fds: list[int] | None = None,
+        size: int = 0,
     ) -> None:
         self.kind = kind
         self.corr = corr
@@ -85,6 +91,7 @@ class Frame:
         self.body = body
         self.nfds = nfds
         self.fds: list[int] = [] if fds is None else fds
+        self.size = size or HEADER_SIZE + len(tag) + len(route) + len(body)
 
     def close_fds(self) -> None:
         """Close the fds the frame still holds (a frame that is dropped owns them)."""
@@ -161,6 +168,12 @@ def decode_message(frame: Frame, context: dict[str, Any] | None = None) -> Messa
     to pydantic validators (it is not modified).
     """
     fds = frame.fds
+    if len(fds) < frame.nfds:
+        frame.close_fds()
+        raise TruncatedHandles(
+            f"{frame.nfds - len(fds)} of the {frame.nfds} fds sent with a {frame.tag!r} "
+            "message were dropped by the kernel (is the receiver out of file descriptors?)"
+        )
     if not fds:
         return registry.decode(frame.tag, frame.body, context)
     frame.fds = []
@@ -271,7 +284,8 @@ class FrameDecoder:
         body = buf[body_start:end]
         self._pos = end
         return Frame(
-            _KINDS[kind], corr, tag, route, body if type(body) is bytes else bytes(body), nfds
+            _KINDS[kind], corr, tag, route, body if type(body) is bytes else bytes(body), nfds,
+            size=HEADER_SIZE + length,
         )
 
     def frames(self) -> list[Frame]:

@@ -18,6 +18,7 @@ from protocol import (
     MAX_FDS_PER_FRAME,
     Channel,
     DecodeError,
+    FdHandle,
     Frame,
     FrameKind,
     FrameTooLarge,
@@ -30,6 +31,7 @@ from protocol import (
     encode_message,
     open_channel,
 )
+from tests.leaks import open_fds
 
 pytestmark = pytest.mark.usefixtures("no_fd_leak")
 
@@ -40,6 +42,10 @@ FILLER_CORR = (1 << 64) - 1
 class Greeting(Message):
     text: str
     n: int
+
+
+class Carrier(Message):
+    fds: list[FdHandle]
 
 
 def socketpair() -> tuple[socket.socket, socket.socket]:
@@ -470,6 +476,37 @@ async def test_frame_announcing_fds_that_never_came() -> None:
         assert got.corr == 1
         with pytest.raises(TruncatedHandles):
             await channel.receive_some()
+
+
+async def test_fds_the_kernel_drops_fail_only_their_frame(pipes, fd_count) -> None:
+    # A receiver at its fd limit gets MSG_CTRUNC: the frame whose fds were dropped fails to
+    # decode (TruncatedHandles); the channel and the frames after it are fine.
+    import resource
+
+    r, w = pipes()
+    async with channels() as (left, right):
+        before = fd_count()
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        data, fds = encode_message(FrameKind.TELL, Carrier(fds=[FdHandle(r), FdHandle(w)]))
+        await left.send(data, fds)
+        await left.send(frame(2))
+        await trio.testing.wait_all_tasks_blocked()
+        taken = open_fds()
+        lowest_free = next(fd for fd in range(len(taken) + 1) if fd not in taken)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))  # no new fd fits
+        try:
+            got = await receive(right, 2)
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        assert got[0].nfds == 2
+        assert len(got[0].fds) < 2
+        with pytest.raises(TruncatedHandles, match="dropped by the kernel"):
+            decode_message(got[0])
+        assert got[1].corr == 2
+        await left.send(frame(3))  # the channel carries on
+        [after] = await right.receive_some()
+        assert after.corr == 3
+        assert fd_count() == before
 
 
 # -- end of the stream ----------------------------------------------------------------------
