@@ -32,6 +32,7 @@ from ._errors import ActorError as ActorError
 from ._errors import ActorGone as ActorGone
 from ._errors import ActorNotFound as ActorNotFound
 from ._errors import BindError as BindError
+from ._errors import CallingSelf as CallingSelf
 from ._errors import InvalidArguments as InvalidArguments
 from ._errors import RemoteError as RemoteError
 from ._errors import RestartLimitExceeded as RestartLimitExceeded
@@ -82,6 +83,7 @@ __all__ = [
     "ActorSystem",
     "Backoff",
     "BindError",
+    "CallingSelf",
     "Decision",
     "Event",
     "ExitReason",

@@ -27,7 +27,9 @@ Answered = Callable[[Message | None, BaseException | None], None]
 
 def to_exception(failure: Failure) -> ActorError:
     """The exception an asker gets for a :class:`Failure`."""
-    if failure.kind == "remote":
+    if failure.kind in ("remote", "protocol"):
+        # "protocol": the far side could not decode the request, or encode its answer
+        # (an unknown message type, a reply over the frame limit): the actor lives on.
         return RemoteError(failure.type_name, failure.message, failure.traceback, failure.actor)
     if failure.kind == "not_found":
         return ActorNotFound(failure.message)

@@ -15,6 +15,7 @@ import importlib
 import importlib.util
 import io
 import os
+import select
 import signal
 import socket
 import sys
@@ -57,6 +58,8 @@ from ._start import Starter
 from ._tree import Child
 
 _PR_SET_PDEATHSIG = 1
+# The parent-death signal of a worker forked by the fork server: caught, not fatal.
+_SERVER_DIED = signal.SIGRTMIN + 3
 _PR_SET_NAME = 15
 _EXIT_FLUSH_TIMEOUT = 1.0
 
@@ -70,14 +73,42 @@ def _name_process(path: str) -> None:
         pass
 
 
-def _die_with_parent(parent_pid: int) -> None:
+def _die_with_parent(parent_pid: int, signal_number: int = signal.SIGKILL) -> None:
+    """Have the kernel send ``signal_number`` to this process when its parent dies."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        libc.prctl(_PR_SET_PDEATHSIG, signal_number, 0, 0, 0)
     except (OSError, AttributeError):
         pass  # not Linux: the channel's EOF still ends the worker
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         os._exit(1)
+
+
+def _die_with_master(master_pid: int) -> int:
+    """For a worker forked by the fork server: die with the master, not with the server.
+
+    The kernel's parent-death signal follows the server (our parent); it is a signal we
+    catch, and we exit only if the master is gone too. The returned pidfd of the master
+    also lets the event loop notice the master's death (see ``_watch_master``)."""
+    try:
+        master = os.pidfd_open(master_pid)
+    except ProcessLookupError:
+        os._exit(1)
+
+    def parent_died(signum: int, frame: object) -> None:
+        if _exited(master):
+            os._exit(1)
+
+    signal.signal(_SERVER_DIED, parent_died)
+    _die_with_parent(os.getppid(), _SERVER_DIED)
+    if _exited(master):
+        os._exit(1)
+    return master
+
+
+def _exited(pidfd: int) -> bool:
+    readable, _, _ = select.select([pidfd], [], [], 0)  # a pidfd is readable once it exited
+    return bool(readable)
 
 
 def load_main(main_path: str | None, main_module: str | None) -> None:
@@ -140,13 +171,14 @@ async def _handshake(channel: Channel) -> Start:
     return start
 
 
-async def _serve(fd: int) -> int:
+async def _serve(fd: int, master: int) -> int:
     sock = socket.socket(fileno=fd)
     async with open_channel(sock) as channel:
         try:
             start = await _handshake(channel)
         except (ProtocolError, trio.EndOfChannel, trio.BrokenResourceError):
             return 1
+        channel.max_frame_size = start.max_frame_size  # the system's limit, not the default
         link = Link(start.node.rpartition(".")[0], channel, is_parent=True)
         _name_process(start.path)
         try:
@@ -161,9 +193,17 @@ async def _serve(fd: int) -> int:
         except Exception as exc:
             return await _fail_start(link, start, exc)
         async with trio.open_nursery() as nursery:
+            if master >= 0:
+                nursery.start_soon(_watch_master, master, nursery)
             code = await _run_actor(nursery, link, start, actor_class, kwargs)
             nursery.cancel_scope.cancel()
         return code
+
+
+async def _watch_master(master: int, nursery: trio.Nursery) -> None:
+    """The master died (its pidfd turned readable): nobody can use this worker any more."""
+    await trio.lowlevel.wait_readable(master)
+    nursery.cancel_scope.cancel()
 
 
 async def _fail_start(link: Link, start: Start, exc: BaseException) -> int:
@@ -182,7 +222,8 @@ async def _run_actor(
     router.attach_parent(link)
     starter = Starter(router, ColdSpawner())
     run_listeners(starter, {}, {})
-    nursery.start_soon(_pump_parent, router, link, nursery)
+    parent_gone = trio.Event()
+    nursery.start_soon(_pump_parent, router, link, nursery, parent_gone)
     nursery.start_soon(_watch_sigterm, link)
     if start.heartbeat > 0:
         nursery.start_soon(_send_heartbeats, link, start.heartbeat)
@@ -204,15 +245,25 @@ async def _run_actor(
     failure = None
     if cell.failure is not None:
         failure = Failure.from_exception("remote", cell.failure, actor=start.path)
+    link.closing = True  # the actor is done: nothing new goes up, answers still do
     link.notify(Stopping(failure=failure))
     await _flush(link.channel)
+    # Read until the parent ends the channel: whatever it sent before it heard of the stop
+    # is answered (refused), so nothing sent to this worker is left in doubt.
+    with trio.move_on_after(_EXIT_FLUSH_TIMEOUT):
+        await parent_gone.wait()
     return 0 if failure is None else 1
 
 
-async def _pump_parent(router: Router, link: Link, nursery: trio.Nursery) -> None:
+async def _pump_parent(
+    router: Router, link: Link, nursery: trio.Nursery, parent_gone: trio.Event
+) -> None:
     await router.pump(link)
-    # The parent is gone (or spoke garbage): nobody can use this worker any more.
-    nursery.cancel_scope.cancel()
+    parent_gone.set()
+    if not link.closing:
+        # The parent is gone (or spoke garbage) while the actor runs: nobody can use this
+        # worker any more.
+        nursery.cancel_scope.cancel()
 
 
 async def _obey_parent(link: Link, cell: Cell) -> None:
@@ -260,11 +311,22 @@ async def _flush(channel: Channel) -> None:
             pass
 
 
-def run_worker(fd: int, parent_pid: int) -> int:
-    """Be a worker on channel ``fd`` until told to stop; returns the exit status."""
-    _die_with_parent(parent_pid)
+def run_worker(fd: int, parent_pid: int, *, master_pid: int | None = None) -> int:
+    """Be a worker on channel ``fd`` until told to stop; returns the exit status.
+
+    ``master_pid``: set when the worker was forked by the fork server (``parent_pid``); it
+    then lives as long as the master, whatever happens to the server."""
+    master = -1
+    if master_pid is None:
+        _die_with_parent(parent_pid)
+    else:
+        master = _die_with_master(master_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    result: int = trio.run(_serve, fd)
+    try:
+        result: int = trio.run(_serve, fd, master)
+    finally:
+        if master >= 0:
+            os.close(master)
     return result
 
 

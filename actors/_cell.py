@@ -25,7 +25,7 @@ from ._events import (
     exit_reason,
 )
 from ._ref import ActorRef
-from ._router import Router
+from ._router import Router, current_actor
 from ._spec import ChildSpec
 from ._tree import Child, Parent, SpawnChild, stop_children
 
@@ -129,14 +129,31 @@ class Cell:
     async def deliver(self, message: Message, reply: Reply | None) -> None:
         """Put a message in the mailbox, waiting while it is full."""
         if not self.accepting:
-            raise ActorGone(f"actor {self.path} ({self.address}) is not running")
+            raise self._not_running()
         try:
             try:
                 self._send.send_nowait((message, reply))
             except trio.WouldBlock:
                 await self._send.send((message, reply))
         except (trio.ClosedResourceError, trio.BrokenResourceError):
-            raise ActorGone(f"actor {self.path} ({self.address}) stopped") from None
+            raise self._not_running() from None
+
+    def deliver_nowait(self, message: Message, reply: Reply | None) -> None:
+        """Put a message in the mailbox now; trio.WouldBlock if it is full."""
+        if not self.accepting:
+            raise self._not_running()
+        try:
+            self._send.send_nowait((message, reply))
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise self._not_running() from None
+
+    def _not_running(self) -> ActorGone:
+        why = "it is not running"
+        if self.failure is not None:
+            why = f"it crashed ({type(self.failure).__name__}: {self.failure})"
+        elif self._ready:
+            why = "it stopped"
+        return ActorGone(f"actor {self.path} ({self.address}): {why}")
 
     def fail(self, exc: BaseException) -> None:
         """Crash from outside a handler (a background task of the actor failed).
@@ -154,7 +171,12 @@ class Cell:
         self.crashed.set()
 
     def stop(self) -> None:
-        """Stop taking messages; the actor exits once its mailbox is empty."""
+        """Stop taking messages; the actor exits once its mailbox is empty.
+
+        Its name goes at once: senders by path wait for a successor rather than find an
+        actor that takes nothing more."""
+        if self.accepting:
+            self.router.names.unregister(self.path, self.address)
         self.accepting = False
         self._send.close()
 
@@ -176,6 +198,7 @@ class Cell:
     ) -> None:
         router = self.router
         router.mailboxes[self.id] = self
+        current_actor.set(None)  # not its parent's handler any more (spawned from one)
         self.started_at = trio.current_time()
         self._report(ActorStarted(path=self.path, pid=self.pid))
         try:
@@ -198,7 +221,9 @@ class Cell:
         finally:
             self.accepting = False
             if self._current is not None:
-                self._current.fail(_gone(self, "it was stopped while handling this request"))
+                self._current.fail(
+                    _gone(self, "it was stopped while handling this request", in_doubt=True)
+                )
                 self._current = None
             self._fail_queued()
             router.mailboxes.pop(self.id, None)
@@ -213,6 +238,8 @@ class Cell:
                 stop_requested=self._stop_requested,
                 stopped_itself=self.stopped_itself,
             )
+            if self._ready:
+                router.departed(self.address, self.path, self.exit_reason)
             self._report(ActorExited(
                 path=self.path, address=self.address if self._ready else None, pid=self.pid,
                 reason=self.exit_reason,
@@ -320,6 +347,7 @@ class Cell:
                     log.warning("actor %s dropped a message: %s", self.path, error)
                 continue
             self._current = reply
+            token = current_actor.set(self.address)
             try:
                 result = await getattr(actor, name)(message)
                 if result is not None and not isinstance(result, Message):
@@ -327,14 +355,30 @@ class Cell:
                         f"handler {cls.__qualname__}.{name} returned {type(result).__name__},"
                         " not a Message or None"
                     )
-            except Exception as exc:
+            except ActorGone as exc:
+                if not self.router.stopping:
+                    self._handler_failed(reply, exc)
+                    raise
+                # Another actor stopped first in a shutdown: part of it, not a crash.
+                log.info("actor %s: %s (the system is shutting down)", self.path, exc)
                 if reply is not None:
-                    reply.fail(Failure.from_exception("remote", exc, actor=self.path))
+                    reply.fail(_gone(self, "the system is shutting down", in_doubt=True))
                 self._current = None
+                self.stop()
+                return
+            except Exception as exc:
+                self._handler_failed(reply, exc)
                 raise
+            finally:
+                current_actor.reset(token)
             self._current = None
             if reply is not None:
                 reply.send(result)
+
+    def _handler_failed(self, reply: Reply | None, exc: BaseException) -> None:
+        if reply is not None:
+            reply.fail(Failure.from_exception("remote", exc, actor=self.path))
+        self._current = None
 
     def _fail_queued(self) -> None:
         dropped = 0
@@ -394,6 +438,7 @@ class _Context:
         cell = self._cell
 
         async def guarded() -> None:
+            current_actor.set(None)  # a task of the actor, not its handler: it may ask it
             try:
                 await function(*args)
             except Exception as exc:
@@ -409,8 +454,9 @@ class _Context:
         self._cell.stop()
 
 
-def _gone(cell: Cell, why: str) -> Failure:
+def _gone(cell: Cell, why: str, *, in_doubt: bool = False) -> Failure:
     return Failure(
         kind="gone", type_name="ActorGone",
         message=f"actor {cell.path} ({cell.address}): {why}", actor=cell.path,
+        in_doubt=in_doubt,
     )

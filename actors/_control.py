@@ -12,6 +12,7 @@ from typing import Literal
 from protocol import Message
 
 __all__ = [
+    "Credit",
     "EventReport",
     "Failure",
     "Heartbeat",
@@ -25,6 +26,7 @@ __all__ = [
     "Stop",
     "Stopping",
     "Suicide",
+    "SystemStopping",
 ]
 
 FailureKind = Literal["remote", "gone", "not_found", "protocol"]
@@ -134,3 +136,14 @@ class NameUnregistered(Message, tag="actors.NameUnregistered"):
 
     path: str
     address: str
+
+
+class Credit(Message, tag="actors.Credit"):
+    """Room for ``bytes`` more bytes of tells: the receiver delivered that many onward."""
+
+    bytes: int
+
+
+class SystemStopping(Message, tag="actors.SystemStopping"):
+    """The system is shutting down (sent down the tree): a handler whose ask fails because
+    another actor already stopped is part of the shutdown, not a crash."""

@@ -9,7 +9,9 @@
     ├── RestartLimitExceeded   a supervisor restarted too often and gave up
     ├── ActorNotFound          no actor is registered under that name or path
     ├── ActorGone              the actor stopped or its process died before it could answer
-    ├── RemoteError            a handler raised; carries the original type name and traceback
+    ├── RemoteError            a handler raised (or the far side could not decode the request
+    │                          or encode the answer); carries the original type name and text
+    ├── CallingSelf            an actor asked itself: it would wait for itself forever
     └── UnexpectedReply        ``ask(msg, expect)`` got a reply of another type (a TypeError too)
 
 Wire-level failures are :class:`protocol.ProtocolError`; when one ends a channel, asks that
@@ -30,6 +32,7 @@ __all__ = [
     "ActorGone",
     "ActorNotFound",
     "BindError",
+    "CallingSelf",
     "InvalidArguments",
     "RemoteError",
     "RestartLimitExceeded",
@@ -107,6 +110,10 @@ class RemoteError(ActorError):
         if self.traceback:
             text += "\n\nRemote traceback:\n" + self.traceback.rstrip()
         return text
+
+
+class CallingSelf(ActorError):
+    """An actor asked itself from one of its handlers (it would wait for itself forever)."""
 
 
 class UnexpectedReply(ActorError, TypeError):

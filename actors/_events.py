@@ -60,6 +60,22 @@ class ExitReason(Message, tag="actors.ExitReason"):
         """True for the exits OTP calls normal: the actor ended by itself or as asked."""
         return self.kind in ("normal", "shutdown")
 
+    def why(self) -> str:
+        """The reason in words, for messages: ``"it crashed (KeyError: 'x')"``."""
+        detail = f"{self.error_type}: {self.detail}" if self.error_type else self.detail
+        words = {
+            "normal": "it stopped by itself",
+            "shutdown": "it was stopped",
+            "crashed": "it crashed",
+            "killed": "it was killed",
+            "suicide": "it crashed and asked to be replaced",
+            "timeout": "it did not become ready in time",
+            "unresponsive": "it stopped answering heartbeats and was killed",
+        }[self.kind]
+        if self.signal is not None:
+            detail = f"{detail}, signal {self.signal}" if detail else f"signal {self.signal}"
+        return f"{words} ({detail})" if detail else words
+
     def describe(self) -> str:
         parts: list[str] = [self.kind]
         if self.error_type:

@@ -38,7 +38,7 @@ from protocol import (
 )
 
 from ._errors import SpawnError
-from ._processes import ChildProcess, main_script, start_process
+from ._processes import ChildProcess, ColdSpawner, WorkerProcess, main_script, start_process
 
 __all__ = [
     "ForkServer",
@@ -83,25 +83,71 @@ class ChildExited(Message, tag="actors.forkserver.ChildExited"):
 
 
 class ForkedProcess:
-    """A worker forked by the server, as the master sees it (see ``WorkerProcess``)."""
+    """A worker forked by the server, as the master sees it (see ``WorkerProcess``).
+
+    Its exit status comes from the server's report. If the server dies first, the worker
+    lives on (an orphan); the master then learns of its exit through a pidfd, without a
+    status (``status_unknown``).
+    """
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.returncode: int | None = None
+        self.status_unknown = False
         self._exited = trio.Event()
+        self._news = trio.Event()
+        self._orphan = False
+        self._pidfd = -1
 
     def _set_status(self, status: int) -> None:
-        if self.returncode is None:
+        if not self._exited.is_set():
             self.returncode = os.waitstatus_to_exitcode(status)
-            self._exited.set()
+            self._done()
 
-    async def wait(self) -> int:
-        await self._exited.wait()
-        assert self.returncode is not None
+    def _orphaned(self) -> None:
+        """The fork server is gone: watch the process itself from now on."""
+        if self._exited.is_set():
+            return
+        try:
+            self._pidfd = os.pidfd_open(self.pid)
+        except OSError:
+            self._abandon()  # already gone (and reaped by whoever adopted it)
+            return
+        self._orphan = True
+        self._news.set()
+
+    def _abandon(self) -> None:
+        """Nobody will tell its exit status any more."""
+        if not self._exited.is_set():
+            self.status_unknown = True
+            self._done()
+
+    def _done(self) -> None:
+        self._exited.set()
+        self._news.set()
+        if self._pidfd >= 0:
+            trio.lowlevel.notify_closing(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = -1
+
+    async def wait(self) -> int | None:
+        while not self._exited.is_set():
+            if self._orphan:
+                if self._pidfd >= 0:
+                    try:
+                        await trio.lowlevel.wait_readable(self._pidfd)  # readable once it exited
+                    except trio.ClosedResourceError:
+                        continue
+                if not self._exited.is_set():
+                    self.status_unknown = True
+                    self._done()
+            else:
+                self._news = trio.Event()
+                await self._news.wait()
         return self.returncode
 
     def kill(self) -> None:
-        if self.returncode is None:
+        if not self._exited.is_set():
             try:
                 os.kill(self.pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -118,6 +164,7 @@ class ForkServer:
         self._children: dict[int, ForkedProcess] = {}
         self._early_exits: dict[int, int] = {}
         self.broken: BaseException | None = None
+        self.gone = trio.Event()  # set once the server can fork no more
         self._channel: Channel
         # The task reading the server's reports is shielded: when the block using the server
         # is cancelled, the system's shutdown still reaps its workers, and learns of their
@@ -169,7 +216,6 @@ class ForkServer:
                 log.error("the fork server spoke garbage: %r", exc)
                 self._fail(exc)
                 raise
-        # Closed with workers still unreported: they die with the server (PR_SET_PDEATHSIG).
         self._fail(RuntimeError("the fork server was closed"))
 
     def _on_frame(self, frame: Frame) -> None:
@@ -189,11 +235,16 @@ class ForkServer:
     def _fail(self, exc: BaseException) -> None:
         if self.broken is None:
             self.broken = exc
+        self.gone.set()
         for event in self._waiting.values():
             event.set()
-        # Workers of a dead server die with it (PR_SET_PDEATHSIG): say so to their watchers.
+        # Its workers outlive it (they die with the master, not with it): from now on they
+        # are watched through their pidfds; once the system closes, nobody waits for them.
         for child in self._children.values():
-            child._set_status(signal.SIGKILL)
+            if self._closing:
+                child._abandon()
+            else:
+                child._orphaned()
         self._children.clear()
 
 
@@ -236,47 +287,81 @@ async def open_fork_server(preload: list[str] | None = None) -> AsyncIterator[Fo
 
 
 class LazyForkServer:
-    """A :class:`Spawner` that starts its fork server when the first worker is asked for.
+    """A :class:`Spawner` that runs a fork server from the first worker on, supervised.
 
     A system that never starts a process never pays for a fork server (a process and ~0.3 s
-    of imports). Get one from :func:`open_lazy_fork_server`.
+    of imports). If the server dies, running workers carry on (they die with the master,
+    not with it); new workers start cold until a new server is up (restarted with a backoff
+    of 0.5 s doubling to 30 s). Get one from :func:`open_lazy_fork_server`.
     """
 
     def __init__(self, nursery: trio.Nursery, preload: list[str]) -> None:
         self._nursery = nursery
         self._preload = preload
         self._server: ForkServer | None = None
-        self._ready: trio.Event | None = None
-        self._error: BaseException | None = None
+        self._first: trio.Event | None = None
         self._closing = trio.Event()
+        self._cold = ColdSpawner()
+        self.restarts = 0
 
     @property
     def started(self) -> bool:
-        return self._ready is not None
+        return self._first is not None
 
-    async def start(self, fd: int) -> ForkedProcess:
-        if self._ready is None:
+    async def start(self, fd: int) -> WorkerProcess:
+        if self._closing.is_set():
+            raise SpawnError("the system is closing: no new worker starts")
+        if self._first is None:
+            self._first = trio.Event()
+            self._nursery.start_soon(self._supervise, self._first)
+        await self._first.wait()
+        server = self._server
+        if server is not None and server.broken is None:
+            try:
+                return await server.start(fd)
+            except SpawnError:
+                if server.broken is None:
+                    raise  # it is up but could not fork: that is this start's failure
+        # No fork server now (it died and is not back yet): a fresh interpreter.
+        return await self._cold.start(fd)
+
+    async def _supervise(self, first: trio.Event) -> None:
+        delay = _RESTART_DELAY
+        while not self._closing.is_set():
+            try:
+                async with open_fork_server(self._preload) as server:
+                    self._server = server
+                    first.set()
+                    up_since = trio.current_time()
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(_cancel_when, self._closing, nursery.cancel_scope)
+                        await server.gone.wait()
+                        nursery.cancel_scope.cancel()
+                    if trio.current_time() - up_since > _STABLE_AFTER:
+                        delay = _RESTART_DELAY
+            except Exception as exc:
+                log.error("the fork server could not start: %r", exc)
+            finally:
+                self._server = None
+                first.set()
             if self._closing.is_set():
-                raise SpawnError("the system is closing: no new worker starts")
-            self._ready = trio.Event()
-            self._nursery.start_soon(self._run, self._ready)
-        await self._ready.wait()
-        if self._server is None:
-            raise SpawnError(f"the fork server did not start: {self._error!r}")
-        return await self._server.start(fd)
-
-    async def _run(self, ready: trio.Event) -> None:
-        try:
-            async with open_fork_server(self._preload) as server:
-                self._server = server
-                ready.set()
+                return
+            log.error("the fork server is gone: workers start cold until a new one is up "
+                      "(in %.1f s)", delay)
+            with trio.move_on_after(delay):
                 await self._closing.wait()
-        except Exception as exc:
-            self._error = exc
-            log.error("the fork server failed: %r", exc)
-        finally:
-            self._server = None
-            ready.set()
+            delay = min(delay * 2, _MAX_RESTART_DELAY)
+            self.restarts += 1
+
+
+_RESTART_DELAY = 0.5
+_MAX_RESTART_DELAY = 30.0
+_STABLE_AFTER = 60.0
+
+
+async def _cancel_when(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
 
 
 @asynccontextmanager

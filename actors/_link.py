@@ -1,4 +1,13 @@
-"""``Link``: the channel between this process and a neighbouring one in the process tree."""
+"""``Link``: the channel between this process and a neighbouring one in the process tree.
+
+Tells over a link are flow-controlled by credit, so that a receiver never has to stop
+reading its channel to apply backpressure (which would leave replies and control messages
+stuck behind data for one full mailbox): a sender may have at most ``TELL_WINDOW`` bytes of
+tells that the receiver has not yet passed on (into a mailbox, or onward to another
+process); the receiver gives credit back (:class:`Credit`) as it passes them on. Asks,
+replies and control messages take no credit: each ask has a task (or a bounded request)
+waiting for it, so they cannot pile up without bound.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +17,28 @@ import trio
 
 from protocol import Channel, FrameKind, Message, encode_message
 
-__all__ = ["Link"]
+from ._control import Credit
+
+__all__ = ["CREDIT_GRANT", "TELL_WINDOW", "Link"]
+
+TELL_WINDOW = 1024 * 1024
+"""Bytes of tells a sender may have in flight on one link before it waits for credit."""
+CREDIT_GRANT = TELL_WINDOW // 8
+"""The receiver gives credit back once it has passed on this many bytes."""
 
 
 class Link:
     """The channel to the parent process, or to one worker process this one started.
 
     The router reads its frames (``Router.pump``) and answers what concerns routing itself
-    (names, events, heartbeats); every other control message goes to ``control``, which
-    the link's owner reads (a worker handle in the parent, the bootstrap in a worker).
+    (names, events, heartbeats, credit); every other control message goes to ``control``,
+    which the link's owner reads (a worker handle in the parent, the bootstrap in a worker).
     ``subtree`` is the path of the worker's actor (child links only): the worker may name
     and report actors at that path or below it, nothing else.
+
+    ``closing``: the peer said it is stopping; nothing new is sent to it, and what it still
+    answers is read until it closes. ``retiring``: the peer's actor asked to be replaced;
+    names its successor registers take precedence over its own.
     """
 
     def __init__(
@@ -31,10 +51,19 @@ class Link:
         self.down = False
         self.down_reason = ""
         self.error: BaseException | None = None  # what ended the link, if it failed
+        self.closing = False
+        self.retiring = False
         self.last_heard = trio.current_time()
         # Asks forwarded out through this link, keyed by (asker node, corr): the destination.
         self.relayed: dict[tuple[str, int], str] = {}
         self.control, self.control_received = trio.open_memory_channel[Message](math.inf)
+        self.send_credit = TELL_WINDOW  # bytes of tells we may still send
+        self._passed_on = 0  # bytes of tells received and passed on, not yet credited back
+        self._credit_back = trio.Event()
+
+    @property
+    def open_for_sending(self) -> bool:
+        return not (self.down or self.closing)
 
     def send_control(self, message: Message) -> None:
         """Send a control message now; raises if the channel is closed or broken."""
@@ -64,3 +93,27 @@ class Link:
     def covers(self, path: str) -> bool:
         """True when ``path`` is the worker's own path or below it (child links only)."""
         return path == self.subtree or path.startswith(self.subtree + "/")
+
+    # -- credit -----------------------------------------------------------------------------
+
+    async def wait_credit(self) -> None:
+        """Wait until a tell may be sent (or the link can take none at all any more)."""
+        while self.send_credit <= 0 and self.open_for_sending:
+            self._credit_back = trio.Event()
+            await self._credit_back.wait()
+
+    def credited(self, amount: int) -> None:
+        """The peer passed ``amount`` bytes of our tells on."""
+        self.send_credit += amount
+        self._credit_back.set()
+
+    def passed_on(self, size: int) -> None:
+        """A tell of ``size`` bytes from the peer was delivered, forwarded or dropped."""
+        self._passed_on += size
+        if self._passed_on >= CREDIT_GRANT:
+            amount, self._passed_on = self._passed_on, 0
+            self.notify(Credit(bytes=amount))
+
+    def stop_sending(self) -> None:
+        """Wake whoever waits for credit (the link is closing or down)."""
+        self._credit_back.set()

@@ -7,14 +7,22 @@ tree: the master is node ``"0"``; a worker it starts is ``"0.1"``, a worker that
 the master (``0/@path``), or for replies a node id; every router forwards what is not its own
 one hop along the tree, and delivers what is its own to a local :class:`Mailbox`.
 
+The router never stops reading a link to wait for a full mailbox or a slow link onward: a
+message that cannot be passed on at once waits in a *lane* (one per incoming link and
+destination, so order is kept and one slow actor holds up nothing else), and the sender's
+credit for tells comes back only as its lane moves (see ``_link``). Replies and control
+messages are never held behind data.
+
 Every ask gets an answer: each hop that forwards an ask remembers it until the reply passes
 back, and answers it with :class:`ActorGone` itself if the link it went out on goes down.
 """
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import logging
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -22,12 +30,14 @@ import trio
 
 from protocol import (
     DEFAULT_MAX_FRAME_SIZE,
+    HEADER_SIZE,
+    DecodeError,
     Frame,
     FrameKind,
-    InvalidMessage,
+    FrameTooLarge,
+    HandleError,
     Message,
     ProtocolError,
-    UnknownMessageType,
     decode_message,
     encode_message,
     registry,
@@ -35,25 +45,36 @@ from protocol import (
 
 from ._asks import Answered, Pending, PendingAsks, Reply, to_exception
 from ._control import (
+    Credit,
     EventReport,
     Failure,
     FailureKind,
     Heartbeat,
     NameRegistered,
     NameUnregistered,
+    SystemStopping,
 )
-from ._errors import ActorGone, ActorNotFound
-from ._events import Event, EventSink
+from ._errors import ActorGone, ActorNotFound, CallingSelf
+from ._events import ActorExited, Event, EventSink, ExitReason
 from ._link import Link
 from ._names import NameRegistry
 from ._ref import SENDER_CONTEXT_KEY, ActorRef
 
-__all__ = ["MASTER_NODE", "Mailbox", "Router"]
+__all__ = ["MASTER_NODE", "Mailbox", "Router", "current_actor"]
 
 log = logging.getLogger("actors")
 
 MASTER_NODE = "0"
 _TELL_BUDGET = 64
+_DEPARTED_KEPT = 4096
+
+current_actor: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "actors.current_actor", default=None
+)
+"""The address of the actor whose handler is running in this task (None elsewhere)."""
+
+# A frame that cannot be decoded is a failure of that one message: the stream is in step.
+_MESSAGE_ERRORS = (DecodeError, HandleError)
 
 
 class Mailbox(Protocol):
@@ -67,6 +88,11 @@ class Mailbox(Protocol):
         """Queue a message, waiting while the mailbox is full; ActorGone if it stopped."""
         ...
 
+    def deliver_nowait(self, message: Message, reply: Reply | None) -> None:
+        """Queue a message now; trio.WouldBlock if the mailbox is full, ActorGone if it
+        stopped."""
+        ...
+
     def inline_handler(self, message: Message) -> Callable[[Message], Message | None] | None:
         """The runtime's synchronous handler for ``message``, if the actor has one."""
         ...
@@ -76,11 +102,21 @@ class Mailbox(Protocol):
         ...
 
 
+class _Lane:
+    """Messages from one link to one destination that could not be passed on at once."""
+
+    __slots__ = ("items", "link")
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+        self.items: deque[tuple[Frame, str, Message | None]] = deque()
+
+
 class Router:
     """The router of one process: its links, its local mailboxes, its pending asks.
 
     Created by ``open_system`` (the master) or a worker's bootstrap; ``nursery`` runs the
-    router's own short tasks (frames held for a restarting path).
+    router's own tasks (lanes, frames held for a restarting path).
     """
 
     def __init__(
@@ -101,11 +137,15 @@ class Router:
         self.parent: Link | None = None
         self.children: dict[str, Link] = {}
         self.mailboxes: dict[int, Mailbox] = {}
+        self.stopping = False  # the system is shutting down
         self._actor_ids = itertools.count(1)
         self._child_ids = itertools.count(1)
         self._context = {SENDER_CONTEXT_KEY: self}
         self._tell_budget = _TELL_BUDGET
         self._held: dict[str, list[tuple[Link, Frame, str]]] = {}
+        self._lanes: dict[tuple[Link, str], _Lane] = {}
+        # Actors known to be gone, by address: who they were and why they went (bounded).
+        self._departed: OrderedDict[str, str] = OrderedDict()
 
     @property
     def is_master(self) -> bool:
@@ -126,6 +166,8 @@ class Router:
 
     def add_child(self, link: Link) -> None:
         self.children[link.peer] = link
+        if self.stopping:
+            link.notify(SystemStopping())
 
     def publish(self, event: Event) -> None:
         """Report a lifecycle event: to ``events()`` in the master, up the tree elsewhere."""
@@ -133,6 +175,24 @@ class Router:
             self.events.publish(event)
         elif self.parent is not None:
             self.parent.notify(EventReport(tag=event.message_tag, body=event.model_dump_json()))
+
+    def system_stopping(self) -> None:
+        """The system is shutting down: say so here and in every process below."""
+        if self.stopping:
+            return
+        self.stopping = True
+        for link in list(self.children.values()):
+            link.notify(SystemStopping())
+
+    def departed(self, address: str, path: str, reason: ExitReason) -> None:
+        """Remember that the actor at ``address`` is gone, so that sends to it say so."""
+        self._departed[address] = f"actor {path} ({address}) is gone: {reason.why()}"
+        self._departed.move_to_end(address)
+        while len(self._departed) > _DEPARTED_KEPT:
+            self._departed.popitem(last=False)
+
+    def _gone(self, address: str, fallback: str) -> ActorGone:
+        return ActorGone(self._departed.get(address, fallback))
 
     def link_towards(self, node_id: str) -> Link | None:
         """The next hop towards ``node_id`` (None for this node or when there is none)."""
@@ -155,24 +215,32 @@ class Router:
         # _TELL_BUDGET calls (or when it has to wait): a burst of tells to a worker then
         # leaves in a few large writes instead of one write and one scheduling round each.
         await trio.lowlevel.checkpoint_if_cancelled()
+        _check_message(message)
         try:
             await self._tell(ref, message)
         except _Undelivered as exc:
             if not self._follows(ref):
                 raise exc.error from None
-            await self._tell(ref, message)  # the holder died: wait for its successor
+            try:
+                await self._tell(ref, message)  # the holder went: wait for its successor
+            except _Undelivered as again:
+                raise again.error from None
 
     async def ask(self, ref: ActorRef, message: Message) -> Message | None:
         await trio.lowlevel.checkpoint_if_cancelled()
+        _check_message(message)
         try:
             return await self._ask(ref, message)
         except _Undelivered as exc:
             if not self._follows(ref):
                 raise exc.error from None
-            return await self._ask(ref, message)  # the holder died: wait for its successor
+            try:
+                return await self._ask(ref, message)  # the holder went: wait for its successor
+            except _Undelivered as again:
+                raise again.error from None
 
     def _follows(self, ref: ActorRef) -> bool:
-        """A ref by path to a supervised actor retries a send its dead holder never got."""
+        """A ref by path to a supervised actor retries a send its old holder never got."""
         return ref.path is not None and self.names.supervised(ref.path)
 
     async def _resolve(self, ref: ActorRef) -> str:
@@ -200,9 +268,24 @@ class Router:
             mailbox = self.mailboxes.get(int(actor))
         except ValueError:
             mailbox = None
-        if mailbox is None or not mailbox.accepting:
-            raise ActorGone(f"actor {self.id}/{actor} is not running")
+        if mailbox is None:
+            address = f"{self.id}/{actor}"
+            raise self._gone(address, f"actor {address} is not running")
+        if not mailbox.accepting:
+            raise self._gone(mailbox.address,
+                             f"actor {mailbox.path} ({mailbox.address}) is stopping")
         return mailbox
+
+    def _route_out(self, address: str) -> Link:
+        node_id = address.partition("/")[0]
+        if address in self._departed:
+            raise _Undelivered(self._gone(address, ""))
+        link = self.link_towards(node_id)
+        if link is None or not link.open_for_sending:
+            raise _Undelivered(self._gone(
+                address, f"actor {address} is gone: its process went away"
+            ))
+        return link
 
     async def _tell(self, ref: ActorRef, message: Message) -> None:
         address = await self._resolve(ref)
@@ -213,15 +296,19 @@ class Router:
             except ActorGone as exc:
                 raise _Undelivered(exc) from None
         else:
-            link = self.link_towards(node_id)
-            if link is None or link.down:
-                raise _Undelivered(ActorGone(f"no route to actor {address}: its process is gone"))
+            link = self._route_out(address)
+            waited = False
+            if link.send_credit <= 0:
+                await link.wait_credit()  # the receiver has not passed our tells on yet
+                link = self._route_out(address)
+                waited = True
             data, fds = encode_message(
                 FrameKind.TELL, message, route=f"{address}|{self.id}",
                 max_frame_size=self.max_frame_size,
             )
-            if await self._send(link, address, data, fds, defer=True):
-                self._tell_budget = _TELL_BUDGET  # waiting for room was a scheduling point
+            link.send_credit -= len(data)
+            if await self._send(link, address, data, fds, defer=True) or waited:
+                self._tell_budget = _TELL_BUDGET  # waiting was a scheduling point
                 return
         self._tell_budget -= 1
         if self._tell_budget <= 0:
@@ -230,6 +317,11 @@ class Router:
 
     async def _ask(self, ref: ActorRef, message: Message) -> Message | None:
         address = await self._resolve(ref)
+        if address == current_actor.get():
+            raise CallingSelf(
+                f"actor {ref.path or address} asked itself from its own handler: it would "
+                "wait for itself forever (use a tell, or do the work in place)"
+            )
         node_id, _, actor = address.partition("/")
         if node_id == self.id:
             pending = Pending(None)
@@ -238,10 +330,8 @@ class Router:
             except ActorGone as exc:
                 raise _Undelivered(exc) from None
             await pending.event.wait()
-            return pending.result()
-        link = self.link_towards(node_id)
-        if link is None or link.down:
-            raise _Undelivered(ActorGone(f"no route to actor {address}: its process is gone"))
+            return self._answer(pending)
+        link = self._route_out(address)
         corr, pending = self.asks.open(link)
         try:
             data, fds = encode_message(
@@ -253,6 +343,13 @@ class Router:
             await pending.event.wait()
         finally:
             self.asks.close(corr)
+        return self._answer(pending)
+
+    @staticmethod
+    def _answer(pending: Pending) -> Message | None:
+        error = pending.error
+        if isinstance(error, ActorGone) and not error.in_doubt:
+            raise _Undelivered(error)  # certainly not handled: a ref by path may retry
         return pending.result()
 
     async def _send(
@@ -271,7 +368,9 @@ class Router:
         try:
             await link.channel.wait_writable()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise ActorGone(f"no route to actor {address}: {exc}") from exc
+            gone = ActorGone(f"no route to actor {address}: {exc}")
+            gone.in_doubt = True
+            raise gone from exc
         return True
 
     def request(self, ref: ActorRef, message: Message, answered: Answered) -> None:
@@ -284,7 +383,7 @@ class Router:
         assert address is not None
         node_id = address.partition("/")[0]
         link = self.link_towards(node_id)
-        if link is None or link.down:
+        if link is None or not link.open_for_sending:
             answered(None, ActorGone(f"no route to actor {address}: its process is gone"))
             return
         corr, pending = self.asks.open(link)
@@ -323,10 +422,17 @@ class Router:
         self._send_answer(target, data, fds)
 
     def send_failure(self, target: str, corr: int, failure: Failure) -> None:
-        data, fds = encode_message(
-            FrameKind.ERROR, failure, corr=corr, route=f"{target}|{self.id}",
-            max_frame_size=self.max_frame_size,
-        )
+        try:
+            data, fds = encode_message(
+                FrameKind.ERROR, failure, corr=corr, route=f"{target}|{self.id}",
+                max_frame_size=self.max_frame_size,
+            )
+        except FrameTooLarge:  # a traceback too long to carry: the gist still goes
+            data, fds = encode_message(
+                FrameKind.ERROR,
+                failure.model_copy(update={"traceback": "", "message": failure.message[:4096]}),
+                corr=corr, route=f"{target}|{self.id}",
+            )
         self._send_answer(target, data, fds)
 
     def _send_answer(self, target: str, data: bytes, fds: list[int]) -> None:
@@ -342,7 +448,11 @@ class Router:
     # -- receiving --------------------------------------------------------------------------
 
     async def pump(self, link: Link) -> None:
-        """Route every frame arriving on ``link`` until it ends; then take the link down."""
+        """Route every frame arriving on ``link`` until it ends; then take the link down.
+
+        It never waits for anything but the channel: what cannot be passed on at once goes
+        into a lane.
+        """
         reason = "closed"
         error: BaseException | None = None
         try:
@@ -350,8 +460,7 @@ class Router:
                 frames = await link.channel.receive_some()
                 link.last_heard = trio.current_time()
                 for frame in frames:
-                    await self._on_frame(link, frame)
-                link.last_heard = trio.current_time()
+                    self._on_frame(link, frame)
         except trio.EndOfChannel:
             reason = "closed"
         except ProtocolError as exc:
@@ -362,15 +471,29 @@ class Router:
         finally:
             self.link_down(link, reason, error)
 
+    def close_link(self, link: Link) -> None:
+        """The peer said it is stopping: send it nothing new, forget the names it held.
+
+        Its answers to what it was already sent still come (its owner ends our side of the
+        channel once it is flushed, and the peer reads until then)."""
+        if link.closing or link.down:
+            return
+        link.closing = True
+        link.stop_sending()
+        if not link.is_parent:
+            self._drop_names(link)
+
     def link_down(self, link: Link, reason: str, error: BaseException | None = None) -> None:
         """Forget ``link``: fail what waits on it, drop its names, and close it."""
         if link.down:
             return
+        orderly = link.closing
         link.down = True
         link.down_reason = reason
         link.error = error
         link.channel.close()
         link.control.close()
+        link.stop_sending()
         text = f"the process of node {link.peer} is gone ({reason})"
 
         def gone() -> ActorGone:
@@ -389,11 +512,30 @@ class Router:
         if not link.is_parent:
             if self.children.get(link.peer) is link:
                 del self.children[link.peer]
-            for path, address in list(self.names.names.items()):
-                if link.owns(address.partition("/")[0]):
-                    self.names.unregister(path, address)  # and up the tree
+            lost = self._drop_names(link)
+            if not orderly:
+                self._report_lost(link, lost, reason)
 
-    async def _on_frame(self, link: Link, frame: Frame) -> None:
+    def _drop_names(self, link: Link) -> list[tuple[str, str]]:
+        dropped = []
+        for path, address in list(self.names.names.items()):
+            if link.owns(address.partition("/")[0]):
+                self.names.unregister(path, address)  # and up the tree
+                dropped.append((path, address))
+        return dropped
+
+    def _report_lost(self, link: Link, lost: list[tuple[str, str]], reason: str) -> None:
+        """Actors that went down with a process, without a word of their own: their exit."""
+        for path, address in lost:
+            if path == link.subtree:
+                continue  # the worker's own actor: its handle reports it
+            lost_reason = ExitReason(
+                kind="killed", detail=f"its process (node {link.peer}) went away: {reason}",
+            )
+            self.departed(address, path, lost_reason)
+            self.publish(ActorExited(path=path, address=address, reason=lost_reason))
+
+    def _on_frame(self, link: Link, frame: Frame) -> None:
         kind = frame.kind
         if kind is FrameKind.SYSTEM:
             self._on_control(link, self.decode(frame))
@@ -406,7 +548,7 @@ class Router:
             frame.close_fds()
             raise ProtocolError(f"node {link.peer} sent a frame claiming to be from {source}")
         if kind is FrameKind.TELL or kind is FrameKind.ASK:
-            await self._on_request(link, frame, destination, source)
+            self._on_request(link, frame, destination, source)
         else:
             self._on_answer(link, frame, destination, source)
 
@@ -414,6 +556,12 @@ class Router:
         """What the router answers itself; the rest goes to the link's owner."""
         if isinstance(message, Heartbeat):
             return  # the pump already noted that the peer is alive
+        if isinstance(message, Credit):
+            link.credited(message.bytes)
+            return
+        if isinstance(message, SystemStopping) and link.is_parent:
+            self.system_stopping()
+            return
         if link.is_parent or not isinstance(message, NameRegistered | NameUnregistered
                                             | EventReport):
             try:
@@ -431,10 +579,19 @@ class Router:
             return
         if isinstance(message, NameUnregistered):
             self.names.unregister(message.path, message.address)
-        elif self.names.get(message.path) not in (None, message.address):
-            log.warning("name %r registered twice; keeping the first", message.path)
-        else:
+            return
+        holder = self.names.get(message.path)
+        if holder is None or holder == message.address:
             self.names.register(message.path, message.address)
+            return
+        holder_link = self.link_towards(holder.partition("/")[0])
+        if holder_link is not None and (holder_link.retiring or holder_link.closing):
+            # The holder belongs to an incarnation on its way out (it asked to be
+            # replaced): names follow the live one.
+            self.names.register(message.path, message.address, replace=True)
+        else:
+            log.warning("%r registered twice (by %s and %s); keeping the first",
+                        message.path, holder, message.address)
 
     def _on_event_report(self, link: Link, report: EventReport) -> None:
         try:
@@ -448,7 +605,11 @@ class Router:
             return
         self.publish(event)
 
-    async def _on_request(self, link: Link, frame: Frame, destination: str, source: str) -> None:
+    def _passed_on(self, link: Link, frame: Frame) -> None:
+        if frame.kind is FrameKind.TELL:
+            link.passed_on(frame.size)
+
+    def _on_request(self, link: Link, frame: Frame, destination: str, source: str) -> None:
         node_id, _, actor = destination.partition("/")
         if node_id == self.id and actor.startswith("@"):
             path = actor[1:]
@@ -457,38 +618,81 @@ class Router:
                 self._hold(path, link, frame, source)
                 return
             if address is None:
-                self._refuse(frame, source, "not_found",
+                self._refuse(link, frame, source, "not_found",
                              f"no actor is registered under the path {path!r}")
                 return
             frame.route = f"{address}|{source}"
             node_id, _, actor = address.partition("/")
         if node_id != self.id:
-            await self._forward(link, frame, node_id, source)
+            self._forward(link, frame, node_id, source)
+            return
+        key = (link, actor)
+        lane = self._lanes.get(key)
+        if lane is not None:  # earlier messages from this link wait: keep the order
+            lane.items.append((frame, source, None))
             return
         try:
             mailbox = self._local(actor)
         except ActorGone as exc:
-            self._refuse(frame, source, "gone", str(exc))
+            self._refuse(link, frame, source, "gone", str(exc))
             return
-        try:
-            message = self.decode(frame)
-        except (UnknownMessageType, InvalidMessage) as exc:
-            if frame.kind is FrameKind.ASK:
-                self.send_failure(source, frame.corr, Failure.from_exception("protocol", exc))
-            if source == link.peer:
-                raise  # the peer that wrote it is the offender: its channel is closed
-            log.error("dropping a message from node %s to %s: %s", source, destination, exc)
+        message = self._decode_request(link, frame, source)
+        if message is None:
             return
         reply = Reply(self, target=source, corr=frame.corr) if frame.kind is FrameKind.ASK else None
         inline = mailbox.inline_handler(message)
         if inline is not None:
             self._handle_inline(mailbox, inline, message, reply)
+            self._passed_on(link, frame)
             return
         try:
-            await mailbox.deliver(message, reply)
+            mailbox.deliver_nowait(message, reply)
+        except trio.WouldBlock:
+            lane = self._lanes[key] = _Lane(link)
+            lane.items.append((frame, source, message))
+            self.nursery.start_soon(self._deliver_lane, key, lane)
+            return
         except ActorGone as exc:
             if reply is not None:
                 reply.fail(Failure.from_exception("gone", exc))
+        self._passed_on(link, frame)
+
+    def _decode_request(self, link: Link, frame: Frame, source: str) -> Message | None:
+        """The message of a request frame, or None once its failure is handled."""
+        try:
+            return self.decode(frame)
+        except _MESSAGE_ERRORS as exc:
+            # An error for this one message (the stream is in step): the asker hears why.
+            if frame.kind is FrameKind.ASK:
+                self.send_failure(source, frame.corr, Failure.from_exception("protocol", exc))
+            log.error("cannot take a message from node %s: %s", source, exc)
+            self._passed_on(link, frame)
+            return None
+
+    async def _deliver_lane(self, key: tuple[Link, str], lane: _Lane) -> None:
+        """Deliver one lane's messages in order, each as soon as its mailbox has room."""
+        link, actor = key
+        try:
+            while lane.items:
+                frame, source, message = lane.items[0]
+                if message is None:
+                    message = self._decode_request(link, frame, source)
+                if message is not None:
+                    reply = (Reply(self, target=source, corr=frame.corr)
+                             if frame.kind is FrameKind.ASK else None)
+                    try:
+                        await self._local(actor).deliver(message, reply)
+                    except ActorGone as exc:
+                        if reply is not None:
+                            reply.fail(Failure.from_exception("gone", exc))
+                        else:
+                            log.debug("dropping a message from node %s: %s", source, exc)
+                    self._passed_on(link, frame)
+                lane.items.popleft()
+        finally:
+            del self._lanes[key]
+            for frame, source, _ in lane.items:  # cancelled: the system is going away
+                self._refuse(link, frame, source, "gone", "the system is shutting down")
 
     def _handle_inline(
         self,
@@ -521,46 +725,86 @@ class Router:
         if address is None and self.names.supervised(path):
             log.warning("%s was not back within %s s: failing what waited for it",
                         path, self.names.restart_wait)
-            for _, frame, source in held:
-                self._refuse(frame, source, "gone",
+            for link, frame, source in held:
+                self._refuse(link, frame, source, "gone",
                              f"{path!r} is restarting and was not back within "
                              f"{self.names.restart_wait} s")
             return
         for link, frame, source in held:
             destination = frame.route.partition("|")[0]
             try:
-                await self._on_request(link, frame, destination, source)
+                self._on_request(link, frame, destination, source)
             except ProtocolError as exc:
                 log.error("dropping a held message from node %s: %s", source, exc)
 
-    def _refuse(self, frame: Frame, source: str, kind: FailureKind, text: str) -> None:
+    def _refuse(self, link: Link, frame: Frame, source: str, kind: FailureKind, text: str,
+                exc: BaseException | None = None) -> None:
+        """The request certainly reached no actor: say so to an asker, drop a tell."""
         frame.close_fds()
+        self._passed_on(link, frame)
         if frame.kind is FrameKind.ASK:
-            self.send_failure(
-                source, frame.corr, Failure(kind=kind, type_name="ActorError", message=text)
-            )
+            failure = (Failure.from_exception(kind, exc) if exc is not None
+                       else Failure(kind=kind, type_name="ActorError", message=text))
+            self.send_failure(source, frame.corr, failure)
         else:
             log.debug("dropping a message from node %s: %s", source, text)
 
-    async def _forward(self, came_from: Link, frame: Frame, node_id: str, source: str) -> None:
+    def _forward(self, came_from: Link, frame: Frame, node_id: str, source: str) -> None:
         out = self.link_towards(node_id)
-        if out is None or out is came_from or out.down:
-            self._refuse(frame, source, "gone", f"no process is running node {node_id}")
+        if out is None or out is came_from or not out.open_for_sending:
+            self._refuse(came_from, frame, source, "gone", f"no process is running node {node_id}")
+            return
+        key = (came_from, "->" + out.peer)  # actor ids are digits: no clash with local lanes
+        lane = self._lanes.get(key)
+        if lane is None and (frame.kind is FrameKind.ASK or out.send_credit > 0):
+            self._send_on(came_from, out, frame, source)
+            return
+        if lane is None:
+            lane = self._lanes[key] = _Lane(came_from)
+            self.nursery.start_soon(self._forward_lane, key, lane, out)
+        lane.items.append((frame, source, None))
+
+    async def _forward_lane(self, key: tuple[Link, str], lane: _Lane, out: Link) -> None:
+        """Send one lane's frames on in order, tells as credit comes back from ``out``."""
+        came_from = lane.link
+        try:
+            while lane.items:
+                frame, source, _ = lane.items[0]
+                if frame.kind is FrameKind.TELL and out.send_credit <= 0:
+                    await out.wait_credit()
+                if not out.open_for_sending:
+                    break
+                lane.items.popleft()
+                self._send_on(came_from, out, frame, source)
+        finally:
+            del self._lanes[key]
+            for frame, source, _ in lane.items:
+                self._refuse(came_from, frame, source, "gone",
+                             f"the process of node {out.peer} is gone")
+
+    def _send_on(self, came_from: Link, out: Link, frame: Frame, source: str) -> None:
+        """Forward one frame on ``out`` now (routing never makes a frame invalid)."""
+        data = frame.encode()
+        if len(data) - HEADER_SIZE > out.channel.max_frame_size:
+            # Its route grew on the way (a path resolved to an address): refuse this one.
+            too_large = FrameTooLarge(len(data) - HEADER_SIZE, out.channel.max_frame_size)
+            self._refuse(came_from, frame, source, "protocol", str(too_large), too_large)
             return
         if frame.kind is FrameKind.ASK:
             out.relayed[(source, frame.corr)] = frame.route.partition("|")[0]
+        else:
+            out.send_credit -= len(data)
         try:
-            queued = out.channel.send_nowait(
-                frame.encode(), frame.fds, defer=frame.kind is FrameKind.TELL
-            )
-            if queued > out.channel.high_water:
-                await out.channel.wait_writable()
+            out.channel.send_nowait(data, frame.fds, defer=frame.kind is FrameKind.TELL)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             if frame.kind is FrameKind.ASK:
                 out.relayed.pop((source, frame.corr), None)
-            self._refuse(frame, source, "gone", f"the process of node {node_id} is gone")
+            self._refuse(came_from, frame, source, "gone",
+                         f"the process of node {out.peer} is gone")
+            return
         finally:
             frame.close_fds()
+        self._passed_on(came_from, frame)
 
     def _on_answer(self, link: Link, frame: Frame, destination: str, source: str) -> None:
         link.relayed.pop((destination, frame.corr), None)
@@ -582,10 +826,9 @@ class Router:
             return
         try:
             message = self.decode(frame)
-        except (UnknownMessageType, InvalidMessage) as exc:
-            pending.fail(exc)
-            if source == link.peer:
-                raise
+        except _MESSAGE_ERRORS as exc:
+            pending.fail(exc)  # this answer cannot be read here: the asker hears why
+            log.error("cannot read an answer from node %s: %s", source, exc)
             return
         if frame.kind is FrameKind.ERROR:
             if not isinstance(message, Failure):
@@ -594,6 +837,14 @@ class Router:
                 pending.fail(to_exception(message))
         else:
             pending.resolve(None if isinstance(message, _NoneReply) else message)
+
+
+def _check_message(message: object) -> None:
+    if not isinstance(message, Message):
+        raise TypeError(
+            f"only Message instances can be sent, not {type(message).__qualname__} "
+            f"({message!r:.60})"
+        )
 
 
 class _Undelivered(Exception):

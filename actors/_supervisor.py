@@ -319,8 +319,8 @@ class Supervisor:
         if name not in decision.restart:
             slot.wanted = False
             self.router.names.release(child_path(self.path, name))
-            if slot.spec.restart == "temporary" and name not in self.spec_names:
-                del self._slots[name]
+            if slot.spec.restart == "temporary":
+                del self._slots[name]  # as OTP deletes a temporary child's spec: it may come again
             return
         for other in decision.stop:
             other_slot = self._slots[other]

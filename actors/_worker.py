@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import select
 import signal
 import socket
 import sys
@@ -108,6 +109,7 @@ class WorkerHandle:
         self._explained: ExitReason | None = None  # the first explanation of the exit
         self._stop_requested = False
         self._killed_after_grace = False
+        self._said_stopping = False
 
     @property
     def ref(self) -> ActorRef:
@@ -177,8 +179,10 @@ class WorkerHandle:
                 if self._killed_after_grace else None,
                 returncode=code,
                 stop_requested=self._stop_requested,
-                stopped_itself=code == 0,
+                stopped_itself=code == 0 or (code is None and self._said_stopping),
             )
+            if self.address is not None:
+                router.departed(self.address, self.path, self.exit_reason)
             router.publish(ActorExited(
                 path=self.path, address=self.address, pid=self.pid, reason=self.exit_reason
             ))
@@ -259,8 +263,10 @@ class WorkerHandle:
             if isinstance(message, Suicide):
                 self._on_suicide(message.failure)
             elif isinstance(message, Stopping):
+                self._said_stopping = True
                 if message.failure is not None:
                     self._explain(_failure_reason("crashed", message.failure))
+                await self._close(link)
             else:
                 log.error("worker %s sent an unexpected %s: closing its channel",
                           self.path, type(message).__name__)
@@ -268,12 +274,28 @@ class WorkerHandle:
                     link, f"unexpected control message {type(message).__name__}"
                 )
 
+    async def _close(self, link: Link) -> None:
+        """The worker's actor stopped: send it nothing new, then end our side.
+
+        The worker reads until our end of the channel, answering (refusing) whatever it was
+        sent before, so no request to it is left in doubt by an orderly stop."""
+        self.router.close_link(link)
+        with trio.move_on_after(_GRACE_AFTER_EOF):
+            try:
+                await link.channel.flush()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+        link.channel.send_eof()
+
     def _on_suicide(self, failure: Failure) -> None:
         reason = _failure_reason("suicide", failure)
         self._explain(reason)
+        if self.link is not None:
+            self.link.retiring = True  # its successor takes the names of its subtree
         self.router.publish(ActorSuicided(path=self.path, pid=self.pid, reason=reason))
         if self.address is not None:
             self.router.names.unregister(self.path, self.address)
+            self.router.departed(self.address, self.path, reason)  # it takes nothing more
         if self.notices is None:
             self.release()  # nothing will replace it: let it go at once
             return
@@ -283,11 +305,22 @@ class WorkerHandle:
             self.release()  # its supervisor is stopping: nothing will replace it
 
     async def _watchdog(self, link: Link, limit: float) -> None:
-        """Kill the worker if its event loop stops sending heartbeats for ``limit`` s."""
+        """Kill the worker if its event loop stops sending heartbeats for ``limit`` s.
+
+        Silence is judged only on what this process had the chance to read: a round in
+        which our own loop was late (a stall of the master: a GC pause, a blocking call) is
+        not judged, and a worker whose channel holds unread bytes is not silent."""
+        period = limit / 4
         while not link.down:
-            await trio.sleep(limit / 4)
+            slept_at = trio.current_time()
+            await trio.sleep(period)
+            late = trio.current_time() - slept_at - period
+            if late > period:
+                log.warning("the event loop of this process was blocked for %.1f s: "
+                            "not judging worker %s this round", late, self.path)
+                continue
             silent = trio.current_time() - link.last_heard
-            if silent > limit:
+            if silent > limit and not _unread(link):
                 log.error("worker %s (pid %s) sent nothing for %.1f s: killing it",
                           self.path, self.pid, silent)
                 self._explain(ExitReason(
@@ -342,17 +375,36 @@ class WorkerHandle:
             grace = _GRACE_AFTER_EOF
         with trio.move_on_after(grace):
             await process.wait()
-        if process.returncode is None:
+        if not _ended(process):
             self._kill()
             with trio.move_on_after(_EXIT_AFTER_KILL):
                 await process.wait()
-            if process.returncode is None:
+            if not _ended(process):
                 log.error("worker %s (pid %s): no exit status %s s after SIGKILL; "
                           "going on without it", self.path, self.pid, _EXIT_AFTER_KILL)
                 self._explain(ExitReason(
                     kind="killed", detail="SIGKILLed; its exit status never came"
                 ))
+        elif process.returncode is None and not self._said_stopping:
+            # Its fork server died before it: nobody could wait for its status.
+            self._explain(ExitReason(
+                kind="crashed", detail="it exited without a word; its exit status is unknown "
+                "(the fork server that started it was gone)",
+            ))
         self.returncode = process.returncode
+
+
+def _ended(process: WorkerProcess) -> bool:
+    return process.returncode is not None or getattr(process, "status_unknown", False)
+
+
+def _unread(link: Link) -> bool:
+    """True when the worker's channel holds bytes this process has not read yet."""
+    try:
+        readable, _, _ = select.select([link.channel.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return bool(readable)
 
 
 def _failure_reason(kind: ExitKind, failure: Failure) -> ExitReason:

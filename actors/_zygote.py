@@ -67,7 +67,7 @@ def _serve_forever(sock: socket.socket, parent_pid: int) -> None:
                     _preload(message)
                 elif isinstance(message, ForkRequest):
                     _fork(sock, selector, wake_read, wake_write, message,
-                          message.channel.detach())
+                          message.channel.detach(), parent_pid)
                 else:
                     raise SystemExit(f"fork server: unexpected {type(message).__name__}")
 
@@ -94,6 +94,7 @@ def _fork(
     wake_write: int,
     request: ForkRequest,
     fd: int,
+    master_pid: int,
 ) -> None:
     try:
         pid = os.fork()
@@ -111,7 +112,7 @@ def _fork(
             os.close(wake_write)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             os.setpgid(0, 0)
-            status = run_worker(fd, os.getppid())
+            status = run_worker(fd, os.getppid(), master_pid=master_pid)
         finally:
             os._exit(status)
     os.close(fd)

@@ -42,6 +42,7 @@ class Total(Message):
 class Misbehave(Message):
     kind: str
     target: ActorRef
+    hang: bool = True  # then wait for whatever the master does about it
 
 
 class Adder(Actor):
@@ -50,7 +51,7 @@ class Adder(Actor):
         return Total(value=msg.a + msg.b)
 
 
-class Vandal(Actor):
+class Vandal(Adder):
     @handler
     async def misbehave(self, msg: Misbehave) -> None:
         node = self.ctx._cell.router  # type: ignore[attr-defined]  # the raw channel, on purpose
@@ -79,7 +80,8 @@ class Vandal(Actor):
                 socket.send_fds(sock, [frame], [read_end, write_end])
             os.close(read_end)
             os.close(write_end)
-        await trio.sleep_forever()
+        if msg.hang:
+            await trio.sleep_forever()
 
 
 @pytest.mark.parametrize(
@@ -87,8 +89,6 @@ class Vandal(Actor):
     [
         ("garbage", ProtocolError),
         ("huge", FrameTooLarge),
-        ("unknown_tag", UnknownMessageType),
-        ("wrong_field", InvalidMessage),
         ("truncated", DecodeError),
         ("stray_fds", UnexpectedHandles),
     ],
@@ -112,3 +112,24 @@ async def test_bad_bytes_close_only_the_offending_channel(
             with pytest.raises(ActorGone):
                 await vandal.ask(Add(a=1, b=1))
             assert "vandal" not in system.names()
+
+
+@pytest.mark.parametrize(
+    ("kind", "error"), [("unknown_tag", UnknownMessageType), ("wrong_field", InvalidMessage)]
+)
+async def test_a_well_framed_message_that_cannot_be_read_fails_alone(
+    kind: str, error: type[ProtocolError], caplog: pytest.LogCaptureFixture
+) -> None:
+    # The stream is in step: only that message is refused (and logged); the worker that
+    # sent it lives on, and so does its channel.
+    with trio.fail_after(TIMEOUT):
+        async with open_system() as system:
+            local = await system.spawn(Adder, name="local")
+            vandal = await system.spawn(Vandal, name="vandal", process=True)
+            assert await vandal.ask(Misbehave(kind=kind, target=local, hang=False)) is None
+            assert await vandal.ask(Add(a=1, b=1), Total) == Total(value=2)
+            assert await local.ask(Add(a=1, b=2), Total) == Total(value=3)
+            assert "vandal" in system.names()
+    expected = "unknown message type" if error is UnknownMessageType else "invalid"
+    assert "cannot take a message from node" in caplog.text
+    assert expected in caplog.text
