@@ -220,8 +220,9 @@ class EventSink(Protocol):
 class EventBus:
     """Fans events out to every subscriber; never blocks the runtime.
 
-    A subscriber that falls more than ``buffer`` events behind loses the newest ones (and a
-    warning says how many): the runtime never waits for an observer.
+    A subscriber that falls more than ``buffer`` events behind is unsubscribed (one warning
+    says so; its iteration ends once it has read what it holds): the runtime never waits
+    for an observer, and never keeps feeding one that stopped reading.
     """
 
     def __init__(self, buffer: int = 1024) -> None:
@@ -244,7 +245,12 @@ class EventBus:
             try:
                 send.send_nowait(event)
             except trio.WouldBlock:
-                log.warning("an events() subscriber is %d events behind: dropping", self._buffer)
+                # Never wait for an observer, and never warn per event: it is let go once.
+                log.warning("an events() subscriber fell %d events behind: it is "
+                            "unsubscribed (its iteration ends after what it holds)",
+                            self._buffer)
+                self._subscribers.remove(send)
+                send.close()
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._subscribers.remove(send)
 

@@ -43,7 +43,7 @@ from protocol import Message, SocketHandle
 from ._acceptor import Acceptor
 from ._actor import Actor, handler
 from ._cell import Cell
-from ._errors import ActorError, ActorGone, SpawnError
+from ._errors import ActorError, ActorGone, RemoteError
 from ._events import ExitReason, exit_reason
 from ._handoff import (
     POLICIES,
@@ -277,6 +277,10 @@ def _outcome(reply: Message | None, error: BaseException | None) -> Outcome:
         return "refused"
     if isinstance(error, ActorGone) and not error.in_doubt:
         return "undelivered"
+    if isinstance(error, RemoteError) and error.type_name.startswith("protocol."):
+        # Its process could not take the hand-off (its fd table is full: the kernel dropped
+        # the fd): the acceptor never saw it, and lives on.
+        return "refused"
     return "in_doubt"
 
 
@@ -507,7 +511,7 @@ class Listener:
             with trio.move_on_after(2):
                 try:
                     reply = await instance.ref.ask(GetStats(), AcceptorStats)
-                except (ActorError, SpawnError) as exc:
+                except ActorError as exc:
                     log.debug("no stats from %s: %r", instance.path, exc)
                     continue
                 found.append(reply.model_copy(update={"restarts": restarts}))

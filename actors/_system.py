@@ -98,8 +98,8 @@ class ActorSystem:
 
         With ``history``, it starts with the last 1024 events (those of the tree's start,
         which happen before the ``open_system`` block is entered). A subscriber that falls
-        more than 1024 events behind loses the newest ones: the runtime never waits for an
-        observer.
+        more than 1024 events behind is unsubscribed, with one warning: the runtime never
+        waits for an observer.
         """
         return self._events.subscribe(history=history)
 
@@ -122,6 +122,7 @@ class ActorSystem:
 
     async def stop(self) -> None:
         """Stop every actor, the last started first (as leaving ``open_system`` does)."""
+        self._router.system_stopping()
         await stop_children(self)
 
     async def until_signalled(
@@ -196,6 +197,7 @@ async def open_system(
                     body_error = exc
                     raise
                 finally:
+                    router.system_stopping()
                     with trio.CancelScope(shield=True):
                         await stop_children(system)
                     nursery.cancel_scope.cancel()

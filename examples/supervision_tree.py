@@ -1,6 +1,6 @@
 """A small supervision tree with a flaky worker; prints the lifecycle events as they happen.
 
-    python examples/supervision_tree.py [--rounds 30] [--failure-rate 0.25]
+    python examples/supervision_tree.py [--rounds 30] [--failure-rate 0.25] [--seed N]
 
 The tree: a root supervisor (one_for_one, at most 5 restarts in 10 s, with backoff) over a
 steady ``counter`` and a ``flaky`` worker, each in its own process. The master sends work to
@@ -45,13 +45,19 @@ class Done(Message):
     pid: int
 
 
+def fails(seed: int, n: int, failure_rate: float) -> bool:
+    """Whether job ``n`` fails: decided by the seed and the job, whichever process runs it."""
+    return random.Random(f"{seed}:{n}").random() < failure_rate
+
+
 class Flaky(Actor):
-    def __init__(self, failure_rate: float) -> None:
+    def __init__(self, failure_rate: float, seed: int) -> None:
         self.failure_rate = failure_rate
+        self.seed = seed
 
     @handler
     async def work(self, msg: Work) -> Done:
-        if random.random() < self.failure_rate:
+        if fails(self.seed, msg.n, self.failure_rate):
             raise RuntimeError(f"flaky failed on job {msg.n}")
         return Done(n=msg.n, pid=os.getpid())
 
@@ -62,7 +68,8 @@ class Counter(Actor):
 
     @handler
     async def work(self, msg: Work) -> Done:
-        self.count += 1
+        if msg.n >= 0:  # a negative job only asks for the count
+            self.count += 1
         return Done(n=self.count, pid=os.getpid())
 
 
@@ -85,13 +92,13 @@ async def print_events(events: trio.MemoryReceiveChannel[Event]) -> None:
         print(f"  [event] {describe(event)}", flush=True)
 
 
-async def main(rounds: int, failure_rate: float) -> None:
+async def main(rounds: int, failure_rate: float, seed: int) -> None:
     tree = supervisor(
         "root", strategy="one_for_one", max_restarts=5, within=10.0,
         backoff=Backoff(initial=0.1, factor=2.0, cap=1.0),
         children=[
             worker(Counter, name="counter", process=True),
-            worker(Flaky, name="flaky", process=True, failure_rate=failure_rate),
+            worker(Flaky, name="flaky", process=True, failure_rate=failure_rate, seed=seed),
         ],
     )
     try:
@@ -118,5 +125,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--failure-rate", type=float, default=0.25)
+    parser.add_argument("--seed", type=int, default=random.randrange(1 << 30),
+                        help="which jobs fail (the same seed fails the same jobs)")
     arguments = parser.parse_args()
-    trio.run(main, arguments.rounds, arguments.failure_rate)
+    trio.run(main, arguments.rounds, arguments.failure_rate, arguments.seed)

@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import struct
+from pathlib import Path
 
 import pytest
 import trio
@@ -398,3 +399,100 @@ async def test_the_listener_resolves_its_host_without_blocking_the_loop() -> Non
                 assert await echo_once(bound.port, b"named") == b"named"
     finally:
         trio.socket.set_custom_hostname_resolver(previous)
+
+
+class Journaled(Acceptor):
+    """Echoes, and writes down which process serves which socket (by inode)."""
+
+    def __init__(self, journal: str) -> None:
+        self.journal = journal
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        inode = os.fstat(stream.socket.fileno()).st_ino
+        with open(self.journal, "a") as out:  # noqa: ASYNC230 (one short line, O_APPEND)
+            out.write(f"{inode} {os.getpid()}\n")
+        async for data in stream:
+            await stream.send_all(data)
+
+
+@pytest.mark.parametrize("policy", ["round_robin", "least_busy"])
+async def test_every_connection_is_served_by_one_acceptor_through_reloads_and_kills(
+    policy: str, tmp_path: Path
+) -> None:
+    journal = tmp_path / "served"
+    spec = supervisor("root", children=[
+        listener("echo", port=0, acceptor=Journaled, count=2, policy=policy,  # type: ignore[arg-type]
+                 journal=str(journal), max_restarts=20),
+    ])
+    with trio.fail_after(TIMEOUT):
+        async with open_system(spec) as system:
+            events = system.events()
+            port = system.listener("root/echo").port
+            keeper = Keeper(port)
+            async with trio.open_nursery() as nursery:
+                for i in range(32):
+                    nursery.start_soon(keeper.connect_each_time, i)
+                await keeper.served(200)
+                for round_ in range(6):
+                    if round_ % 3 == 2:
+                        victim = (await system.acceptor_stats("root/echo"))[0]
+                        os.kill(victim.pid, signal.SIGKILL)
+                        await next_event(events, ActorReady, victim.path)
+                    else:
+                        await system.reload("root/echo")
+                    await keeper.served(200)
+                keeper.stop.set()
+    served: dict[int, set[int]] = {}
+    for line in journal.read_text().splitlines():
+        inode, pid = map(int, line.split())
+        served.setdefault(inode, set()).add(pid)
+    doubled = {inode: pids for inode, pids in served.items() if len(pids) > 1}
+    assert not doubled, f"{len(doubled)} connections served by two processes"
+    assert len(served) >= 1400
+
+
+class Limited(Echo):
+    """Lives with a small fd table: hand-offs past it are refused, not fatal."""
+
+    async def setup(self) -> None:
+        import resource
+
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+
+
+async def test_an_acceptor_at_its_fd_limit_refuses_and_keeps_serving() -> None:
+    # It used to take the kernel's MSG_CTRUNC as a protocol error and die with every
+    # connection it served.
+    spec = supervisor("root", children=[
+        listener("echo", port=0, acceptor=Limited, count=2, policy="round_robin"),
+    ])
+    with trio.fail_after(TIMEOUT):
+        async with open_system(spec) as system:
+            port = system.listener("root/echo").port
+            before = {s.pid for s in await system.acceptor_stats("root/echo")}
+            served: list[trio.SocketStream] = []
+            refused = 0
+            try:
+                for i in range(150):  # more than both fd tables hold
+                    stream = await trio.open_tcp_stream("127.0.0.1", port)
+                    try:
+                        with trio.fail_after(5):
+                            await stream.send_all(b"%d" % i)
+                            if await stream.receive_some() != b"%d" % i:
+                                raise trio.BrokenResourceError("closed")
+                        served.append(stream)
+                    except (OSError, trio.BrokenResourceError):
+                        refused += 1
+                        await stream.aclose()
+                after = {s.pid for s in await system.acceptor_stats("root/echo")}
+                assert after == before  # nobody died
+                assert refused > 0  # the limit was reached...
+                assert len(served) >= 80  # ...after both tables were used
+                for stream in served:  # and every connection served still echoes
+                    await stream.send_all(b"still")
+                    assert await stream.receive_some() == b"still"
+            finally:
+                for stream in served:
+                    await stream.aclose()
+            assert await echo_once(port, b"after") == b"after"

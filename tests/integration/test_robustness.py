@@ -496,3 +496,48 @@ async def test_gone_errors_name_the_actor_and_why(process: bool) -> None:
             await trio.sleep(0.2)
             with pytest.raises(ActorGone, match="flaky"):
                 await flaky.ask(Item(n=1))
+
+
+class Hangs(Actor):
+    @handler
+    async def ping(self, msg: Ping) -> Pong:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+
+class AsksOnward(Actor):
+    @handler
+    async def ping(self, msg: Ping) -> Pong:
+        return await self.ctx.ref_to("hangs").ask(Ping(), Pong)
+
+
+async def test_an_ask_cut_short_by_the_shutdown_is_not_a_crash(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_system() as system:
+            events = system.events()
+            asker = await system.spawn(AsksOnward, name="asker")
+            await system.spawn(Hangs, name="hangs", shutdown=0.2)  # stops first, killed
+            system.nursery.start_soon(asker.tell, Ping())
+            await trio.testing.wait_all_tasks_blocked()
+        exits = {e.path: e.reason.kind for e in received(events) if isinstance(e, ActorExited)}
+    assert exits == {"hangs": "killed", "asker": "shutdown"}
+    assert "crashed" not in caplog.text
+    assert "Traceback" not in caplog.text
+
+
+async def test_a_subscriber_that_never_reads_is_let_go_with_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_system() as system:
+            forgotten = system.events()  # never read
+            for i in range(600):  # three events each: far past the 1024 it may hold
+                ref = await system.spawn(Pinger, name=f"p{i}")
+                await system.ref(f"p{i}").tell(Ping())
+                del ref
+            await system.stop()
+            held = received(forgotten)
+    assert len(held) == 1024
+    assert caplog.text.count("fell 1024 events behind") == 1
