@@ -44,6 +44,7 @@ class _AcceptorState:
         self.idle = trio.Event()
         self.idle.set()
         self.listening: list[socket.socket] = []
+        self.waiting: set[trio.CancelScope] = set()  # receive() calls between requests
 
 
 class Acceptor(Actor):
@@ -64,6 +65,29 @@ class Acceptor(Actor):
     async def handle(self, stream: trio.SocketStream) -> None:
         """Serve one connection; the stream is closed when this returns."""
         raise NotImplementedError(f"{type(self).__qualname__} must define handle()")
+
+    async def receive(self, stream: trio.SocketStream, max_bytes: int | None = None
+                      ) -> bytes | None:
+        """Wait for the client's next request: its first bytes, or None once the client
+        closed the connection *or this acceptor drains* (then close it at once).
+
+        Use it where the connection is idle (between requests), as HTTP servers close
+        idle keep-alive connections when they shut down: a drain then waits only for
+        the requests in progress, not for clients that are merely connected. Reads in the
+        middle of a request should use ``stream.receive_some`` as usual.
+        """
+        state = self._acceptor
+        if state.draining:
+            return None
+        with trio.CancelScope() as scope:
+            state.waiting.add(scope)
+            try:
+                data = await stream.receive_some(max_bytes)
+            finally:
+                state.waiting.discard(scope)
+        if scope.cancelled_caught or not data:
+            return None
+        return data
 
     @property
     def _acceptor(self) -> _AcceptorState:
@@ -192,6 +216,8 @@ class Acceptor(Actor):
         """Stop taking connections, then wait for the open ones to finish."""
         state = self._acceptor
         state.draining = True
+        for scope in list(state.waiting):  # idle connections: nothing in progress to finish
+            scope.cancel()
         for sock in state.listening:
             trio.lowlevel.notify_closing(sock)
             sock.close()

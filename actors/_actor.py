@@ -25,7 +25,9 @@ def handler(method: F) -> F:
 
     ``async def add(self, msg: Add) -> Total`` handles ``Add`` (and subclasses without a
     handler of their own); ``msg: Add | Sub`` handles both. What it returns (a Message, or
-    None) is the reply to an ``ask``; for a ``tell`` it is dropped.
+    None) is the reply to an ``ask``; for a ``tell`` it is dropped. Both annotations are
+    checked when the class is defined: the message a Message subclass (or a union of them),
+    the return a Message, None, or a union of them.
     """
     marked = method
     if not inspect.iscoroutinefunction(method):
@@ -53,17 +55,33 @@ def _message_types(cls: type, method: Callable[..., Any]) -> list[type[Message]]
             f"@handler {cls.__qualname__}.{method.__name__}: annotate the message parameter "
             "with the Message type it handles"
         )
-    origin = typing.get_origin(annotation)
-    members = typing.get_args(annotation) if origin in (Union, types.UnionType) else (annotation,)
     found: list[type[Message]] = []
-    for member in members:
+    for member in _union_members(annotation):
         if not (isinstance(member, type) and issubclass(member, Message)):
             raise TypeError(
                 f"@handler {cls.__qualname__}.{method.__name__} is annotated with {member!r}, "
                 "which is not a Message subclass"
             )
         found.append(member)
+    if "return" in hints:
+        for member in _union_members(hints["return"]):
+            if member is not type(None) and not (
+                isinstance(member, type) and issubclass(member, Message)
+            ):
+                raise TypeError(
+                    f"@handler {cls.__qualname__}.{method.__name__} returns {member!r}: a "
+                    "handler's reply is a Message, None, or a union of them (wrap a plain "
+                    "value in a Message)"
+                )
     return found
+
+
+def _union_members(annotation: object) -> tuple[object, ...]:
+    if annotation is None:
+        return (type(None),)
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        return typing.get_args(annotation)
+    return (annotation,)
 
 
 class Actor:

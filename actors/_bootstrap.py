@@ -52,7 +52,13 @@ from ._control import (
 from ._link import Link
 from ._listener import run_listeners
 from ._names import NameRegistry
-from ._processes import CHANNEL_FD_ENV, PARENT_PID_ENV, ColdSpawner
+from ._processes import (
+    CHANNEL_FD_ENV,
+    LOADING_MAIN_ENV,
+    PARENT_PID_ENV,
+    ColdSpawner,
+    unguarded_main,
+)
 from ._router import Router
 from ._start import Starter
 from ._tree import Child
@@ -116,6 +122,9 @@ def load_main(main_path: str | None, main_module: str | None) -> None:
     key = (main_path, main_module)
     loaded = sys.modules.get("__mp_main__")
     if loaded is not None and getattr(loaded, "__actors_main__", None) == key:
+        failure = getattr(loaded, "__actors_main_failure__", None)
+        if failure is not None:
+            raise ImportError(failure)  # as the first attempt (in the fork server) found
         return
     if main_module is not None:
         spec = importlib.util.find_spec(main_module)
@@ -134,7 +143,21 @@ def load_main(main_path: str | None, main_module: str | None) -> None:
     sys.modules["__mp_main__"] = module
     with io.open_code(main_path) as source:
         code = compile(source.read(), main_path, "exec")
-    exec(code, module.__dict__)
+    os.environ[LOADING_MAIN_ENV] = main_path
+    try:
+        exec(code, module.__dict__)
+    except (Exception, SystemExit) as exc:
+        text = str(exc)
+        if not (isinstance(exc, RuntimeError) and (
+            text == unguarded_main(main_path) or "from inside a run()" in text
+        )):
+            text = f"importing the main script {main_path} failed: {type(exc).__name__}: {exc}"
+        else:
+            text = unguarded_main(main_path)
+        module.__actors_main_failure__ = text  # type: ignore[attr-defined]
+        raise ImportError(text) from exc
+    finally:
+        os.environ.pop(LOADING_MAIN_ENV, None)
     sys.modules["__main__"] = module
 
 

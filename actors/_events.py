@@ -62,7 +62,8 @@ class ExitReason(Message, tag="actors.ExitReason"):
 
     def why(self) -> str:
         """The reason in words, for messages: ``"it crashed (KeyError: 'x')"``."""
-        detail = f"{self.error_type}: {self.detail}" if self.error_type else self.detail
+        detail = _first_line(self.detail)
+        detail = f"{self.error_type}: {detail}" if self.error_type else detail
         words = {
             "normal": "it stopped by itself",
             "shutdown": "it was stopped",
@@ -77,16 +78,23 @@ class ExitReason(Message, tag="actors.ExitReason"):
         return f"{words} ({detail})" if detail else words
 
     def describe(self) -> str:
+        """One line: the kind, the error or detail (its first line), the status."""
         parts: list[str] = [self.kind]
+        detail = _first_line(self.detail)
         if self.error_type:
-            parts.append(f"{self.error_type}: {self.detail}")
-        elif self.detail:
-            parts.append(self.detail)
+            parts.append(f"{self.error_type}: {detail}")
+        elif detail:
+            parts.append(detail)
         if self.signal is not None:
             parts.append(f"signal {self.signal}")
         elif self.exit_code is not None:
             parts.append(f"exit status {self.exit_code}")
         return " - ".join(parts)
+
+
+def _first_line(text: str, limit: int = 200) -> str:
+    line = text.strip().split("\n", 1)[0]
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def crash_reason(exc: BaseException) -> ExitReason:
@@ -261,8 +269,11 @@ class EventBus:
 
 
 def _log(event: Event) -> None:
+    # One line per event; a crash's traceback is logged once, where it happened.
     if isinstance(event, ActorExited):
-        level = logging.INFO if event.reason.normal else logging.WARNING
+        # An instance that never became ready failed its start: whoever started it gets
+        # the error (raised), so the log only notes it.
+        level = logging.INFO if event.reason.normal or event.address is None else logging.WARNING
         log.log(level, "%s exited: %s", event.path, event.reason.describe())
     elif isinstance(event, SupervisorGaveUp):
         log.error(

@@ -19,6 +19,7 @@ from ._errors import SpawnError
 
 __all__ = [
     "CHANNEL_FD_ENV",
+    "LOADING_MAIN_ENV",
     "PARENT_PID_ENV",
     "ChildProcess",
     "ColdSpawner",
@@ -27,10 +28,22 @@ __all__ = [
     "class_path",
     "main_script",
     "start_process",
+    "unguarded_main",
 ]
 
 CHANNEL_FD_ENV = "ACTORS_CHANNEL_FD"
 PARENT_PID_ENV = "ACTORS_PARENT_PID"
+LOADING_MAIN_ENV = "ACTORS_LOADING_MAIN"
+"""Set (to the script's path) while a worker or the fork server imports the main script."""
+
+
+def unguarded_main(path: str) -> str:
+    """What to tell a user whose main script starts a system when it is imported."""
+    return (
+        f"the main script {path} starts the actor system when it is imported, and worker "
+        "processes import it to find the actors it defines: put the code that starts the "
+        "system under `if __name__ == \"__main__\":` (as with multiprocessing)"
+    )
 _RUNTIME_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 from collections.abc import AsyncIterator
@@ -20,7 +21,7 @@ from ._forkserver import open_lazy_fork_server
 from ._handoff import AcceptorStats
 from ._listener import Listener, run_listeners
 from ._names import NameRegistry
-from ._processes import ColdSpawner, Spawner
+from ._processes import LOADING_MAIN_ENV, ColdSpawner, Spawner, unguarded_main
 from ._ref import ActorRef
 from ._router import MASTER_NODE, Router
 from ._spec import ChildSpec, SupervisorSpec
@@ -165,6 +166,9 @@ async def open_system(
     process, started with the first worker (a worker is ready in milliseconds, and shares
     the imported code's memory); ``"spawn"`` starts each worker as a fresh interpreter.
     """
+    loading = os.environ.get(LOADING_MAIN_ENV)
+    if loading is not None:
+        raise RuntimeError(unguarded_main(loading))
     if start_method not in ("forkserver", "spawn"):
         raise ValueError(f"start_method must be 'forkserver' or 'spawn', not {start_method!r}")
     failure: RestartLimitExceeded | None = None

@@ -288,6 +288,17 @@ class WorkerHandle:
         link.channel.send_eof()
 
     def _on_suicide(self, failure: Failure) -> None:
+        if self.notices is None:
+            # Nothing supervises it: nothing will replace it. It crashed, and stops.
+            reason = _failure_reason("crashed", failure)
+            self._explain(reason)
+            log.warning("actor %s crashed (%s); nothing supervises it, so it stops",
+                        self.path, reason.describe())
+            if self.address is not None:
+                self.router.names.unregister(self.path, self.address)
+                self.router.departed(self.address, self.path, reason)
+            self.release()
+            return
         reason = _failure_reason("suicide", failure)
         self._explain(reason)
         if self.link is not None:
@@ -296,9 +307,6 @@ class WorkerHandle:
         if self.address is not None:
             self.router.names.unregister(self.path, self.address)
             self.router.departed(self.address, self.path, reason)  # it takes nothing more
-        if self.notices is None:
-            self.release()  # nothing will replace it: let it go at once
-            return
         try:
             self.notices.send_nowait(Notice(self, reason))
         except (trio.BrokenResourceError, trio.ClosedResourceError):

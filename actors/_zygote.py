@@ -32,6 +32,9 @@ from ._processes import CHANNEL_FD_ENV, PARENT_PID_ENV
 def _serve_forever(sock: socket.socket, parent_pid: int) -> None:
     decoder = FrameDecoder()
     fifo: list[int] = []
+    # The Preload request comes first: import before any signal handling is set up here,
+    # so that a main script that misbehaves at import meets a plain process.
+    _preload(_first_request(sock, decoder, fifo))
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_write, False)
     signal.set_wakeup_fd(wake_write)
@@ -39,52 +42,70 @@ def _serve_forever(sock: socket.socket, parent_pid: int) -> None:
     selector = selectors.DefaultSelector()
     selector.register(sock, selectors.EVENT_READ)
     selector.register(wake_read, selectors.EVENT_READ)
-    preloaded = False
     while True:
+        # Requests that came with the Preload (or in one read) are served before waiting.
+        for frame in decoder.frames():
+            frame.fds = [fifo.pop(0) for _ in range(frame.nfds)]
+            message = decode_message(frame)
+            if not isinstance(message, ForkRequest):
+                raise SystemExit(f"fork server: unexpected {type(message).__name__}")
+            _fork(sock, selector, wake_read, wake_write, message, message.channel.detach(),
+                  parent_pid)
         for key, _ in selector.select():
             if key.fileobj == wake_read:
                 os.read(wake_read, 4096)
                 _reap(sock)
                 continue
-            data, ancdata, flags, _ = sock.recvmsg(
-                65536, socket.CMSG_SPACE(MAX_FDS_PER_FRAME * 4), socket.MSG_CMSG_CLOEXEC
-            )
-            if flags & socket.MSG_CTRUNC:
-                raise SystemExit("fork server: the kernel truncated the fds sent to it")
-            for level, kind, payload in ancdata:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    received = array.array("i")
-                    received.frombytes(payload[: len(payload) - len(payload) % 4])
-                    fifo.extend(received)
+            data = _receive(sock, fifo)
             if not data:
                 return  # the master closed us: done
             decoder.feed(data)
-            for frame in decoder.frames():
-                frame.fds = [fifo.pop(0) for _ in range(frame.nfds)]
-                message = decode_message(frame)
-                if isinstance(message, Preload) and not preloaded:
-                    preloaded = True
-                    _preload(message)
-                elif isinstance(message, ForkRequest):
-                    _fork(sock, selector, wake_read, wake_write, message,
-                          message.channel.detach(), parent_pid)
-                else:
-                    raise SystemExit(f"fork server: unexpected {type(message).__name__}")
+
+
+def _receive(sock: socket.socket, fifo: list[int]) -> bytes:
+    """One read, the fds that came with it appended to ``fifo``."""
+    data, ancdata, flags, _ = sock.recvmsg(
+        65536, socket.CMSG_SPACE(MAX_FDS_PER_FRAME * 4), socket.MSG_CMSG_CLOEXEC
+    )
+    if flags & socket.MSG_CTRUNC:
+        raise SystemExit("fork server: the kernel truncated the fds sent to it")
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            received = array.array("i")
+            received.frombytes(payload[: len(payload) - len(payload) % 4])
+            fifo.extend(received)
+    return data
+
+
+def _first_request(sock: socket.socket, decoder: FrameDecoder, fifo: list[int]) -> Preload:
+    while True:
+        data = _receive(sock, fifo)
+        if not data:
+            raise SystemExit(0)  # the master closed us before we started
+        decoder.feed(data)
+        frame = decoder.next_frame()
+        if frame is not None:
+            message = decode_message(frame)
+            if not isinstance(message, Preload):
+                raise SystemExit(f"fork server: expected Preload, got {type(message).__name__}")
+            return message
 
 
 def _preload(message: Preload) -> None:
+    # A failure here is not reported here: each worker that needs what failed to import
+    # tries again and reports it to the master, where the start fails with the reason.
     for entry in reversed(message.sys_path):
         if entry not in sys.path:
             sys.path.insert(0, entry)
     for name in message.modules:
         try:
             importlib.import_module(name)
-        except Exception as exc:  # the worker will import it (and report) itself
-            print(f"fork server: cannot preload {name}: {exc!r}", file=sys.stderr)
+        except Exception:
+            pass
     try:
         load_main(message.main_path, message.main_module)
-    except Exception as exc:
-        print(f"fork server: cannot preload the main script: {exc!r}", file=sys.stderr)
+    except ImportError:
+        pass
 
 
 def _fork(

@@ -24,10 +24,11 @@ POLICIES = ("round_robin", "least_busy", "shared", "reuseport")
 
 
 class Echo(Acceptor):
-    """Sends back every byte it receives, until the client closes."""
+    """Sends back every byte it receives, until the client closes (or, between two
+    requests, until the acceptor drains: an idle client does not hold up a shutdown)."""
 
     async def handle(self, stream: trio.SocketStream) -> None:
-        async for data in stream:
+        while (data := await self.receive(stream)) is not None:
             await stream.send_all(data)
 
 
@@ -39,8 +40,9 @@ async def serve(host: str, port: int, workers: int, policy: str) -> None:
     async with open_system(tree) as system:
         echo = system.listener("root/echo")
         pids = sorted(stats.pid for stats in await system.acceptor_stats("root/echo"))
-        print(f"echo_cluster listening on {echo.host}:{echo.port} policy={policy} "
-              f"workers={len(pids)} pids={','.join(map(str, pids))}", flush=True)
+        print(f"echo_cluster listening on {echo.host}:{echo.port} master={os.getpid()} "
+              f"policy={policy} workers={len(pids)} pids={','.join(map(str, pids))}",
+              flush=True)
         with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
             async for number in signals:
                 if number == signal.SIGHUP:
@@ -53,11 +55,25 @@ async def serve(host: str, port: int, workers: int, policy: str) -> None:
                     break
 
 
+def port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (0 to 65535)")
+    return value
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=7000, help="0 picks a free port")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--port", type=port, default=7000, help="0 picks a free port")
+    parser.add_argument("--workers", type=positive, default=os.cpu_count() or 1)
     parser.add_argument("--policy", choices=POLICIES, default="round_robin")
     arguments = parser.parse_args()
     try:
