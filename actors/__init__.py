@@ -7,7 +7,8 @@ checks every import, ``TYPE_CHECKING`` and function-local ones included). Lowest
 L0, plain data and interfaces: errors (``_errors``), lifecycle events (``_events``), control
     messages (``_control``), the listener's messages (``_handoff``), ``Actor`` and the
     ``ActorContext`` interface (``_actor``), ``ActorRef`` over a ``Sender`` (``_ref``), child
-    specs (``_spec``), argument validation (``_arguments``), the tree's interfaces (``_tree``).
+    specs (``_spec``), argument validation (``_arguments``), the tree's interfaces (``_tree``),
+    the shared state's interface (``_shared``).
 L1, the per-process machinery: links (``_link``), the name registry (``_names``), pending
     asks (``_asks``), routing (``_router``), OS processes (``_processes``), sockets
     (``_sockets``).
@@ -15,7 +16,9 @@ L2, running things: cells, in-process actors (``_cell``); worker handles, proces
     (``_worker``); the fork server (``_forkserver``).
 L3, supervision: the pure restart decision (``_restart``), the supervisor (``_supervisor``),
     starting a child (``_start``).
-L4, listeners (master side, ``_listener``) and acceptors (worker side, ``_acceptor``).
+L4, listeners (master side, ``_listener``) and acceptors (worker side, ``_acceptor``);
+    shared state (``_state``: replicas, the master's service; ``_stores``: memory, SQLite,
+    Redis).
 L5, composition: ``open_system`` (``_system``), the worker's bootstrap (``_bootstrap``), the
     fork server's process (``_zygote``).
 
@@ -34,9 +37,13 @@ from ._errors import ActorNotFound as ActorNotFound
 from ._errors import BindError as BindError
 from ._errors import CallingSelf as CallingSelf
 from ._errors import InvalidArguments as InvalidArguments
+from ._errors import InvalidKey as InvalidKey
+from ._errors import InvalidStoredValue as InvalidStoredValue
 from ._errors import RemoteError as RemoteError
 from ._errors import RestartLimitExceeded as RestartLimitExceeded
 from ._errors import SpawnError as SpawnError
+from ._errors import StateError as StateError
+from ._errors import StoreUnavailable as StoreUnavailable
 from ._errors import UnexpectedReply as UnexpectedReply
 from ._events import ActorDrained as ActorDrained
 from ._events import ActorExited as ActorExited
@@ -46,6 +53,8 @@ from ._events import ActorStarted as ActorStarted
 from ._events import ActorSuicided as ActorSuicided
 from ._events import Event as Event
 from ._events import ExitReason as ExitReason
+from ._events import StoreDisconnected as StoreDisconnected
+from ._events import StoreReconnected as StoreReconnected
 from ._events import SupervisorGaveUp as SupervisorGaveUp
 from ._handoff import AcceptorStats as AcceptorStats
 from ._handoff import HandlePassed as HandlePassed
@@ -57,11 +66,16 @@ from ._ref import ActorRef as ActorRef
 from ._restart import Decision as Decision
 from ._restart import RestartHistory as RestartHistory
 from ._restart import decide as decide
+from ._shared import Entry as Entry
+from ._shared import State as State
+from ._shared import StateChanged as StateChanged
+from ._shared import StateResynced as StateResynced
 from ._spec import Backoff as Backoff
 from ._spec import SupervisorSpec as SupervisorSpec
 from ._spec import WorkerSpec as WorkerSpec
 from ._spec import supervisor as supervisor
 from ._spec import worker as worker
+from ._state import SharedState as SharedState
 from ._system import ActorSystem as ActorSystem
 from ._system import open_system as open_system
 
@@ -85,17 +99,28 @@ __all__ = [
     "BindError",
     "CallingSelf",
     "Decision",
+    "Entry",
     "Event",
     "ExitReason",
     "HandlePassed",
     "InvalidArguments",
+    "InvalidKey",
+    "InvalidStoredValue",
     "Listener",
     "ListenerReport",
     "ListenerSpec",
     "RemoteError",
     "RestartHistory",
     "RestartLimitExceeded",
+    "SharedState",
     "SpawnError",
+    "State",
+    "StateChanged",
+    "StateError",
+    "StateResynced",
+    "StoreDisconnected",
+    "StoreReconnected",
+    "StoreUnavailable",
     "SupervisorGaveUp",
     "SupervisorSpec",
     "UnexpectedReply",

@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Protocol, TypeVar, Union
 from protocol import Message
 
 from ._ref import ActorRef
+from ._shared import State
 
 __all__ = ["Actor", "ActorContext", "handler"]
 
@@ -172,6 +173,11 @@ class ActorContext(Protocol):
     @property
     def node(self) -> str:
         """The id of the process running the actor (``"0"`` is the master)."""
+        ...
+
+    @property
+    def state(self) -> State:
+        """The system's shared state, as seen from this actor's process."""
         ...
 
     async def spawn(

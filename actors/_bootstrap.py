@@ -49,6 +49,7 @@ from ._control import (
     Stopping,
     Suicide,
 )
+from ._errors import SpawnError
 from ._link import Link
 from ._listener import run_listeners
 from ._names import NameRegistry
@@ -59,8 +60,10 @@ from ._processes import (
     ColdSpawner,
     unguarded_main,
 )
+from ._ref import ActorRef
 from ._router import Router
 from ._start import Starter
+from ._state import RemoteUpstream, Replica, ReplicaActor, SharedState
 from ._tree import Child
 
 _PR_SET_PDEATHSIG = 1
@@ -243,7 +246,8 @@ async def _run_actor(
     router = Router(start.node, nursery, names=NameRegistry(),
                     max_frame_size=start.max_frame_size)
     router.attach_parent(link)
-    starter = Starter(router, ColdSpawner())
+    state = await _open_replica(nursery, router, start)
+    starter = Starter(router, ColdSpawner(), state=state, state_service=start.state_service)
     run_listeners(starter, {}, {})
     parent_gone = trio.Event()
     nursery.start_soon(_pump_parent, router, link, nursery, parent_gone)
@@ -256,7 +260,7 @@ async def _run_actor(
         # The parent reports this actor's lifecycle; the worker reports its children's.
         cell = Cell(router, actor, path=start.path, parent=root,
                     shutdown_timeout=start.shutdown_timeout, spawn=starter.spawn,
-                    report_events=False, linger_on_crash=True)
+                    state=state, report_events=False, linger_on_crash=True)
         root.children.append(cell)
         await nursery.start(cell.run)
     except Exception as exc:
@@ -276,6 +280,25 @@ async def _run_actor(
     with trio.move_on_after(_EXIT_FLUSH_TIMEOUT):
         await parent_gone.wait()
     return 0 if failure is None else 1
+
+
+async def _open_replica(nursery: trio.Nursery, router: Router, start: Start
+                        ) -> SharedState | None:
+    """This process's replica of the shared state, kept by pushes from the master."""
+    if start.state_service is None:
+        return None
+    replica = Replica()
+    cell = Cell(router, ReplicaActor(replica), path=f"{start.path}/@replica",
+                parent=_Root(start.path, nursery), shutdown_timeout=1.0,
+                spawn=_no_spawn, report_events=False, register_name=False)
+    await nursery.start(cell.run)
+    upstream = RemoteUpstream(ActorRef(router, address=start.state_service),
+                              lambda: cell.address)
+    return SharedState(upstream, replica, max_size=start.max_frame_size)
+
+
+async def _no_spawn(*args: object, **kwargs: object) -> ActorRef:
+    raise SpawnError("the replica actor starts no children")
 
 
 async def _pump_parent(

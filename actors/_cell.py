@@ -26,6 +26,7 @@ from ._events import (
 )
 from ._ref import ActorRef
 from ._router import Router, current_actor
+from ._shared import State
 from ._spec import ChildSpec
 from ._tree import Child, Parent, SpawnChild, stop_children
 
@@ -70,8 +71,10 @@ class Cell:
         parent: Parent,
         shutdown_timeout: float,
         spawn: SpawnChild,
+        state: State | None = None,
         start_timeout: float = math.inf,
         report_events: bool = True,
+        register_name: bool = True,
         linger_on_crash: bool = False,
     ) -> None:
         self.router = router
@@ -81,6 +84,8 @@ class Cell:
         self.shutdown_timeout = shutdown_timeout
         self.start_timeout = start_timeout
         self.spawn = spawn
+        self.state = state
+        self.register_name = register_name
         self.id = router.next_actor_id()
         self.address = f"{router.id}/{self.id}"
         self._ref = ActorRef(router, address=self.address)
@@ -175,7 +180,7 @@ class Cell:
 
         Its name goes at once: senders by path wait for a successor rather than find an
         actor that takes nothing more."""
-        if self.accepting:
+        if self.accepting and self.register_name:
             self.router.names.unregister(self.path, self.address)
         self.accepting = False
         self._send.close()
@@ -207,7 +212,8 @@ class Cell:
                     self.nursery = nursery
                     self.actor._actor_context = _Context(self)
                     if await self._setup():
-                        router.names.register(self.path, self.address)
+                        if self.register_name:
+                            router.names.register(self.path, self.address)
                         self._ready = True
                         self.accepting = True
                         self._report(
@@ -227,7 +233,7 @@ class Cell:
                 self._current = None
             self._fail_queued()
             router.mailboxes.pop(self.id, None)
-            if self._ready:
+            if self._ready and self.register_name:
                 router.names.unregister(self.path, self.address)
             if self in self.parent.children:
                 self.parent.children.remove(self)
@@ -414,6 +420,13 @@ class _Context:
     @property
     def node(self) -> str:
         return self._cell.router.id
+
+    @property
+    def state(self) -> State:
+        state = self._cell.state
+        if state is None:
+            raise RuntimeError("this actor runs without shared state")
+        return state
 
     async def spawn(
         self,

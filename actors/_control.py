@@ -79,6 +79,7 @@ class Start(Message, tag="actors.Start"):
     max_frame_size: int
     heartbeat: float = 0.0  # seconds between heartbeats; 0: none
     shutdown_timeout: float = 5.0  # the actor's shutdown time (its drain gets most of it)
+    state_service: str | None = None  # the address of the master's shared-state service
 
 
 class Ready(Message, tag="actors.Ready"):

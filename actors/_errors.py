@@ -12,7 +12,12 @@
     ├── RemoteError            a handler raised (or the far side could not decode the request
     │                          or encode the answer); carries the original type name and text
     ├── CallingSelf            an actor asked itself: it would wait for itself forever
-    └── UnexpectedReply        ``ask(msg, expect)`` got a reply of another type (a TypeError too)
+    ├── UnexpectedReply        ``ask(msg, expect)`` got a reply of another type (a TypeError too)
+    └── StateError             shared state (``system.state``, ``ctx.state``) failed
+        ├── StoreUnavailable   the store did not answer in time: the write did not happen
+        ├── InvalidStoredValue the value stored under a key is not what was asked for
+        └── InvalidKey         a key is empty, too long or has a character keys may not
+                               (also a ValueError)
 
 Wire-level failures are :class:`protocol.ProtocolError`; when one ends a channel, asks that
 were waiting on the far side of it fail with :class:`ActorGone`, chained to it.
@@ -34,9 +39,13 @@ __all__ = [
     "BindError",
     "CallingSelf",
     "InvalidArguments",
+    "InvalidKey",
+    "InvalidStoredValue",
     "RemoteError",
     "RestartLimitExceeded",
     "SpawnError",
+    "StateError",
+    "StoreUnavailable",
     "UnexpectedReply",
     "leaves",
     "unwrap_actor_errors",
@@ -123,6 +132,28 @@ class UnexpectedReply(ActorError, TypeError):
         super().__init__(f"expected a {expected.__name__} reply, got {reply!r}")
         self.expected = expected
         self.reply = reply
+
+
+class StateError(ActorError):
+    """Shared state failed (see the subclasses)."""
+
+
+class StoreUnavailable(StateError):
+    """The store did not answer within ``store_timeout``: the write was not made (reads
+    are still served from the replicas)."""
+
+
+class InvalidStoredValue(StateError):
+    """The value stored under ``key`` cannot be read as the type asked for (written by
+    another program, or an older schema)."""
+
+    def __init__(self, key: str, detail: str) -> None:
+        super().__init__(f"the value stored under {key!r} {detail}")
+        self.key = key
+
+
+class InvalidKey(StateError, ValueError):
+    """A state key is empty, longer than 512 bytes, or has a character keys may not."""
 
 
 def leaves(exc: BaseException) -> list[BaseException]:

@@ -27,6 +27,8 @@ __all__ = [
     "EventBus",
     "EventSink",
     "ExitReason",
+    "StoreDisconnected",
+    "StoreReconnected",
     "SupervisorGaveUp",
     "crash_reason",
     "exit_reason",
@@ -219,6 +221,21 @@ class SupervisorGaveUp(Event, tag="actors.SupervisorGaveUp"):
     reason: ExitReason
 
 
+class StoreDisconnected(Event, tag="actors.StoreDisconnected"):
+    """The shared-state store stopped answering: writes fail, reads come from replicas
+    (``path`` is ``"state"``; ``store`` names it without credentials)."""
+
+    store: str
+    error: str
+
+
+class StoreReconnected(Event, tag="actors.StoreReconnected"):
+    """The store answers again; every replica was brought up to date (``down_for`` s)."""
+
+    store: str
+    down_for: float
+
+
 class EventSink(Protocol):
     """Where a process's runtime reports lifecycle events."""
 
@@ -289,6 +306,11 @@ def _log(event: Event) -> None:
         else:
             left = "" if event.in_flight is None else f" with {event.in_flight} in flight"
             log.warning("%s: drain cut short after %.3f s%s", event.path, event.seconds, left)
+    elif isinstance(event, StoreDisconnected):
+        log.error("the store %s is unreachable (%s): writes fail, reads are served from "
+                  "replicas", event.store, event.error)
+    elif isinstance(event, StoreReconnected):
+        log.warning("the store %s is back after %.1f s", event.store, event.down_for)
     elif isinstance(event, ActorRestarted):
         log.info("%s restarting (restart %d, in %.3f s)", event.path, event.restarts, event.delay)
     else:

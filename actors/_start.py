@@ -19,6 +19,7 @@ from ._events import crash_reason
 from ._processes import Spawner
 from ._ref import ActorRef
 from ._router import Router
+from ._shared import State
 from ._spec import ChildSpec, SupervisorSpec, WorkerSpec, grace_of, validate_name, worker
 from ._supervisor import Supervisor, child_path
 from ._tree import Child, Notice, Parent
@@ -50,10 +51,15 @@ class Starter:
         router: Router,
         spawner: Spawner,
         kinds: Mapping[type[SupervisorSpec], SupervisorKind] | None = None,
+        *,
+        state: State | None = None,
+        state_service: str | None = None,
     ) -> None:
         self.router = router
         self.spawner = spawner
         self.kinds = dict(kinds or {})
+        self.state = state  # what actors of this process reach as ctx.state
+        self.state_service = state_service  # its address, for workers started from here
 
     async def start_child(
         self,
@@ -112,7 +118,7 @@ class Starter:
             self.router, spec.actor_class, path=path, arguments=spec.arguments_json,
             parent=parent, spawner=self.spawner, shutdown_timeout=grace_of(spec.shutdown),
             start_timeout=spec.start_timeout, heartbeat_timeout=spec.heartbeat_timeout,
-            notices=notices,
+            notices=notices, state_service=self.state_service,
         )
         parent.children.append(handle)
         try:
@@ -132,7 +138,7 @@ class Starter:
         cell = Cell(
             self.router, actor, path=path, parent=parent,
             shutdown_timeout=grace_of(spec.shutdown), start_timeout=spec.start_timeout,
-            spawn=self.spawn,
+            spawn=self.spawn, state=self.state,
         )
         parent.children.append(cell)
         try:

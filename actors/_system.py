@@ -15,6 +15,7 @@ import trio
 from protocol import DEFAULT_MAX_FRAME_SIZE
 
 from ._actor import Actor
+from ._cell import Cell
 from ._errors import ActorError, ActorNotFound, RestartLimitExceeded, leaves
 from ._events import Event, EventBus
 from ._forkserver import open_lazy_fork_server
@@ -26,6 +27,8 @@ from ._ref import ActorRef
 from ._router import MASTER_NODE, Router
 from ._spec import ChildSpec, SupervisorSpec
 from ._start import Runnable, Starter
+from ._state import LocalUpstream, SharedState, StateService, StateServiceActor
+from ._stores import Store, open_store
 from ._tree import Child, stop_children
 
 __all__ = ["ActorSystem", "open_system"]
@@ -79,6 +82,13 @@ class ActorSystem:
             parent, actor_class, name=name, process=process,  # type: ignore[arg-type]
             shutdown=shutdown, kwargs=kwargs, start_timeout=start_timeout,
         )
+
+    @property
+    def state(self) -> SharedState:
+        """The system's shared state (see :class:`actors.State`)."""
+        state = self._starter.state
+        assert isinstance(state, SharedState)
+        return state
 
     def ref(self, path: str) -> ActorRef:
         """A ref to whatever actor holds ``path`` (``"adder"``, ``"root/pool/worker"``).
@@ -149,6 +159,8 @@ async def open_system(
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
     restart_wait: float = 5.0,
     start_method: Literal["forkserver", "spawn"] = "forkserver",
+    store: str | None = None,
+    store_timeout: float = 2.0,
 ) -> AsyncIterator[ActorSystem]:
     """Run an actor system in this process (the master) for the duration of the block.
 
@@ -165,6 +177,12 @@ async def open_system(
     ``start_method``: ``"forkserver"`` (default) forks workers from a pre-imported server
     process, started with the first worker (a worker is ready in milliseconds, and shares
     the imported code's memory); ``"spawn"`` starts each worker as a fresh interpreter.
+
+    ``store``: where the shared state (``system.state``, ``ctx.state``) is kept: None (the
+    default) in the master's memory; ``"sqlite:///path/state.db"`` in a file, durable;
+    ``"redis://host:port/db"`` in Redis, shared with every system using it (``?prefix=``
+    keeps applications apart). ``store_timeout`` bounds each store operation: a write
+    the store does not confirm in time raises :class:`StoreUnavailable`.
     """
     loading = os.environ.get(LOADING_MAIN_ENV)
     if loading is not None:
@@ -176,11 +194,18 @@ async def open_system(
     events = EventBus()
     system: ActorSystem | None = None
     sockets: dict[str, socket.socket] = {}  # listening sockets, by listener path
+    if not store_timeout > 0:
+        raise ValueError("store_timeout must be > 0 seconds")
     try:
-        async with _open_spawner(start_method, tree) as spawner, trio.open_nursery() as nursery:
+        async with (
+            _open_spawner(start_method, tree) as spawner,
+            open_store(store, store_timeout=store_timeout) as kept,
+            trio.open_nursery() as nursery,
+        ):
             router = Router(MASTER_NODE, nursery, names=NameRegistry(restart_wait=restart_wait),
                             events=events, max_frame_size=max_frame_size)
             starter = Starter(router, spawner)
+            await _start_state(nursery, router, starter, kept, store_timeout, events)
             listeners: dict[str, Listener] = {}
             run_listeners(starter, sockets, listeners)
             system = ActorSystem(router, starter, nursery, events, listeners)
@@ -194,17 +219,19 @@ async def open_system(
                 else:
                     system.root = root
                     nursery.start_soon(_cancel_when_root_gives_up, root, nursery)
-            if failure is None:
-                try:
-                    yield system
-                except BaseException as exc:
-                    body_error = exc
-                    raise
-                finally:
-                    router.system_stopping()
-                    with trio.CancelScope(shield=True):
-                        await stop_children(system)
-                    nursery.cancel_scope.cancel()
+            try:
+                if failure is None:
+                    try:
+                        yield system
+                    except BaseException as exc:
+                        body_error = exc
+                        raise
+                    finally:
+                        router.system_stopping()
+                        with trio.CancelScope(shield=True):
+                            await stop_children(system)
+            finally:
+                nursery.cancel_scope.cancel()  # the runtime's own tasks (shared state, ...)
     except BaseExceptionGroup as group:
         gave_up = _gave_up(system)
         if gave_up is not None:
@@ -225,6 +252,37 @@ async def open_system(
     failure = failure or _gave_up(system)
     if failure is not None:
         raise failure
+
+
+async def _start_state(
+    nursery: trio.Nursery,
+    router: Router,
+    starter: Starter,
+    store: Store,
+    store_timeout: float,
+    events: EventBus,
+) -> None:
+    """The shared state's service (and its actor, which workers' replicas ask)."""
+    service = StateService(router, store, timeout=store_timeout, events=events)
+    await nursery.start(service.run)
+    parent = _Internal(nursery)
+    cell = Cell(router, StateServiceActor(service), path="@state", parent=parent,
+                shutdown_timeout=1.0, spawn=starter.spawn, report_events=False,
+                register_name=False)
+    await nursery.start(cell.run)
+    starter.state = SharedState(LocalUpstream(service), service.local,
+                                max_size=router.max_frame_size)
+    starter.state_service = cell.address
+
+
+class _Internal:
+    """The parent of the runtime's own actors in the master (not the system's children:
+    they outlive every actor of the system)."""
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self.path = ""
+        self.nursery = nursery
+        self.children: list[Child] = []
 
 
 def _gave_up(system: ActorSystem | None) -> RestartLimitExceeded | None:

@@ -85,8 +85,10 @@ class WorkerHandle:
         start_timeout: float,
         heartbeat_timeout: float | None = None,
         notices: trio.MemorySendChannel[Notice] | None = None,
+        state_service: str | None = None,
     ) -> None:
         self.router = router
+        self.state_service = state_service
         self.actor_class = actor_class
         self.class_path = class_path(actor_class)
         self.path = path
@@ -230,7 +232,7 @@ class WorkerHandle:
             main_module=main_module, sys_path=list(sys.path),
             max_frame_size=self.router.max_frame_size,
             heartbeat=self.heartbeat_timeout / 4 if self.heartbeat_timeout else 0.0,
-            shutdown_timeout=shutdown,
+            shutdown_timeout=shutdown, state_service=self.state_service,
         ))
         while True:
             message = await self._next_control(link)

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.leaks import descendants, open_fds
+from tests.redis_server import SERVERS
 
 
 @pytest.fixture(autouse=True)
@@ -22,7 +23,8 @@ def no_leaks() -> Iterator[None]:
     deadline = time.monotonic() + 2.0
     while True:
         leaked_children = {
-            pid: state for pid, state in descendants().items() if pid not in children_before
+            pid: state for pid, state in descendants().items()
+            if pid not in children_before and pid not in SERVERS
         }
         leaked_fds = open_fds() - fds_before
         if (not leaked_children and not leaked_fds) or time.monotonic() > deadline:

@@ -68,9 +68,13 @@ def workers() -> dict[int, str]:
     A fork server runs ``actors._zygote``; so do the workers it forks, but their parent is
     a fork server.
     """
+    from tests.redis_server import SERVERS
+
     table = _processes()
     found = {}
     for pid, state in descendants().items():
+        if pid in SERVERS:
+            continue
         parent = table.get(pid, (0, ""))[0]
         if _is_fork_server_image(pid) and not _is_fork_server_image(parent):
             continue

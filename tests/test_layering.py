@@ -31,11 +31,11 @@ def _imports(package: str) -> set[str]:
 LAYERS: dict[str, int] = {
     **dict.fromkeys(
         ["_errors", "_events", "_control", "_handoff", "_actor", "_ref", "_spec",
-         "_arguments", "_tree"], 0),
+         "_arguments", "_tree", "_shared"], 0),
     **dict.fromkeys(["_link", "_names", "_asks", "_router", "_processes", "_sockets"], 1),
     **dict.fromkeys(["_cell", "_worker", "_forkserver"], 2),
     **dict.fromkeys(["_restart", "_supervisor", "_start"], 3),
-    **dict.fromkeys(["_listener", "_acceptor"], 4),
+    **dict.fromkeys(["_listener", "_acceptor", "_state", "_stores"], 4),
     **dict.fromkeys(["_system", "_bootstrap", "_zygote", "__init__"], 5),
 }
 

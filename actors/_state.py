@@ -1,0 +1,680 @@
+"""Shared state (状态共享): one typed API in every process, replicas pushed from the master.
+
+The seeds' answer to state every worker must see is a store plus a notification process
+that polls it and tells the workers. Here the master is that process, pushing instead of
+polling:
+
+- the master's :class:`StateService` alone talks to the store (one connection, one
+  subscription for Redis); it knows which process holds a replica of which key or prefix,
+  and pushes every change to them over the channels the runtime already has;
+- every process has a :class:`Replica` of the keys it read and the prefixes it watches,
+  so a repeated read costs no IPC; a worker's replica is updated by the task that reads
+  its channel (inline), so it is never behind a reply that came after a change;
+- :class:`SharedState` is the API (``system.state``, ``ctx.state``) over both.
+
+Guarantees: read-your-writes in a process (a write's answer carries the record written);
+per key, versions only go up in every replica; a watcher gets every change under its
+prefix in version order, or a :class:`StateResynced` marker followed by the current value
+of every key under the prefix; ``sync()`` brings the replica up to the store's state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, TypeVar
+
+import trio
+
+from protocol import HEADER_SIZE, FrameTooLarge, Message, ProtocolError, registry
+
+from ._actor import Actor, handler
+from ._errors import (
+    ActorError,
+    InvalidStoredValue,
+    RemoteError,
+    StateError,
+    StoreUnavailable,
+)
+from ._events import ActorExited, Event, EventBus, StoreDisconnected, StoreReconnected
+from ._ref import ActorRef
+from ._router import Router
+from ._shared import Entry, StateChanged, StateResynced, check_key
+from ._stores import Disconnected, MemoryStore, Reconnected, Record, SqliteStore, Store
+
+__all__ = [
+    "RemoteUpstream",
+    "Replica",
+    "ReplicaActor",
+    "SharedState",
+    "StateService",
+    "StateServiceActor",
+]
+
+log = logging.getLogger("actors.state")
+
+M = TypeVar("M", bound=Message)
+
+_WATCH_BUFFER = 1024  # changes a watcher may fall behind before it is resynced
+_PUSH_BUFFER = 4096  # records queued for one process before it is resynced instead
+
+
+# -- what replicas and the service say to each other -----------------------------------------
+
+
+class ReadKey(Message, tag="actors.state.ReadKey"):
+    """Subscribe ``replica`` to ``key``; answered with the key's records."""
+
+    key: str
+    replica: str
+
+
+class WatchPrefix(Message, tag="actors.state.WatchPrefix"):
+    """Subscribe ``replica`` to every key under ``prefix``; answered with their records."""
+
+    prefix: str
+    replica: str
+
+
+class Write(Message, tag="actors.state.Write"):
+    """Write (``body`` None: delete) with ``expect`` as :meth:`Store.write`."""
+
+    key: str
+    tag: str
+    body: bytes | None
+    expect: int | None
+
+
+class Sync(Message, tag="actors.state.Sync"):
+    """Answered once everything the store had when it was asked is in the answer."""
+
+    replica: str
+
+
+class Records(Message, tag="actors.state.Records"):
+    """Records (an answer, or a push); ``written``: a write's own record (None if it did
+    not happen)."""
+
+    records: list[Record] = []
+    written: Record | None = None
+
+
+class Resync(Message, tag="actors.state.Resync"):
+    """To a replica that may have missed changes: the current records of its keys and
+    prefixes (watchers of those prefixes get a StateResynced marker first)."""
+
+    prefixes: list[str]
+    records: list[Record]
+
+
+class Failed(Message, tag="actors.state.Failed"):
+    """A state request failed: ``kind`` names the StateError to raise."""
+
+    kind: Literal["unavailable", "invalid"]
+    message: str
+
+
+# -- a process's replica -------------------------------------------------------------------------
+
+
+class _Watcher:
+    """One ``watch()``: changes under a prefix, bounded; resynced if it falls behind."""
+
+    def __init__(self, replica: Replica, prefix: str) -> None:
+        self.replica = replica
+        self.prefix = prefix
+        self.queue: deque[Record] = deque()
+        self.resync = False
+        self.ready = trio.Event()
+
+    def push(self, record: Record) -> None:
+        if self.resync:
+            return  # it will get the current values anyway
+        if len(self.queue) >= _WATCH_BUFFER:
+            self.queue.clear()
+            self.resync = True
+        else:
+            self.queue.append(record)
+        self.ready.set()
+
+    def resynced(self) -> None:
+        self.queue.clear()
+        self.resync = True
+        self.ready.set()
+
+    def __aiter__(self) -> _Watcher:
+        return self
+
+    async def __anext__(self) -> StateChanged | StateResynced:
+        while not self.queue and not self.resync:
+            self.ready = trio.Event()
+            await self.ready.wait()
+        if self.resync:
+            self.resync = False
+            self.queue.extend(sorted(
+                (r for k, r in self.replica.records.items() if k.startswith(self.prefix)),
+                key=lambda r: r.key,
+            ))
+            await trio.lowlevel.checkpoint()
+            return StateResynced(prefix=self.prefix)
+        record = self.queue.popleft()
+        await trio.lowlevel.checkpoint()
+        return StateChanged(
+            key=record.key, version=record.version,
+            value=None if record.deleted else self.replica.decode(record, Message),
+        )
+
+
+class Replica:
+    """The records this process holds: of the keys it read, and under the prefixes it
+    watches. Versions only go up."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, Record] = {}
+        self.keys: set[str] = set()  # subscribed one by one
+        self.prefixes: dict[str, int] = {}  # watched: how many watchers each
+        self.watchers: list[_Watcher] = []
+        self._decoded: dict[str, tuple[int, Message]] = {}
+
+    def holds(self, key: str) -> bool:
+        return key in self.keys or any(key.startswith(p) for p in self.prefixes)
+
+    def apply(self, record: Record) -> None:
+        """Take ``record`` if it is newer than what is held (and wanted here)."""
+        current = self.records.get(record.key)
+        if current is not None and current.version >= record.version:
+            return
+        if current is None and not self.holds(record.key):
+            return
+        self.records[record.key] = record
+        for watcher in self.watchers:
+            if record.key.startswith(watcher.prefix):
+                watcher.push(record)
+
+    def subscribe(self, key: str, records: list[Record]) -> None:
+        self.keys.add(key)
+        for record in records:
+            self.apply(record)
+
+    def resync(self, prefixes: list[str], records: list[Record]) -> None:
+        """Take the current records; watchers of ``prefixes`` are told to start over."""
+        for record in records:
+            self.apply(record)
+        for watcher in self.watchers:
+            if any(watcher.prefix.startswith(p) or p.startswith(watcher.prefix)
+                   for p in prefixes):
+                watcher.resynced()
+
+    def decode(self, record: Record, kind: type[M]) -> M:
+        cached = self._decoded.get(record.key)
+        if cached is not None and cached[0] == record.version:
+            value = cached[1]
+        else:
+            try:
+                value = registry.decode(record.tag, record.body or b"")
+            except ProtocolError as exc:
+                raise InvalidStoredValue(record.key, f"cannot be read: {exc}") from exc
+            self._decoded[record.key] = (record.version, value)
+        if not isinstance(value, kind):
+            raise InvalidStoredValue(
+                record.key, f"is a {type(value).__qualname__}, not a {kind.__qualname__}"
+            )
+        return value
+
+
+# -- the API -------------------------------------------------------------------------------------
+
+
+class Upstream:
+    """Where a process's reads and writes go: the master's service (see the two below)."""
+
+    async def read(self, key: str, replica: Replica) -> list[Record]:
+        raise NotImplementedError
+
+    async def watch(self, prefix: str, replica: Replica) -> list[Record]:
+        raise NotImplementedError
+
+    async def write(self, key: str, tag: str, body: bytes | None, expect: int | None,
+                    replica: Replica) -> Record | None:
+        raise NotImplementedError
+
+    async def sync(self, replica: Replica) -> list[Record]:
+        raise NotImplementedError
+
+
+class SharedState:
+    """Typed shared state (the :class:`actors.State` interface): ``system.state`` in the
+    master, ``self.ctx.state`` in any actor of any process.
+
+    Keys are 1 to 512 bytes (letters, digits, ``. _ : / @ + = -``); values are Messages,
+    stored with their tag, at most the system's frame size. Versions are integers that
+    increase per key, across deletes. Reads come from this process's replica once it holds
+    the key; while the store is unreachable writes raise :class:`StoreUnavailable` (within
+    ``store_timeout``) and reads are served from the replica, possibly stale.
+    """
+
+    def __init__(self, upstream: Upstream, replica: Replica, *, max_size: int) -> None:
+        self._upstream = upstream
+        self._replica = replica
+        self._max_size = max_size
+
+    async def put(self, key: str, value: Message) -> int:
+        """Write ``value`` under ``key``; the version written."""
+        written = await self._write(key, value, None)
+        assert written is not None  # an unconditional write always writes
+        return written.version
+
+    async def get(self, key: str, kind: type[M]) -> M | None:
+        """The value under ``key``, checked to be a ``kind``; None if there is none."""
+        found = await self.entry(key, kind)
+        return None if found is None else found.value
+
+    async def entry(self, key: str, kind: type[M]) -> Entry[M] | None:
+        """The value under ``key`` and its version; None if there is none."""
+        check_key(key)
+        replica = self._replica
+        if key in replica.keys or replica.holds(key):
+            await trio.lowlevel.checkpoint()  # held here: no IPC
+        else:
+            replica.subscribe(key, await self._upstream.read(key, replica))
+        record = replica.records.get(key)
+        if record is None or record.deleted:
+            return None
+        return Entry(replica.decode(record, kind), record.version)
+
+    async def compare_and_set(self, key: str, value: Message, *, version: int) -> int | None:
+        """Write ``value`` only if ``key`` is at ``version`` (0: only if it has no value);
+        the version written, or None if another write came first."""
+        if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+            raise ValueError(f"version must be an int >= 0, not {version!r}")
+        written = await self._write(key, value, version)
+        return None if written is None else written.version
+
+    async def delete(self, key: str) -> int | None:
+        """Delete ``key``; the version of the deletion, or None if it had no value."""
+        check_key(key)
+        written = await self._upstream.write(key, "", None, None, self._replica)
+        if written is not None:
+            self._replica.apply(written)
+        return None if written is None else written.version
+
+    @asynccontextmanager
+    async def watch(self, prefix: str) -> AsyncIterator[_Watcher]:
+        """Every change under ``prefix`` (``""``: every key), as :class:`StateChanged`, in
+        version order per key; or, after falling behind (or a store outage), one
+        :class:`StateResynced` followed by the current value of each key under it.
+
+        A value that cannot be read (another program's, an older schema) raises
+        :class:`InvalidStoredValue` from that one iteration; iterating again goes on.
+        """
+        if prefix:
+            check_key(prefix)
+        replica = self._replica
+        watcher = _Watcher(replica, prefix)
+        replica.prefixes[prefix] = replica.prefixes.get(prefix, 0) + 1
+        replica.watchers.append(watcher)
+        try:
+            for record in await self._upstream.watch(prefix, replica):
+                replica.apply(record)
+            watcher.queue.clear()  # what it held before the watch began is not a change
+            yield watcher
+        finally:
+            replica.watchers.remove(watcher)
+            replica.prefixes[prefix] -= 1
+            if not replica.prefixes[prefix]:
+                del replica.prefixes[prefix]
+
+    async def sync(self) -> None:
+        """Return once this process's replica is at least as new as the store was when
+        ``sync`` was called."""
+        for record in await self._upstream.sync(self._replica):
+            self._replica.apply(record)
+
+    async def _write(self, key: str, value: Message, expect: int | None) -> Record | None:
+        check_key(key)
+        if not isinstance(value, Message):
+            raise TypeError(f"a state value is a Message, not {type(value).__qualname__}")
+        body = type(value).__pydantic_serializer__.to_json(value)
+        size = HEADER_SIZE + len(body) * 4 // 3 + len(key) + 512  # the value as it travels
+        if size > self._max_size:
+            raise FrameTooLarge(size, self._max_size)
+        written = await self._upstream.write(key, value.message_tag, body, expect, self._replica)
+        if written is not None:
+            self._replica.apply(written)  # read-your-writes, whatever the pushes do
+        return written
+
+
+# -- the master's service ------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Subscriber:
+    """A process holding a replica: the master's own, or a worker's (``ref``)."""
+
+    replica: Replica | None = None
+    ref: ActorRef | None = None
+    keys: set[str] = field(default_factory=set)
+    prefixes: set[str] = field(default_factory=set)
+    queue: deque[Record] = field(default_factory=deque)
+    behind: bool = False
+    wake: trio.Event = field(default_factory=trio.Event)
+
+    @property
+    def node(self) -> str:
+        return "" if self.ref is None or self.ref.address is None else (
+            self.ref.address.partition("/")[0]
+        )
+
+    def wants(self, key: str) -> bool:
+        return key in self.keys or any(key.startswith(p) for p in self.prefixes)
+
+
+class StateService:
+    """The master's side: the store, who holds which key, and the pushes to them."""
+
+    def __init__(
+        self, router: Router, store: Store, *, timeout: float, events: EventBus | None = None
+    ) -> None:
+        self.router = router
+        self.store = store
+        self.timeout = timeout
+        self.events = events
+        self.local = Replica()
+        self._local = _Subscriber(replica=self.local)
+        self._remote: dict[str, _Subscriber] = {}  # by replica address
+        self._cache: dict[str, Record] = {}
+        self._complete: set[str] = set()  # prefixes whose every key is in the cache
+        self._up = True
+        self._down_since = 0.0
+        self.nursery: trio.Nursery | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Follow the store's own changes and the system's exits, until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            nursery.start_soon(self._follow_store)
+            if self.events is not None:
+                nursery.start_soon(self._follow_exits, self.events.subscribe())
+            task_status.started()
+            await trio.sleep_forever()
+
+    # -- requests (from the master's own client, or from a worker's replica) --------------------
+
+    def _subscriber(self, replica: str | Replica) -> _Subscriber:
+        if isinstance(replica, Replica):
+            return self._local
+        found = self._remote.get(replica)
+        if found is None:
+            found = self._remote[replica] = _Subscriber(ref=ActorRef(self.router,
+                                                                     address=replica))
+            assert self.nursery is not None
+            self.nursery.start_soon(self._push_to, found)
+        return found
+
+    async def _guard(self, what: str, operation: Any) -> Any:
+        try:
+            with trio.fail_after(self.timeout):
+                return await operation
+        except trio.TooSlowError:
+            raise StoreUnavailable(
+                f"the store {self.store.name} did not answer {what} within {self.timeout} s"
+            ) from None
+
+    async def read(self, key: str, replica: str | Replica) -> list[Record]:
+        subscriber = self._subscriber(replica)
+        subscriber.keys.add(key)
+        record = self._cache.get(key)
+        if record is None and not any(key.startswith(p) for p in self._complete):
+            record = await self._guard("a read", self.store.read(key))
+            if record is not None:
+                self._learn(record)
+        return [] if record is None else [record]
+
+    async def watch(self, prefix: str, replica: str | Replica) -> list[Record]:
+        subscriber = self._subscriber(replica)
+        if not any(prefix.startswith(p) for p in self._complete):
+            for record in await self._guard("a read", self.store.read_prefix(prefix)):
+                self._learn(record)
+            self._complete.add(prefix)
+        subscriber.prefixes.add(prefix)
+        return [r for k, r in self._cache.items() if k.startswith(prefix)]
+
+    async def write(self, key: str, tag: str, body: bytes | None, expect: int | None
+                    ) -> Record | None:
+        record: Record | None = await self._guard(
+            "a write", self.store.write(key, tag, body, expect=expect)
+        )
+        if record is not None:
+            self._changed(record)
+        return record
+
+    async def sync(self, replica: str | Replica) -> list[Record]:
+        subscriber = self._subscriber(replica)
+        if not isinstance(self.store, MemoryStore | SqliteStore):
+            await self._refresh()  # others write there too: read what it holds now
+        return [r for k, r in self._cache.items() if subscriber.wants(k)]
+
+    # -- changes ---------------------------------------------------------------------------
+
+    def _learn(self, record: Record) -> bool:
+        current = self._cache.get(record.key)
+        if current is not None and current.version >= record.version:
+            return False
+        self._cache[record.key] = record
+        return True
+
+    def _changed(self, record: Record) -> None:
+        """A change (ours, or another system's): to the cache, and to whoever holds it."""
+        if not self._learn(record):
+            return
+        self.local.apply(record)
+        for subscriber in self._remote.values():
+            if subscriber.wants(record.key) and not subscriber.behind:
+                if len(subscriber.queue) >= _PUSH_BUFFER:
+                    subscriber.queue.clear()
+                    subscriber.behind = True  # it will be resynced instead
+                else:
+                    subscriber.queue.append(record)
+                subscriber.wake.set()
+
+    async def _push_to(self, subscriber: _Subscriber) -> None:
+        """Send one process its changes, batched; a process that cannot keep up (or that
+        was away) gets a Resync instead of what it missed."""
+        ref = subscriber.ref
+        assert ref is not None
+        try:
+            while True:
+                if not subscriber.queue and not subscriber.behind:
+                    subscriber.wake = trio.Event()
+                    await subscriber.wake.wait()
+                if subscriber.behind:
+                    subscriber.behind = False
+                    subscriber.queue.clear()
+                    records = [r for k, r in self._cache.items() if subscriber.wants(k)]
+                    await ref.tell(Resync(prefixes=sorted(subscriber.prefixes),
+                                          records=records))
+                    continue
+                batch = list(subscriber.queue)
+                subscriber.queue.clear()
+                await ref.tell(Records(records=batch))
+        except ActorError:
+            pass  # the process is gone: so are its subscriptions
+        finally:
+            if self._remote.get(ref.address or "") is subscriber:
+                del self._remote[ref.address or ""]
+
+    async def _refresh(self) -> None:
+        """Read again what is cached (a reconnection, a sync): newer records are changes."""
+        prefixes = sorted(self._complete)
+        keys = [k for k in self._cache if not any(k.startswith(p) for p in prefixes)]
+        fresh: list[Record] = []
+        for prefix in prefixes:
+            fresh.extend(await self._guard("a read", self.store.read_prefix(prefix)))
+        for key in keys:
+            record = await self._guard("a read", self.store.read(key))
+            if record is not None:
+                fresh.append(record)
+        for record in fresh:
+            self._changed(record)
+
+    async def _follow_store(self) -> None:
+        async for change in self.store.changes():
+            if isinstance(change, Record):
+                self._changed(change)
+            elif isinstance(change, Disconnected):
+                if self._up:
+                    self._up = False
+                    self._down_since = trio.current_time()
+                    self.router.publish(StoreDisconnected(
+                        path="state", store=self.store.name, error=change.error
+                    ))
+            elif isinstance(change, Reconnected):
+                await self._reconnected()
+
+    async def _reconnected(self) -> None:
+        try:
+            await self._refresh()
+        except StoreUnavailable as exc:
+            log.error("resynchronising with %s failed: %s", self.store.name, exc)
+            return  # the next Reconnected tries again
+        # Whatever was missed while away: every watcher starts over from current values.
+        self.local.resync(list(self.local.prefixes), [])
+        for subscriber in self._remote.values():
+            subscriber.behind = True
+            subscriber.wake.set()
+        was_down = not self._up
+        self._up = True
+        if was_down:
+            self.router.publish(StoreReconnected(
+                path="state", store=self.store.name,
+                down_for=round(trio.current_time() - self._down_since, 3),
+            ))
+
+    async def _follow_exits(self, events: trio.MemoryReceiveChannel[Event]) -> None:
+        """Forget the subscriptions of workers that exited (and of their descendants)."""
+        async for event in events:
+            if isinstance(event, ActorExited) and event.address:
+                node = event.address.partition("/")[0]
+                for address, subscriber in list(self._remote.items()):
+                    gone = subscriber.node
+                    if gone == node or gone.startswith(node + "."):
+                        del self._remote[address]
+                        subscriber.wake.set()
+
+
+class LocalUpstream(Upstream):
+    """The master's own process: straight to the service."""
+
+    def __init__(self, service: StateService) -> None:
+        self._service = service
+
+    async def read(self, key: str, replica: Replica) -> list[Record]:
+        return await self._service.read(key, replica)
+
+    async def watch(self, prefix: str, replica: Replica) -> list[Record]:
+        return await self._service.watch(prefix, replica)
+
+    async def write(self, key: str, tag: str, body: bytes | None, expect: int | None,
+                    replica: Replica) -> Record | None:
+        return await self._service.write(key, tag, body, expect)
+
+    async def sync(self, replica: Replica) -> list[Record]:
+        return await self._service.sync(replica)
+
+
+class StateServiceActor(Actor):
+    """The service as an actor of the master: workers' replicas ask it."""
+
+    mailbox_size: ClassVar[int] = 65536
+
+    def __init__(self, service: StateService) -> None:
+        self.service = service
+
+    async def _answer(self, operation: Any) -> Records | Failed:
+        try:
+            result = await operation
+        except StoreUnavailable as exc:
+            return Failed(kind="unavailable", message=str(exc))
+        except StateError as exc:
+            return Failed(kind="invalid", message=str(exc))
+        if isinstance(result, list):
+            return Records(records=result)
+        return Records(written=result)
+
+    @handler
+    async def read(self, msg: ReadKey) -> Records | Failed:
+        return await self._answer(self.service.read(msg.key, msg.replica))
+
+    @handler
+    async def watch(self, msg: WatchPrefix) -> Records | Failed:
+        return await self._answer(self.service.watch(msg.prefix, msg.replica))
+
+    @handler
+    async def write(self, msg: Write) -> Records | Failed:
+        return await self._answer(self.service.write(msg.key, msg.tag, msg.body, msg.expect))
+
+    @handler
+    async def sync(self, msg: Sync) -> Records | Failed:
+        return await self._answer(self.service.sync(msg.replica))
+
+
+class ReplicaActor(Actor):
+    """A worker's replica, as an actor: the service pushes to it. The pushes are taken by
+    the task that reads the channel (inline), so they are in the replica before anything
+    that came after them on the channel (the answer to a sync, say)."""
+
+    __inline_handlers__: ClassVar[dict[type[Message], str]] = {
+        Records: "_take_records",
+        Resync: "_take_resync",
+    }
+
+    def __init__(self, replica: Replica) -> None:
+        self.replica = replica
+
+    def _take_records(self, msg: Records) -> None:
+        for record in msg.records:
+            self.replica.apply(record)
+
+    def _take_resync(self, msg: Resync) -> None:
+        self.replica.resync(msg.prefixes, msg.records)
+
+
+class RemoteUpstream(Upstream):
+    """A worker: asks to the master's service actor."""
+
+    def __init__(self, service: ActorRef, replica_address: Callable[[], str]) -> None:
+        self._service = service
+        self._address = replica_address
+
+    async def _ask(self, message: Message) -> Records:
+        try:
+            reply = await self._service.ask(message)
+        except RemoteError as exc:
+            raise StateError(f"the state service failed: {exc.message}") from exc
+        except ActorError as exc:
+            raise StoreUnavailable(f"the state service cannot be reached: {exc}") from exc
+        if isinstance(reply, Failed):
+            if reply.kind == "unavailable":
+                raise StoreUnavailable(reply.message)
+            raise StateError(reply.message)
+        if not isinstance(reply, Records):
+            raise StateError(f"the state service answered {reply!r}")
+        return reply
+
+    async def read(self, key: str, replica: Replica) -> list[Record]:
+        return (await self._ask(ReadKey(key=key, replica=self._address()))).records
+
+    async def watch(self, prefix: str, replica: Replica) -> list[Record]:
+        return (await self._ask(WatchPrefix(prefix=prefix, replica=self._address()))).records
+
+    async def write(self, key: str, tag: str, body: bytes | None, expect: int | None,
+                    replica: Replica) -> Record | None:
+        reply = await self._ask(Write(key=key, tag=tag, body=body, expect=expect))
+        return reply.written
+
+    async def sync(self, replica: Replica) -> list[Record]:
+        return (await self._ask(Sync(replica=self._address()))).records
+

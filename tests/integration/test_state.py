@@ -1,0 +1,308 @@
+"""Shared state on every backend (memory, SQLite, a real Redis), through the public API,
+in the master and in worker processes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from actors import (
+    Actor,
+    InvalidKey,
+    InvalidStoredValue,
+    StateChanged,
+    StateResynced,
+    handler,
+    open_system,
+)
+from protocol import FrameTooLarge, Message
+from tests.leaks import workers
+from tests.redis_server import RedisServer, redis_server, unique_prefix
+
+TIMEOUT = 60
+
+
+@pytest.fixture(scope="session")
+def redis() -> Iterator[RedisServer]:
+    with redis_server() as server:
+        yield server
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
+    if request.param == "memory":
+        return None
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path / 'state.db'}"
+    server: RedisServer = request.getfixturevalue("redis")
+    return f"{server.url}?prefix={unique_prefix()}"
+
+
+class AppConfig(Message):
+    workers: int
+    greeting: str
+
+
+class Counter(Message):
+    value: int
+
+
+class Other(Message):
+    text: str
+
+
+class Get(Message):
+    key: str
+
+
+class Got(Message):
+    greeting: str | None = None
+    version: int = 0
+
+
+class Put(Message):
+    key: str
+    greeting: str
+
+
+class Written(Message):
+    version: int
+
+
+class Increment(Message):
+    key: str
+    times: int
+
+
+class Done(Message):
+    retries: int
+
+
+class Watch(Message):
+    prefix: str
+    count: int
+
+
+class Seen(Message):
+    changes: list[str]
+
+
+class StateUser(Actor):
+    """Uses ctx.state from wherever it runs."""
+
+    @handler
+    async def get(self, msg: Get) -> Got:
+        entry = await self.ctx.state.entry(msg.key, AppConfig)
+        return Got() if entry is None else Got(greeting=entry.value.greeting,
+                                              version=entry.version)
+
+    @handler
+    async def put(self, msg: Put) -> Written:
+        version = await self.ctx.state.put(msg.key, AppConfig(workers=1, greeting=msg.greeting))
+        entry = await self.ctx.state.entry(msg.key, AppConfig)  # read-your-writes
+        assert entry is not None
+        assert entry.version >= version
+        assert entry.value.greeting == msg.greeting or entry.version > version
+        return Written(version=version)
+
+    @handler
+    async def increment(self, msg: Increment) -> Done:
+        state = self.ctx.state
+        retries = 0
+        for _ in range(msg.times):
+            while True:
+                entry = await state.entry(msg.key, Counter)
+                current = 0 if entry is None else entry.value.value
+                version = 0 if entry is None else entry.version
+                if await state.compare_and_set(msg.key, Counter(value=current + 1),
+                                               version=version) is not None:
+                    break
+                retries += 1
+        return Done(retries=retries)
+
+    @handler
+    async def watch(self, msg: Watch) -> Seen:
+        seen: list[str] = []
+        async with self.ctx.state.watch(msg.prefix) as changes:
+            await self.ctx.ref_to("test").tell(Other(text="watching"))
+            async for change in changes:
+                assert isinstance(change, StateChanged)
+                value = change.value
+                text = value.greeting if isinstance(value, AppConfig) else "-"
+                seen.append(f"{change.key}@{change.version}={text}")
+                if len(seen) == msg.count:
+                    return Seen(changes=seen)
+        return Seen(changes=seen)
+
+
+class Signal(Actor):
+    """The test's own mailbox: workers tell it when they are ready."""
+
+    def __init__(self, arrived: trio.Event) -> None:
+        self.arrived = arrived
+
+    @handler
+    async def other(self, msg: Other) -> None:
+        self.arrived.set()
+
+
+async def test_put_get_entry_and_versions(store: str | None) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_system(store=store) as system:
+            state = system.state
+            assert await state.get("config/app", AppConfig) is None
+            v1 = await state.put("config/app", AppConfig(workers=4, greeting="hi"))
+            assert await state.get("config/app", AppConfig) == AppConfig(workers=4, greeting="hi")
+            v2 = await state.put("config/app", AppConfig(workers=8, greeting="ho"))
+            entry = await state.entry("config/app", AppConfig)
+            assert entry is not None
+            assert (entry.value.workers, entry.version) == (8, v2)
+            assert v2 > v1
+            deleted = await state.delete("config/app")
+            assert deleted is not None
+            assert deleted > v2
+            assert await state.get("config/app", AppConfig) is None
+            assert await state.delete("config/app") is None  # nothing to delete
+            v4 = await state.put("config/app", AppConfig(workers=1, greeting="again"))
+            assert v4 > deleted  # versions go on increasing across deletes
+
+
+async def test_compare_and_set(store: str | None) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_system(store=store) as system:
+            state = system.state
+            first = await state.compare_and_set("c", Counter(value=1), version=0)
+            assert first is not None
+            assert await state.compare_and_set("c", Counter(value=9), version=0) is None
+            assert await state.compare_and_set("c", Counter(value=2), version=first + 7) is None
+            second = await state.compare_and_set("c", Counter(value=2), version=first)
+            assert second is not None
+            assert await state.get("c", Counter) == Counter(value=2)
+            gone = await state.delete("c")
+            assert gone is not None
+            assert await state.compare_and_set("c", Counter(value=3), version=gone) is None
+            assert await state.compare_and_set("c", Counter(value=3), version=0) is not None
+
+
+async def test_values_are_typed_and_keys_checked(store: str | None) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_system(store=store, max_frame_size=64 * 1024) as system:
+            state = system.state
+            await state.put("k", Other(text="not a config"))
+            with pytest.raises(InvalidStoredValue, match="'k' is a Other, not a AppConfig"):
+                await state.get("k", AppConfig)
+            assert await state.get("k", Other) == Other(text="not a config")
+            for bad in ("", "has space", "x" * 600, "tab\t", "ü"):
+                with pytest.raises(InvalidKey):
+                    await state.put(bad, Other(text="x"))
+            with pytest.raises(FrameTooLarge):
+                await state.put("big", Other(text="x" * 100_000))
+            assert await state.get("big", Other) is None
+
+
+async def test_workers_read_their_writes_and_see_the_masters(store: str | None) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_system(store=store) as system:
+            user = await system.spawn(StateUser, name="user", process=True)
+            assert await user.ask(Get(key="config/app")) == Got()
+            written = await user.ask(Put(key="config/app", greeting="from a worker"))
+            assert isinstance(written, Written)
+            entry = await system.state.entry("config/app", AppConfig)
+            assert entry is not None
+            assert entry.value.greeting == "from a worker"
+            version = await system.state.put("config/app", AppConfig(workers=2, greeting="m"))
+            await system.state.sync()
+            # Pushed to the worker's replica: it sees the new value without asking anyone.
+            for _ in range(100):
+                got = await user.ask(Get(key="config/app"))
+                if got == Got(greeting="m", version=version):
+                    break
+                await trio.sleep(0.01)
+            assert got == Got(greeting="m", version=version)
+
+
+async def test_watchers_see_every_change_in_order(store: str | None) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_system(store=store) as system:
+            arrived = trio.Event()
+            await system.spawn(Signal, name="test", arrived=arrived)
+            watcher = await system.spawn(StateUser, name="watcher", process=True)
+            results: list[Message | None] = []
+
+            async def watch_in_worker() -> None:
+                results.append(await watcher.ask(Watch(prefix="config/", count=6)))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch_in_worker)
+                await arrived.wait()
+                async with system.state.watch("config/") as here:
+                    expected = []
+                    for i in range(3):
+                        for key in ("config/a", "config/b"):
+                            version = await system.state.put(
+                                key, AppConfig(workers=i, greeting=f"g{i}")
+                            )
+                            expected.append(f"{key}@{version}=g{i}")
+                    await system.state.put("other/x", AppConfig(workers=0, greeting="no"))
+                    seen_here = []
+                    async for change in here:
+                        assert isinstance(change, StateChanged)
+                        assert isinstance(change.value, AppConfig)
+                        seen_here.append(f"{change.key}@{change.version}={change.value.greeting}")
+                        if len(seen_here) == 6:
+                            break
+            assert seen_here == expected
+            assert results == [Seen(changes=expected)]
+
+
+async def test_a_watcher_that_falls_behind_is_resynced(store: str | None) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_system(store=store) as system:
+            state = system.state
+            async with state.watch("n/") as changes:
+                for i in range(1100):  # more than a watcher may hold; it does not read
+                    await state.put(f"n/{i % 3}", Counter(value=i))
+                first = await changes.__anext__()
+                assert first == StateResynced(prefix="n/")
+                after = [await changes.__anext__() for _ in range(3)]
+                assert [c.key for c in after if isinstance(c, StateChanged)] == [
+                    "n/0", "n/1", "n/2"
+                ]
+                assert {c.value for c in after if isinstance(c, StateChanged)} == {
+                    Counter(value=1097), Counter(value=1098), Counter(value=1099)
+                }
+
+
+async def test_concurrent_increments_lose_nothing(store: str | None) -> None:
+    with trio.fail_after(120):
+        async with open_system(store=store) as system:
+            users = [await system.spawn(StateUser, name=f"u{i}", process=True)
+                     for i in range(4)]
+            async with trio.open_nursery() as nursery:
+                for user in users:
+                    nursery.start_soon(user.ask, Increment(key="counter", times=500))
+            assert await system.state.get("counter", Counter) == Counter(value=2000)
+
+
+async def test_a_killed_worker_leaves_no_subscription(store: str | None) -> None:
+    import signal
+
+    with trio.fail_after(TIMEOUT):
+        async with open_system(store=store) as system:
+            user = await system.spawn(StateUser, name="user", process=True)
+            await user.ask(Get(key="config/app"))
+            service = system._starter.state._upstream._service  # type: ignore[union-attr]
+            assert len(service._remote) == 1
+            pid = next(iter(workers()))
+            os.kill(pid, signal.SIGKILL)
+            await system.state.put("config/app", AppConfig(workers=1, greeting="after"))
+            for _ in range(200):
+                if not service._remote:
+                    break
+                await trio.sleep(0.01)
+            assert service._remote == {}

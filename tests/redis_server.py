@@ -1,0 +1,89 @@
+"""A real redis-server for the tests: on a free port, in a temporary directory, stopped
+afterwards. Tests that need one skip (saying why) where redis-server is not installed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+SERVERS: set[int] = set()
+"""pids of the servers that outlive one test (session fixtures): not leaks."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """One redis-server process; ``stop()`` and ``start()`` it again on the same port and
+    data (appendonly, fsync always: what it acknowledged survives a restart)."""
+
+    def __init__(self, directory: Path, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.directory = directory
+        self.host = host
+        self.port = port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    def start(self, *, wrap: list[str] | None = None) -> None:
+        self.process = subprocess.Popen(
+            [*(wrap or []), "redis-server", "--bind", self.host, "--port", str(self.port),
+             "--dir", str(self.directory), "--appendonly", "yes", "--appendfsync", "always",
+             "--save", "", "--protected-mode", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        SERVERS.add(self.process.pid)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.2) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(64).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"redis-server did not start on {self.host}:{self.port}")
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is not None:
+            SERVERS.discard(process.pid)
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@contextmanager
+def redis_server() -> Iterator[RedisServer]:
+    if shutil.which("redis-server") is None:
+        import pytest
+
+        pytest.skip("redis-server is not installed (.ci/run installs it)")
+    with tempfile.TemporaryDirectory(prefix="redis-") as directory:
+        server = RedisServer(Path(directory))
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+def unique_prefix() -> str:
+    return f"test{os.getpid()}x{time.monotonic_ns()}"
