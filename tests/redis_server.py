@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-
 SERVERS: set[int] = set()
 """pids of the servers that outlive one test (session fixtures): not leaks."""
 
