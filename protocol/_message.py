@@ -89,9 +89,10 @@ class Message(BaseModel):
     """Base class of everything sent between actors.
 
     A message is an immutable pydantic model (``frozen=True``, ``extra="forbid"``) sent as
-    JSON (``bytes`` fields as base64, so any bytes arrive as they were sent). Each subclass is registered under a tag, ``module:QualName`` by default; name one
-    explicitly with ``class Add(Message, tag="calc.add")`` to keep the wire name stable across
-    renames. Two different classes claiming one tag fail when the second is defined.
+    JSON (``bytes`` fields as base64, so any bytes arrive as they were sent). Each subclass
+    is registered under a tag, ``module:QualName`` by default; name one explicitly with
+    ``class Add(Message, tag="calc.add")`` to keep the wire name stable across renames. Two
+    different classes claiming one tag fail when the second is defined.
     """
 
     # bytes travel as base64 in the JSON (any bytes, not only UTF-8, arrive as they left).
