@@ -291,6 +291,7 @@ class RedisStore:
         self._client: Any = None
         self._script: Any = None
         self._up = False
+        self._outage: tuple[type[BaseException], ...] = (OSError, trio.TooSlowError)
         self._send, self._receive = trio.open_memory_channel[StoreChange](math.inf)
 
     def _key(self, key: str) -> str:
@@ -300,6 +301,7 @@ class RedisStore:
     async def running(self) -> AsyncIterator[RedisStore]:
         try:
             import coredis  # imported here: only a system that uses Redis needs it
+            import coredis.exceptions
         except ImportError as exc:
             raise ImportError(
                 "the Redis store needs coredis: pip install 'trio-actors[redis]'"
@@ -311,6 +313,8 @@ class RedisStore:
         async with client:
             self._client = client
             self._script = client.register_script(_WRITE)
+            self._outage = (OSError, trio.TooSlowError, trio.BrokenResourceError,
+                            StoreUnavailable, coredis.exceptions.RedisError)
             async with trio.open_nursery() as nursery:
                 await nursery.start(self._keep_watch)  # connected, or known to be down
                 try:
@@ -332,12 +336,8 @@ class RedisStore:
             raise StoreUnavailable(
                 f"the store {self.name} did not answer {what} within {self._timeout} s"
             ) from None
-        except (OSError, ConnectionError) as exc:
+        except self._outage as exc:
             raise StoreUnavailable(f"the store {self.name} failed {what}: {exc}") from exc
-        except Exception as exc:
-            if type(exc).__module__.startswith("coredis"):
-                raise StoreUnavailable(f"the store {self.name} failed {what}: {exc}") from exc
-            raise
 
     def _record(self, key: str, fields: dict[Any, Any] | None) -> Record | None:
         if not fields:
@@ -392,15 +392,14 @@ class RedisStore:
         down_since: float | None = None
         first = [task_status]
         while True:
+            error = "the subscription ended"
             try:
                 await self._subscribed(down_since, first)
-                error = "the subscription ended"
-            except (OSError, ConnectionError, trio.TooSlowError, StoreUnavailable) as exc:
-                error = str(exc) or type(exc).__name__
-            except Exception as exc:
-                if not type(exc).__module__.startswith("coredis"):
-                    raise
-                error = str(exc) or type(exc).__name__
+            except* self._outage as group:
+                first_error = group.exceptions[0]
+                while isinstance(first_error, BaseExceptionGroup):
+                    first_error = first_error.exceptions[0]
+                error = str(first_error) or type(first_error).__name__
             if self._up or down_since is None:
                 self._up = False
                 down_since = trio.current_time()
@@ -414,6 +413,8 @@ class RedisStore:
         self, down_since: float | None, first: list[trio.TaskStatus[None]]
     ) -> None:
         client = self._client
+        if not self._up:
+            await self._probe()  # is anything listening, before the client tries again?
         with trio.fail_after(self._timeout):
             await client.ping()
         async with client.pubsub(channels=[self._channel], ignore_subscribe_messages=True
@@ -436,6 +437,18 @@ class RedisStore:
                     heard = trio.Event()
                     continue
                 self._send.send_nowait(self._published(str(data)))
+
+    async def _probe(self) -> None:
+        """Connect and PING by hand: raises OSError or TooSlowError while Redis is down."""
+        parsed = urllib.parse.urlsplit(self._url)
+        with trio.fail_after(self._timeout):
+            stream = await trio.open_tcp_stream(parsed.hostname or "localhost",
+                                                parsed.port or 6379)
+            async with stream:
+                await stream.send_all(b"PING\r\n")
+                answer = await stream.receive_some(64)
+        if not answer:
+            raise OSError("the connection closed at once")
 
     def _published(self, data: str) -> StoreChange:
         # Every change is published whole (key, version, tag, body): subscribers see each

@@ -48,14 +48,24 @@ class RedisServer:
         SERVERS.add(self.process.pid)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.2) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(64).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.02)
+            if self._answers(wrap):
+                return
+            time.sleep(0.02)
         raise RuntimeError(f"redis-server did not start on {self.host}:{self.port}")
+
+    def _answers(self, wrap: list[str] | None) -> bool:
+        if wrap:  # it listens in another network namespace: ask from there
+            probe = subprocess.run(
+                [*wrap, "redis-cli", "-h", self.host, "-p", str(self.port), "ping"],
+                capture_output=True, check=False,
+            )
+            return probe.stdout.strip() == b"PONG"
+        try:
+            with socket.create_connection((self.host, self.port), timeout=0.2) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
 
     def stop(self) -> None:
         process, self.process = self.process, None
