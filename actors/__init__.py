@@ -39,11 +39,13 @@ from ._errors import CallingSelf as CallingSelf
 from ._errors import InvalidArguments as InvalidArguments
 from ._errors import InvalidKey as InvalidKey
 from ._errors import InvalidStoredValue as InvalidStoredValue
+from ._errors import ReloadFailed as ReloadFailed
 from ._errors import RemoteError as RemoteError
 from ._errors import RestartLimitExceeded as RestartLimitExceeded
 from ._errors import SpawnError as SpawnError
 from ._errors import StateError as StateError
 from ._errors import StoreUnavailable as StoreUnavailable
+from ._errors import SystemNameTaken as SystemNameTaken
 from ._errors import UnexpectedReply as UnexpectedReply
 from ._events import ActorDrained as ActorDrained
 from ._events import ActorExited as ActorExited
@@ -53,15 +55,19 @@ from ._events import ActorStarted as ActorStarted
 from ._events import ActorSuicided as ActorSuicided
 from ._events import Event as Event
 from ._events import ExitReason as ExitReason
+from ._events import ReloadAborted as ReloadAborted
 from ._events import StoreDisconnected as StoreDisconnected
 from ._events import StoreReconnected as StoreReconnected
 from ._events import SupervisorGaveUp as SupervisorGaveUp
+from ._events import SystemReloaded as SystemReloaded
 from ._handoff import AcceptorStats as AcceptorStats
 from ._handoff import HandlePassed as HandlePassed
 from ._handoff import ListenerReport as ListenerReport
 from ._listener import Listener as Listener
 from ._listener import ListenerSpec as ListenerSpec
 from ._listener import listener as listener
+from ._operations import ActorStatus as ActorStatus
+from ._operations import SystemInfo as SystemInfo
 from ._ref import ActorRef as ActorRef
 from ._restart import Decision as Decision
 from ._restart import RestartHistory as RestartHistory
@@ -93,6 +99,7 @@ __all__ = [
     "ActorRef",
     "ActorRestarted",
     "ActorStarted",
+    "ActorStatus",
     "ActorSuicided",
     "ActorSystem",
     "Backoff",
@@ -109,6 +116,8 @@ __all__ = [
     "Listener",
     "ListenerReport",
     "ListenerSpec",
+    "ReloadAborted",
+    "ReloadFailed",
     "RemoteError",
     "RestartHistory",
     "RestartLimitExceeded",
@@ -123,6 +132,9 @@ __all__ = [
     "StoreUnavailable",
     "SupervisorGaveUp",
     "SupervisorSpec",
+    "SystemInfo",
+    "SystemNameTaken",
+    "SystemReloaded",
     "UnexpectedReply",
     "WorkerSpec",
     "decide",

@@ -45,6 +45,7 @@ class _AcceptorState:
         self.idle.set()
         self.listening: list[socket.socket] = []
         self.waiting: set[trio.CancelScope] = set()  # receive() calls between requests
+        self.recycle_after: int | None = None
 
 
 class Acceptor(Actor):
@@ -108,6 +109,7 @@ class Acceptor(Actor):
         state = self._acceptor
         state.listener = msg.listener
         state.policy = msg.policy
+        state.recycle_after = msg.recycle_after
         if msg.policy == "shared" and msg.sock is not None:
             sock = msg.sock.into_socket()
             state.listening.append(sock)
@@ -171,6 +173,12 @@ class Acceptor(Actor):
         state.total += 1
         state.idle = trio.Event() if state.idle.is_set() else state.idle
         self.ctx.start_soon(self._connection, conn)
+        if state.recycle_after is not None and state.total >= state.recycle_after:
+            # Served its share (max_connections_per_worker): take no more, and have a
+            # successor started; this one drains once it is up.
+            state.recycle_after = None
+            self._stop_accepting()
+            self.ctx.request_replacement(f"served {state.total} connections")
 
     async def _connection(self, conn: socket.socket) -> None:
         state = self._acceptor
@@ -215,11 +223,15 @@ class Acceptor(Actor):
     async def drain(self) -> None:
         """Stop taking connections, then wait for the open ones to finish."""
         state = self._acceptor
-        state.draining = True
+        self._stop_accepting()
         for scope in list(state.waiting):  # idle connections: nothing in progress to finish
             scope.cancel()
+        await state.idle.wait()
+
+    def _stop_accepting(self) -> None:
+        state = self._acceptor
+        state.draining = True
         for sock in state.listening:
             trio.lowlevel.notify_closing(sock)
             sock.close()
         state.listening.clear()
-        await state.idle.wait()

@@ -218,3 +218,9 @@ class ActorContext(Protocol):
         Its exit is ``normal``: a ``transient`` child that stops itself is not restarted.
         """
         ...
+
+    def request_replacement(self, reason: str) -> None:
+        """Ask to be replaced without failing (to recycle a worker, say): a supervised
+        process actor gets its successor started first, then stops (draining) with exit
+        reason ``recycled``; any other actor just stops."""
+        ...

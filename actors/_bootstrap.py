@@ -43,6 +43,7 @@ from ._control import (
     Hello,
     Ready,
     Release,
+    Retire,
     Start,
     StartFailed,
     Stop,
@@ -320,6 +321,9 @@ async def _obey_parent(link: Link, cell: Cell) -> None:
             cell.released.set()
         elif isinstance(message, Release):
             cell.released.set()
+            if cell.replacement is not None:
+                cell.stopped_itself = True
+                cell.stop()  # its successor is up: it drains and stops
         else:
             link.notify(Stopping(failure=Failure.from_exception(
                 "protocol", ProtocolError(f"unexpected control message {type(message).__name__}")
@@ -327,10 +331,23 @@ async def _obey_parent(link: Link, cell: Cell) -> None:
 
 
 async def _ask_for_replacement(link: Link, cell: Cell) -> None:
-    """The suicide signal: once the actor crashed, ask for a replacement (it drains)."""
-    await cell.crashed.wait()
-    assert cell.failure is not None
-    link.notify(Suicide(failure=Failure.from_exception("remote", cell.failure, actor=cell.path)))
+    """The suicide signal: once the actor crashed, ask for a replacement (it drains); the
+    same, without a failure, when the actor asked to be replaced."""
+    async with trio.open_nursery() as nursery:
+        async def crashed() -> None:
+            await cell.crashed.wait()
+            assert cell.failure is not None
+            link.notify(Suicide(
+                failure=Failure.from_exception("remote", cell.failure, actor=cell.path)
+            ))
+            nursery.cancel_scope.cancel()
+
+        async def replaced() -> None:
+            await cell.replacement_requested.wait()
+            link.notify(Retire(reason=cell.replacement or "asked to be replaced"))
+
+        nursery.start_soon(crashed)
+        nursery.start_soon(replaced)
 
 
 async def _watch_sigterm(link: Link) -> None:

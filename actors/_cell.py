@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import os
@@ -14,7 +15,7 @@ from protocol import Message
 
 from ._actor import Actor
 from ._asks import Reply
-from ._control import Failure
+from ._control import Failure, Probe, Probed
 from ._errors import ActorGone, SpawnError
 from ._events import (
     ActorDrained,
@@ -30,11 +31,14 @@ from ._shared import State
 from ._spec import ChildSpec
 from ._tree import Child, Parent, SpawnChild, stop_children
 
-__all__ = ["Cell", "drain_budget"]
+__all__ = ["ASK_BUCKETS", "Cell", "drain_budget"]
 
 log = logging.getLogger("actors")
 
 _FAIRNESS_BUDGET = 64  # messages handled back to back before the loop lets other tasks run
+
+ASK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+"""Upper bounds (seconds) of the ask-handling histogram every actor keeps."""
 
 
 def drain_budget(shutdown: float) -> float:
@@ -98,6 +102,8 @@ class Cell:
         self.linger_on_crash = linger_on_crash
         self.crashed = trio.Event()
         self.released = trio.Event()
+        self.replacement: str | None = None  # why it asked to be replaced, if it did
+        self.replacement_requested = trio.Event()
         self.drain_timeout = drain_budget(shutdown_timeout)
         self.started_at = 0.0
         self.pid = os.getpid()
@@ -105,6 +111,12 @@ class Cell:
             max(0, actor.mailbox_size)
         )
         self._current: Reply | None = None
+        # Figures for status and metrics: messages handled, asks among them, and how long
+        # the handlers of asks took (a histogram over ASK_BUCKETS).
+        self.handled = 0
+        self.asks = 0
+        self.ask_seconds = 0.0
+        self.ask_buckets = [0] * (len(ASK_BUCKETS) + 1)
         self._scope = trio.CancelScope()
         self._setup_scope = trio.CancelScope()
         self._teardown_scope = trio.CancelScope(shield=True)
@@ -125,11 +137,24 @@ class Cell:
 
     def inline_handler(self, message: Message) -> Callable[[Message], Message | None] | None:
         """The runtime's synchronous handler for ``message`` on this actor, if it has one."""
+        if type(message) is Probe:
+            return self._probe
         name = type(self.actor).__inline_handlers__.get(type(message))
         if name is None or not self.accepting:
             return None
         handle: Callable[[Message], Message | None] = getattr(self.actor, name)
         return handle
+
+    def _probe(self, message: Message) -> Probed:
+        return Probed(
+            pid=self.pid, mailbox=self._send.statistics().current_buffer_used,
+            handled=self.handled, asks=self.asks, ask_seconds=round(self.ask_seconds, 6),
+            ask_buckets=list(self.ask_buckets),
+        )
+
+    @property
+    def mailbox_depth(self) -> int:
+        return self._send.statistics().current_buffer_used
 
     async def deliver(self, message: Message, reply: Reply | None) -> None:
         """Put a message in the mailbox, waiting while it is full."""
@@ -354,6 +379,7 @@ class Cell:
                 continue
             self._current = reply
             token = current_actor.set(self.address)
+            began = trio.current_time()
             try:
                 result = await getattr(actor, name)(message)
                 if result is not None and not isinstance(result, Message):
@@ -377,9 +403,18 @@ class Cell:
                 raise
             finally:
                 current_actor.reset(token)
+                self._count(began, reply is not None)
             self._current = None
             if reply is not None:
                 reply.send(result)
+
+    def _count(self, began: float, ask: bool) -> None:
+        self.handled += 1
+        if ask:
+            took = trio.current_time() - began
+            self.asks += 1
+            self.ask_seconds += took
+            self.ask_buckets[bisect.bisect_left(ASK_BUCKETS, took)] += 1
 
     def _handler_failed(self, reply: Reply | None, exc: BaseException) -> None:
         if reply is not None:
@@ -465,6 +500,16 @@ class _Context:
     def stop(self) -> None:
         self._cell.stopped_itself = True
         self._cell.stop()
+
+    def request_replacement(self, reason: str) -> None:
+        cell = self._cell
+        if not cell.linger_on_crash:  # not a worker's own actor: nothing replaces it
+            log.info("actor %s asked to be replaced (%s): it stops", cell.path, reason)
+            self.stop()
+            return
+        if cell.replacement is None:
+            cell.replacement = reason
+            cell.replacement_requested.set()
 
 
 def _gone(cell: Cell, why: str, *, in_doubt: bool = False) -> Failure:

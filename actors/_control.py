@@ -19,8 +19,11 @@ __all__ = [
     "Hello",
     "NameRegistered",
     "NameUnregistered",
+    "Probe",
+    "Probed",
     "Ready",
     "Release",
+    "Retire",
     "Start",
     "StartFailed",
     "Stop",
@@ -110,6 +113,13 @@ class Suicide(Message, tag="actors.Suicide"):
     failure: Failure
 
 
+class Retire(Message, tag="actors.Retire"):
+    """The worker's actor asks to be replaced (no failure: ``reason`` says why); it drains
+    and stops once released, as after a suicide."""
+
+    reason: str
+
+
 class Release(Message, tag="actors.Release"):
     """To a worker draining after its suicide: the replacement is ready, finish and exit."""
 
@@ -148,3 +158,20 @@ class Credit(Message, tag="actors.Credit"):
 class SystemStopping(Message, tag="actors.SystemStopping"):
     """The system is shutting down (sent down the tree): a handler whose ask fails because
     another actor already stopped is part of the shutdown, not a crash."""
+
+
+class Probe(Message, tag="actors.Probe"):
+    """How is this actor? Answered by the runtime (inline), never by a handler."""
+
+
+class Probed(Message, tag="actors.Probed"):
+    """An actor's figures: its mailbox depth, what it handled (``asks`` of them asks),
+    and how long its handlers took on asks (histogram counts per ``buckets`` upper bound,
+    seconds; the last count is above the last bound)."""
+
+    pid: int
+    mailbox: int
+    handled: int
+    asks: int
+    ask_seconds: float
+    ask_buckets: list[int]

@@ -13,6 +13,9 @@
     │                          or encode the answer); carries the original type name and text
     ├── CallingSelf            an actor asked itself: it would wait for itself forever
     ├── UnexpectedReply        ``ask(msg, expect)`` got a reply of another type (a TypeError too)
+    ├── ReloadFailed           a reload stopped: the new code did not import, or its workers
+    │                          did not start (the old workers keep serving)
+    ├── SystemNameTaken        another running system of this user has the same name
     └── StateError             shared state (``system.state``, ``ctx.state``) failed
         ├── StoreUnavailable   the store did not answer in time: the write did not happen
         ├── InvalidStoredValue the value stored under a key is not what was asked for
@@ -41,11 +44,13 @@ __all__ = [
     "InvalidArguments",
     "InvalidKey",
     "InvalidStoredValue",
+    "ReloadFailed",
     "RemoteError",
     "RestartLimitExceeded",
     "SpawnError",
     "StateError",
     "StoreUnavailable",
+    "SystemNameTaken",
     "UnexpectedReply",
     "leaves",
     "unwrap_actor_errors",
@@ -132,6 +137,15 @@ class UnexpectedReply(ActorError, TypeError):
         super().__init__(f"expected a {expected.__name__} reply, got {reply!r}")
         self.expected = expected
         self.reply = reply
+
+
+class ReloadFailed(ActorError):
+    """A reload stopped: the new code did not import, or a new worker did not start. The
+    workers not yet replaced keep serving with the old code."""
+
+
+class SystemNameTaken(ActorError):
+    """Another running system of this user already has this name (its control socket)."""
 
 
 class StateError(ActorError):

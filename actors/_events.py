@@ -27,16 +27,21 @@ __all__ = [
     "EventBus",
     "EventSink",
     "ExitReason",
+    "ReloadAborted",
     "StoreDisconnected",
     "StoreReconnected",
     "SupervisorGaveUp",
+    "SystemReloaded",
     "crash_reason",
     "exit_reason",
 ]
 
 log = logging.getLogger("actors.events")
 
-ExitKind = Literal["normal", "shutdown", "crashed", "killed", "suicide", "timeout", "unresponsive"]
+ExitKind = Literal[
+    "normal", "shutdown", "crashed", "killed", "suicide", "timeout", "unresponsive", "memory",
+    "recycled",
+]
 
 
 class ExitReason(Message, tag="actors.ExitReason"):
@@ -47,7 +52,9 @@ class ExitReason(Message, tag="actors.ExitReason"):
     process exited with a non-zero status. ``killed``: a signal ended its process. ``suicide``:
     it reported an unexpected exception and asked to be replaced. ``timeout``: it did not
     become ready within its start timeout. ``unresponsive``: its process stopped answering
-    heartbeats and was killed.
+    heartbeats and was killed. ``memory``: its process stayed above ``max_memory`` and was
+    replaced. ``recycled``: an acceptor served ``max_connections_per_worker`` connections
+    and was replaced.
     """
 
     kind: ExitKind
@@ -74,6 +81,8 @@ class ExitReason(Message, tag="actors.ExitReason"):
             "suicide": "it crashed and asked to be replaced",
             "timeout": "it did not become ready in time",
             "unresponsive": "it stopped answering heartbeats and was killed",
+            "memory": "it used more memory than it may and was replaced",
+            "recycled": "it served its share of connections and was replaced",
         }[self.kind]
         if self.signal is not None:
             detail = f"{detail}, signal {self.signal}" if detail else f"signal {self.signal}"
@@ -236,6 +245,20 @@ class StoreReconnected(Event, tag="actors.StoreReconnected"):
     down_for: float
 
 
+class SystemReloaded(Event, tag="actors.SystemReloaded"):
+    """A reload finished: new code imported, ``replaced`` are the paths whose actors now
+    run it (``path`` is what was reloaded: ``""`` for the whole system)."""
+
+    replaced: list[str]
+
+
+class ReloadAborted(Event, tag="actors.ReloadAborted"):
+    """A reload stopped (``error`` says why); what it had not replaced keeps running."""
+
+    error: str
+    replaced: list[str]
+
+
 class EventSink(Protocol):
     """Where a process's runtime reports lifecycle events."""
 
@@ -254,6 +277,8 @@ class EventBus:
         self._buffer = buffer
         self._subscribers: list[trio.MemorySendChannel[Event]] = []
         self._history: deque[Event] = deque(maxlen=buffer)
+        self.last_exits: dict[str, ExitReason] = {}  # by path: how its last instance ended
+        self.exits: dict[str, int] = {}  # how many instances ended, by exit kind
 
     def subscribe(self, *, history: bool = False) -> trio.MemoryReceiveChannel[Event]:
         send, receive = trio.open_memory_channel[Event](self._buffer)
@@ -266,6 +291,9 @@ class EventBus:
     def publish(self, event: Event) -> None:
         _log(event)
         self._history.append(event)
+        if isinstance(event, ActorExited):
+            self.last_exits[event.path] = event.reason
+            self.exits[event.reason.kind] = self.exits.get(event.reason.kind, 0) + 1
         for send in list(self._subscribers):
             try:
                 send.send_nowait(event)
@@ -306,6 +334,11 @@ def _log(event: Event) -> None:
         else:
             left = "" if event.in_flight is None else f" with {event.in_flight} in flight"
             log.warning("%s: drain cut short after %.3f s%s", event.path, event.seconds, left)
+    elif isinstance(event, SystemReloaded):
+        log.info("reloaded %s: %s", event.path or "the system",
+                 ", ".join(event.replaced) or "nothing to replace")
+    elif isinstance(event, ReloadAborted):
+        log.error("reload of %s stopped: %s", event.path or "the system", event.error)
     elif isinstance(event, StoreDisconnected):
         log.error("the store %s is unreachable (%s): writes fail, reads are served from "
                   "replicas", event.store, event.error)

@@ -61,10 +61,12 @@ class Preload(Message, tag="actors.forkserver.Preload"):
 
 
 class ForkRequest(Message, tag="actors.forkserver.ForkRequest"):
-    """Fork a worker on this channel."""
+    """Fork a worker on this channel (with its stdout and stderr, if given)."""
 
     request: int
     channel: FdHandle
+    stdout: FdHandle | None = None
+    stderr: FdHandle | None = None
 
 
 class Forked(Message, tag="actors.forkserver.Forked"):
@@ -75,6 +77,12 @@ class Forked(Message, tag="actors.forkserver.Forked"):
 class ForkFailed(Message, tag="actors.forkserver.ForkFailed"):
     request: int
     error: str
+
+
+class Preloaded(Message, tag="actors.forkserver.Preloaded"):
+    """The server imported what it was asked to (``error``: what failed to import)."""
+
+    error: str | None = None
 
 
 class ChildExited(Message, tag="actors.forkserver.ChildExited"):
@@ -165,6 +173,10 @@ class ForkServer:
         self._early_exits: dict[int, int] = {}
         self.broken: BaseException | None = None
         self.gone = trio.Event()  # set once the server can fork no more
+        self.preloaded = trio.Event()
+        self.preload_error: str | None = None
+        self.done_with = trio.Event()  # retired, and its last worker is gone
+        self._retired = False
         self._channel: Channel
         # The task reading the server's reports is shielded: when the block using the server
         # is cancelled, the system's shutdown still reaps its workers, and learns of their
@@ -172,16 +184,18 @@ class ForkServer:
         self._serve_scope = trio.CancelScope(shield=True)
         self._closing = False
 
-    async def start(self, fd: int) -> ForkedProcess:
+    async def start(self, fd: int, output: tuple[int, int] | None = None) -> ForkedProcess:
         if self.broken is not None:
             raise SpawnError(f"the fork server is gone: {self.broken}")
         channel = self._channel
         self._requests += 1
         request = self._requests
         done = self._waiting[request] = trio.Event()
-        data, fds = encode_message(
-            FrameKind.SYSTEM, ForkRequest(request=request, channel=FdHandle(fd))
-        )
+        data, fds = encode_message(FrameKind.SYSTEM, ForkRequest(
+            request=request, channel=FdHandle(fd),
+            stdout=None if output is None else FdHandle(output[0]),
+            stderr=None if output is None else FdHandle(output[1]),
+        ))
         try:
             channel.send_nowait(data, fds)
             await done.wait()
@@ -218,9 +232,23 @@ class ForkServer:
                 raise
         self._fail(RuntimeError("the fork server was closed"))
 
+    @property
+    def children(self) -> int:
+        """Workers it forked that have not exited yet."""
+        return len(self._children)
+
+    def retire(self) -> None:
+        """Fork nothing more; end once the workers it forked have exited."""
+        self._retired = True
+        if not self._children:
+            self.done_with.set()
+
     def _on_frame(self, frame: Frame) -> None:
         message = decode_message(frame)
-        if isinstance(message, Forked | ForkFailed):
+        if isinstance(message, Preloaded):
+            self.preload_error = message.error
+            self.preloaded.set()
+        elif isinstance(message, Forked | ForkFailed):
             self._answers[message.request] = message
             event = self._waiting.get(message.request)
             if event is not None:
@@ -231,11 +259,16 @@ class ForkServer:
                 self._early_exits[message.pid] = message.status
             else:
                 child._set_status(message.status)
+            if self._retired and not self._children:
+                self.done_with.set()
 
     def _fail(self, exc: BaseException) -> None:
         if self.broken is None:
             self.broken = exc
         self.gone.set()
+        if not self.preloaded.is_set():
+            self.preload_error = f"the fork server went away while importing: {exc}"
+            self.preloaded.set()
         for event in self._waiting.values():
             event.set()
         # Its workers outlive it (they die with the master, not with it): from now on they
@@ -292,7 +325,8 @@ class LazyForkServer:
     A system that never starts a process never pays for a fork server (a process and ~0.3 s
     of imports). If the server dies, running workers carry on (they die with the master,
     not with it); new workers start cold until a new server is up (restarted with a backoff
-    of 0.5 s doubling to 30 s). Get one from :func:`open_lazy_fork_server`.
+    of 0.5 s doubling to 30 s). :meth:`renew` replaces the server with one that imports the
+    code as it is on disk now (a reload). Get one from :func:`open_lazy_fork_server`.
     """
 
     def __init__(self, nursery: trio.Nursery, preload: list[str]) -> None:
@@ -302,50 +336,90 @@ class LazyForkServer:
         self._first: trio.Event | None = None
         self._closing = trio.Event()
         self._cold = ColdSpawner()
+        self._generation = 0
         self.restarts = 0
 
     @property
     def started(self) -> bool:
         return self._first is not None
 
-    async def start(self, fd: int) -> WorkerProcess:
+    async def start(self, fd: int, output: tuple[int, int] | None = None) -> WorkerProcess:
         if self._closing.is_set():
             raise SpawnError("the system is closing: no new worker starts")
         if self._first is None:
             self._first = trio.Event()
-            self._nursery.start_soon(self._supervise, self._first)
+            self._nursery.start_soon(self._supervise, self._first, self._generation)
         await self._first.wait()
         server = self._server
         if server is not None and server.broken is None:
             try:
-                return await server.start(fd)
+                return await server.start(fd, output)
             except SpawnError:
                 if server.broken is None:
                     raise  # it is up but could not fork: that is this start's failure
         # No fork server now (it died and is not back yet): a fresh interpreter.
-        return await self._cold.start(fd)
+        return await self._cold.start(fd, output)
 
-    async def _supervise(self, first: trio.Event) -> None:
+    async def renew(self) -> None:
+        """Start a new fork server from the code on disk; once it imported everything,
+        new workers come from it (the old one lives on while its workers do).
+
+        Raises :class:`SpawnError` (the old server stays) if the code does not import."""
+        if self._closing.is_set():
+            raise SpawnError("the system is closing")
+        self._generation += 1
+        first = trio.Event()
+        ready: list[ForkServer] = []
+        self._nursery.start_soon(self._supervise, first, self._generation, ready)
+        await first.wait()
+        server = ready[0] if ready else None
+        if server is None or server.broken is not None:
+            raise SpawnError("the new fork server did not start")
+        with trio.move_on_after(_PRELOAD_TIMEOUT):
+            await server.preloaded.wait()
+        error = server.preload_error if server.preloaded.is_set() else (
+            f"it did not finish importing within {_PRELOAD_TIMEOUT} s"
+        )
+        if error is not None:
+            self._generation -= 1  # the old one stays current
+            server.retire()
+            raise SpawnError(f"the new code does not import: {error}")
+        previous, self._server = self._server, server
+        if previous is not None:
+            previous.retire()
+
+    async def _supervise(
+        self, first: trio.Event, generation: int, ready: list[ForkServer] | None = None
+    ) -> None:
+        """Run the fork server of one generation: restart it when it dies (while it is the
+        current one); end once it is retired and its last worker is gone."""
         delay = _RESTART_DELAY
         while not self._closing.is_set():
             try:
                 async with open_fork_server(self._preload) as server:
-                    self._server = server
+                    if ready is not None and not ready:
+                        ready.append(server)  # renew() decides whether it becomes current
+                    elif generation == self._generation:
+                        self._server = server  # (a restart of the current generation)
                     first.set()
                     up_since = trio.current_time()
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(_cancel_when, self._closing, nursery.cancel_scope)
+                        nursery.start_soon(_cancel_when, server.done_with, nursery.cancel_scope)
                         await server.gone.wait()
                         nursery.cancel_scope.cancel()
+                    if server.done_with.is_set() and not server.gone.is_set():
+                        return  # retired, and its last worker has exited
                     if trio.current_time() - up_since > _STABLE_AFTER:
                         delay = _RESTART_DELAY
             except Exception as exc:
                 log.error("the fork server could not start: %r", exc)
             finally:
-                self._server = None
+                if self._server is not None and self._server.broken is not None:
+                    self._server = None
                 first.set()
-            if self._closing.is_set():
-                return
+            if self._closing.is_set() or generation != self._generation:
+                return  # only the current generation is restarted
             log.error("the fork server is gone: workers start cold until a new one is up "
                       "(in %.1f s)", delay)
             with trio.move_on_after(delay):
@@ -354,6 +428,7 @@ class LazyForkServer:
             self.restarts += 1
 
 
+_PRELOAD_TIMEOUT = 60.0
 _RESTART_DELAY = 0.5
 _MAX_RESTART_DELAY = 30.0
 _STABLE_AFTER = 60.0

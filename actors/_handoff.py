@@ -42,6 +42,7 @@ class Attach(Message, tag="actors.listener.Attach"):
     sock: SocketHandle | None = None  # shared: the listening socket itself
     host: str = ""
     port: int = 0  # reuseport: where to bind
+    recycle_after: int | None = None  # connections before it asks to be replaced
 
 
 class Handoff(Message, tag="actors.listener.Handoff"):

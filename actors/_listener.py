@@ -25,11 +25,13 @@ the connections the kernel had queued on it are reset, not moved to the others.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import itertools
 import logging
 import math
 import os
+import random
 import socket
 from collections import deque
 from collections.abc import Callable
@@ -43,7 +45,7 @@ from protocol import Message, SocketHandle
 from ._acceptor import Acceptor
 from ._actor import Actor, handler
 from ._cell import Cell
-from ._errors import ActorError, ActorGone, RemoteError
+from ._errors import ActorError, ActorGone, ReloadFailed, RemoteError, SpawnError
 from ._events import ExitReason, exit_reason
 from ._handoff import (
     POLICIES,
@@ -62,7 +64,7 @@ from ._handoff import (
 from ._ref import ActorRef
 from ._router import Router
 from ._sockets import bind
-from ._spec import Shutdown, SupervisorSpec, supervisor, worker
+from ._spec import Shutdown, SupervisorSpec, WorkerSpec, supervisor, worker
 from ._start import Starter
 from ._supervisor import ChildDown, ChildUp, Membership, Supervisor
 from ._tree import Child, Parent, stop_children
@@ -92,6 +94,7 @@ class ListenerSpec(SupervisorSpec):
     in_flight: int = 64
     backlog: int = 1024
     report_every: float = 5.0
+    max_connections_per_worker: int | None = None
 
 
 def listener(
@@ -108,11 +111,18 @@ def listener(
     max_restarts: int = 10,
     within: float = 10.0,
     report_every: float = 5.0,
+    max_memory: int | None = None,
+    max_connections_per_worker: int | None = None,
     **kwargs: Any,
 ) -> ListenerSpec:
     """Spec of a listener on ``host:port`` (port 0: any free port) served by ``count``
     acceptor processes (default: the number of CPUs). ``kwargs`` go to the acceptor's
-    ``__init__``; ``shutdown`` is each acceptor's time to drain its connections."""
+    ``__init__``; ``shutdown`` is each acceptor's time to drain its connections.
+
+    ``max_memory`` (bytes): an acceptor whose resident memory stays above it is replaced
+    (its successor first). ``max_connections_per_worker``: an acceptor is replaced after
+    about that many connections (each gets up to 10% more, at random, so that they do not
+    all go at once), as gunicorn's ``max_requests``."""
     if not (isinstance(acceptor, type) and issubclass(acceptor, Acceptor)):
         raise TypeError(f"listener() takes an Acceptor subclass, not {acceptor!r}")
     if policy not in POLICIES:
@@ -125,8 +135,11 @@ def listener(
         raise ValueError(f"port must be in 0..65535, not {port}")
     if in_flight < 1:
         raise ValueError("in_flight must be >= 1")
+    if max_connections_per_worker is not None and max_connections_per_worker < 1:
+        raise ValueError("max_connections_per_worker must be >= 1 (or None)")
     children = tuple(
-        worker(acceptor, name=str(i), process=True, shutdown=shutdown, **kwargs)
+        worker(acceptor, name=str(i), process=True, shutdown=shutdown,
+               max_memory=max_memory, **kwargs)
         for i in range(count)
     )
     checked = supervisor(name, max_restarts=max_restarts, within=within, children=children)
@@ -134,7 +147,7 @@ def listener(
         name=checked.name, strategy="one_for_one", max_restarts=checked.max_restarts,
         within=checked.within, children=checked.children, shutdown="infinity",
         host=host, port=port, policy=policy, in_flight=in_flight, backlog=backlog,
-        report_every=report_every,
+        report_every=report_every, max_connections_per_worker=max_connections_per_worker,
     )
 
 
@@ -414,13 +427,38 @@ class Listener:
         return sock
 
     async def shutdown(self, grace: float) -> None:
-        """Stop accepting, stop the acceptors (each drains), then exit."""
+        """Stop accepting, stop the acceptors (each drains), then exit.
+
+        When the system itself is stopping, nothing will accept on the socket again: it is
+        closed at once, so that new clients are refused rather than left waiting for an
+        answer while the acceptors drain."""
         self._accepting = False
         if self.sock is not None:
             trio.lowlevel.notify_closing(self.sock)
+            if self.router.stopping:
+                self._sockets.pop(self.path, None)
+                self.sock.close()
         if self._supervisor is not None:
             await self._supervisor.shutdown(grace)
         await self.done.wait()
+
+    async def scale(self, count: int) -> None:
+        """Run ``count`` acceptors: new ones start and take connections; removed ones (the
+        last added first) stop taking them and drain."""
+        if count < 1:
+            raise ValueError("a listener needs at least one acceptor")
+        sup = self._supervisor
+        if sup is None:
+            raise SpawnError(f"listener {self.path} is not running")
+        async with self._reload_lock:
+            names = sorted(sup.child_names(), key=int)
+            template = sup.spec.children[0]
+            assert isinstance(template, WorkerSpec)
+            next_index = max(map(int, names), default=-1) + 1
+            for index in range(next_index, next_index + count - len(names)):
+                await sup.add_child(dataclasses.replace(template, name=str(index)))
+            for name in reversed(names[count:]):
+                await sup.remove_child(name)
 
     # -- acceptors coming and going ---------------------------------------------------------
 
@@ -447,6 +485,11 @@ class Listener:
                             host=str(self.host), port=int(self.port))
         else:
             attach = Attach(listener=self._actor.ref, policy=policy)
+        limit = self.spec.max_connections_per_worker
+        if limit is not None:
+            attach = attach.model_copy(
+                update={"recycle_after": limit + random.randrange(limit // 10 + 1)}
+            )
         try:
             await instance.ref.tell(attach)
         except ActorError as exc:
@@ -525,17 +568,24 @@ class Listener:
                 policy=self.spec.policy, acceptors=await self.stats(),
             ))
 
-    async def reload(self) -> None:
+    async def reload(self) -> list[str]:
         """Replace the acceptors one at a time: start the new one, wait until it is ready,
-        then drain the old one (no connection is refused or dropped on the way)."""
+        then drain the old one (no connection is refused or dropped on the way). The paths
+        replaced; :class:`ReloadFailed` as soon as a new one does not start (the old ones
+        not yet replaced keep serving)."""
         async with self._reload_lock:
             sup = self._supervisor
             if sup is None:
-                return
-            for name in list(sup.instances()):
+                return []
+            replaced = []
+            for name in sorted(sup.instances()):
                 if not await sup.replace(name):
-                    log.error("reload of %s/%s: the new acceptor did not start",
-                              self.path, name)
+                    raise ReloadFailed(
+                        f"the new acceptor {self.path}/{name} did not start; the old one "
+                        "keeps serving (see the log for why)"
+                    )
+                replaced.append(f"{self.path}/{name}")
+            return replaced
 
 
 def run_listeners(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from typing import Protocol
+from typing import Literal, Protocol
 
 import trio
 
@@ -23,6 +23,7 @@ __all__ = [
     "PARENT_PID_ENV",
     "ChildProcess",
     "ColdSpawner",
+    "OutputSink",
     "Spawner",
     "WorkerProcess",
     "class_path",
@@ -64,9 +65,17 @@ class WorkerProcess(Protocol):
 
 
 class Spawner(Protocol):
-    """Starts a worker process whose channel is ``fd`` (to be passed by number)."""
+    """Starts a worker process whose channel is ``fd`` (to be passed by number); with
+    ``output``, its stdout and stderr are those two fds (the caller keeps its copies)."""
 
-    async def start(self, fd: int) -> WorkerProcess: ...
+    async def start(self, fd: int, output: tuple[int, int] | None = None) -> WorkerProcess: ...
+
+
+class OutputSink(Protocol):
+    """Where the lines a worker prints go (the master's output log)."""
+
+    def line(self, path: str, pid: int, stream: Literal["stdout", "stderr"], text: str
+             ) -> None: ...
 
 
 class ChildProcess:
@@ -108,8 +117,15 @@ class ChildProcess:
             self._pidfd = -1
 
 
-def start_process(command: list[str], *, fd: int, extra_env: dict[str, str]) -> ChildProcess:
-    """Start ``command`` with ``fd`` passed by number, in a process group of its own."""
+def start_process(
+    command: list[str],
+    *,
+    fd: int,
+    extra_env: dict[str, str],
+    output: tuple[int, int] | None = None,
+) -> ChildProcess:
+    """Start ``command`` with ``fd`` passed by number, in a process group of its own (with
+    ``output``: its stdout and stderr)."""
     env = dict(os.environ)
     env.update(extra_env)
     env[CHANNEL_FD_ENV] = str(fd)
@@ -123,6 +139,8 @@ def start_process(command: list[str], *, fd: int, extra_env: dict[str, str]) -> 
         pass_fds=(fd,),
         env=env,
         stdin=subprocess.DEVNULL,
+        stdout=None if output is None else output[0],
+        stderr=None if output is None else output[1],
         # Its own process group: a terminal's Ctrl-C reaches the master only (which
         # orchestrates shutdown), and a kill of the group reaches what the worker forked.
         process_group=0,
@@ -133,8 +151,9 @@ def start_process(command: list[str], *, fd: int, extra_env: dict[str, str]) -> 
 class ColdSpawner:
     """A fresh interpreter per worker: ``sys.executable -m actors._bootstrap``."""
 
-    async def start(self, fd: int) -> WorkerProcess:
-        process = start_process([sys.executable, "-m", "actors._bootstrap"], fd=fd, extra_env={})
+    async def start(self, fd: int, output: tuple[int, int] | None = None) -> WorkerProcess:
+        process = start_process([sys.executable, "-m", "actors._bootstrap"], fd=fd,
+                                extra_env={}, output=output)
         await trio.lowlevel.checkpoint()
         return process
 

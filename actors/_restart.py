@@ -74,13 +74,14 @@ def decide(
     if not should_restart(child_spec, reason):
         history.failures.pop(child, None)
         return Decision()
-    history.count(now, spec.within)
-    history.restarts.append(now)
-    if len(history.restarts) > spec.max_restarts:
-        return Decision(give_up=True)
+    if reason.kind != "recycled":  # planned replacements (max_connections) are no failures
+        history.count(now, spec.within)
+        history.restarts.append(now)
+        if len(history.restarts) > spec.max_restarts:
+            return Decision(give_up=True)
 
     delay = 0.0
-    intentional = reason.normal or reason.kind == "suicide"
+    intentional = reason.normal or reason.kind in ("suicide", "memory", "recycled")
     if spec.backoff is not None and not intentional:
         failures = history.failures.get(child, 0)
         if uptime >= spec.backoff.reset_after:

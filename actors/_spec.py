@@ -109,6 +109,8 @@ class WorkerSpec:
     heartbeat_timeout: float | None = None
     arguments: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     arguments_json: str | None = None
+    reload: bool = False
+    max_memory: int | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,8 @@ def worker(
     shutdown: Shutdown = 5.0,
     start_timeout: float = 30.0,
     heartbeat_timeout: float | None = None,
+    reload: bool = False,
+    max_memory: int | None = None,
     **kwargs: Any,
 ) -> WorkerSpec:
     """Spec of an actor under a supervisor (OTP's worker child spec).
@@ -155,8 +159,12 @@ def worker(
     abnormal exit only), ``temporary`` (never). ``shutdown``: seconds it gets to stop before
     it is killed, ``"infinity"``, or ``"brutal_kill"`` (killed at once). ``start_timeout``: a
     start not ready by then is killed and counts as a failure. ``heartbeat_timeout`` (process
-    actors): a worker silent this long is killed as unresponsive. ``kwargs`` go to the
-    actor's ``__init__`` and are validated now (and must be JSON for a process).
+    actors): a worker silent this long is killed as unresponsive. ``reload``: replaced by
+    ``system.reload()`` (and SIGHUP), with the code as it is on disk then (listeners always
+    are). ``max_memory`` (bytes, process actors): a worker whose resident memory stays above
+    it is replaced as after a suicide (the new one first), with exit reason ``memory``.
+    ``kwargs`` go to the actor's ``__init__`` and are validated now (and must be JSON for a
+    process).
     """
     if not (isinstance(actor_class, type) and issubclass(actor_class, Actor)):
         raise TypeError(f"worker() takes an Actor subclass, not {actor_class!r}")
@@ -166,6 +174,11 @@ def worker(
         raise ValueError("start_timeout must be > 0 seconds")
     if heartbeat_timeout is not None and heartbeat_timeout <= 0:
         raise ValueError("heartbeat_timeout must be > 0 seconds (or None)")
+    if max_memory is not None and (isinstance(max_memory, bool) or not isinstance(
+        max_memory, int) or max_memory <= 0):
+        raise ValueError("max_memory must be a number of bytes > 0 (or None)")
+    if max_memory is not None and not process:
+        raise ValueError("max_memory limits a worker process: it needs process=True")
     arguments_json = None
     if process:
         arguments_json = arguments_to_json(actor_class, kwargs)
@@ -181,6 +194,8 @@ def worker(
         heartbeat_timeout=heartbeat_timeout,
         arguments=MappingProxyType(dict(kwargs)),
         arguments_json=arguments_json,
+        reload=bool(reload),
+        max_memory=max_memory,
     )
 
 

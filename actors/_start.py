@@ -16,7 +16,7 @@ from ._actor import Actor
 from ._cell import Cell
 from ._errors import ActorError, SpawnError
 from ._events import crash_reason
-from ._processes import Spawner
+from ._processes import OutputSink, Spawner
 from ._ref import ActorRef
 from ._router import Router
 from ._shared import State
@@ -54,12 +54,15 @@ class Starter:
         *,
         state: State | None = None,
         state_service: str | None = None,
+        output: OutputSink | None = None,
     ) -> None:
         self.router = router
         self.spawner = spawner
         self.kinds = dict(kinds or {})
         self.state = state  # what actors of this process reach as ctx.state
+        self.workers: set[WorkerHandle] = set()  # running, started from this process
         self.state_service = state_service  # its address, for workers started from here
+        self.output = output  # where the workers' output goes (None: where ours does)
 
     async def start_child(
         self,
@@ -118,15 +121,27 @@ class Starter:
             self.router, spec.actor_class, path=path, arguments=spec.arguments_json,
             parent=parent, spawner=self.spawner, shutdown_timeout=grace_of(spec.shutdown),
             start_timeout=spec.start_timeout, heartbeat_timeout=spec.heartbeat_timeout,
-            notices=notices, state_service=self.state_service,
+            notices=notices, state_service=self.state_service, max_memory=spec.max_memory,
+            output=self.output,
         )
         parent.children.append(handle)
+        self.workers.add(handle)
         try:
             await parent.nursery.start(handle.run)
         finally:
             if handle.done.is_set() and handle in parent.children:
                 parent.children.remove(handle)
+        parent.nursery.start_soon(self._forget, handle)
         return handle
+
+    async def _forget(self, handle: WorkerHandle) -> None:
+        await handle.done.wait()
+        self.workers.discard(handle)
+
+    def kill_all(self) -> None:
+        """SIGKILL every worker this process started (a stop 'at once')."""
+        for handle in list(self.workers):
+            handle.kill_now()
 
     async def _start_cell(self, parent: Parent, spec: WorkerSpec, path: str) -> Cell:
         try:

@@ -361,6 +361,24 @@ class Supervisor:
         self._up(spec.name, instance)
         return instance
 
+    def child_names(self) -> list[str]:
+        return list(self._slots)
+
+    def spec_of(self, name: str) -> ChildSpec:
+        return self._slots[name].spec
+
+    async def remove_child(self, name: str) -> None:
+        """Stop child ``name`` for good (it drains) and forget it."""
+        slot = self._slots.pop(name, None)
+        if slot is None:
+            raise SpawnError(f"supervisor {self.path} has no child named {name!r}")
+        slot.wanted = False
+        self.router.names.release(child_path(self.path, name))
+        instance = slot.instance
+        if instance is not None and not isinstance(instance, _Ended):
+            self._down(name, instance)
+            await instance.shutdown(instance.shutdown_timeout)
+
     async def replace(self, name: str) -> bool:
         """Replace the running instance of ``name``: start a new one, and once it is ready,
         stop the old one (which drains). False if the new one did not start (the old one

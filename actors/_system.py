@@ -6,8 +6,12 @@ import logging
 import os
 import signal
 import socket
+import sys
+import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, Literal
 
 import trio
@@ -16,19 +20,29 @@ from protocol import DEFAULT_MAX_FRAME_SIZE
 
 from ._actor import Actor
 from ._cell import Cell
-from ._errors import ActorError, ActorNotFound, RestartLimitExceeded, leaves
-from ._events import Event, EventBus
+from ._errors import (
+    ActorError,
+    ActorNotFound,
+    ReloadFailed,
+    RestartLimitExceeded,
+    SpawnError,
+    leaves,
+)
+from ._events import Event, EventBus, ReloadAborted, SystemReloaded
 from ._forkserver import open_lazy_fork_server
 from ._handoff import AcceptorStats
 from ._listener import Listener, run_listeners
+from ._metrics import open_metrics_server
 from ._names import NameRegistry
-from ._processes import LOADING_MAIN_ENV, ColdSpawner, Spawner, unguarded_main
+from ._operations import ActorStatus, OutputLog, SystemInfo, collect_status, open_control_server
+from ._processes import LOADING_MAIN_ENV, ColdSpawner, Spawner, main_script, unguarded_main
 from ._ref import ActorRef
 from ._router import MASTER_NODE, Router
-from ._spec import ChildSpec, SupervisorSpec
+from ._spec import ChildSpec, SupervisorSpec, WorkerSpec, validate_name
 from ._start import Runnable, Starter
 from ._state import LocalUpstream, SharedState, StateService, StateServiceActor
 from ._stores import Store, open_store
+from ._supervisor import Supervisor, child_path
 from ._tree import Child, stop_children
 
 __all__ = ["ActorSystem", "open_system"]
@@ -46,15 +60,27 @@ class ActorSystem:
         nursery: trio.Nursery,
         events: EventBus,
         listeners: dict[str, Listener],
+        *,
+        name: str = "actors",
+        output: OutputLog | None = None,
     ) -> None:
         self._router = router
         self._starter = starter
         self._events = events
         self._listeners = listeners
+        self.name = name
         self.path = ""
         self.nursery = nursery
         self.children: list[Child] = []
         self.root: Runnable | None = None
+        self.stopped_by: str | None = None  # what stopped it: "SIGTERM", "SIGINT", "stop"
+        self.socket_path: str = ""
+        self._output = output or OutputLog()
+        self._started = time.time()
+        self._started_at = trio.current_time()
+        self._body = trio.CancelScope()  # the open_system block: cancelled to stop
+        self._stopping = trio.CancelScope(shield=True)  # the orderly stop: cancelled to kill
+        self._reload_lock = trio.Lock()
 
     async def spawn(
         self,
@@ -126,10 +152,118 @@ class ActorSystem:
         pid and restarts, so you can see how load is spread."""
         return await self.listener(path).stats()
 
-    async def reload(self, path: str) -> None:
-        """Rolling reload of the listener at ``path``: each acceptor is replaced in turn
-        (the new one started and ready before the old one drains)."""
-        await self.listener(path).reload()
+    async def reload(self, path: str | None = None) -> list[str]:
+        """Bring new code in, without dropping a connection: start a fresh fork server from
+        the code as it is on disk now, then replace one at a time (each new one ready
+        before the old one drains) the acceptors of every listener and every worker whose
+        spec says ``reload=True`` (with ``path``: only that listener or worker, or what is
+        below it). The paths replaced.
+
+        Raises :class:`ReloadFailed` (and publishes :class:`ReloadAborted`) as soon as the
+        new code does not import or a new worker does not start: what was not replaced yet
+        keeps serving. SIGHUP and ``trio-actors reload`` do the same."""
+        async with self._reload_lock:
+            replaced: list[str] = []
+            try:
+                renew = getattr(self._starter.spawner, "renew", None)
+                if renew is not None:
+                    try:
+                        await renew()
+                    except SpawnError as exc:
+                        raise ReloadFailed(str(exc)) from exc
+                for target in self._reloadable(path):
+                    if isinstance(target, Listener):
+                        replaced.extend(await target.reload())
+                    else:
+                        supervisor, child = target
+                        if not await supervisor.replace(child):
+                            raise ReloadFailed(
+                                f"the new {child_path(supervisor.path, child)} did not start; "
+                                "the old one keeps serving (see the log for why)"
+                            )
+                        replaced.append(child_path(supervisor.path, child))
+            except ReloadFailed as exc:
+                self._router.publish(ReloadAborted(path=path or "", error=str(exc),
+                                                   replaced=replaced))
+                raise
+            self._router.publish(SystemReloaded(path=path or "", replaced=replaced))
+            return replaced
+
+    def _reloadable(self, path: str | None) -> list[Listener | tuple[Supervisor, str]]:
+        found: list[Listener | tuple[Supervisor, str]] = []
+        for child in _walk(self.children):
+            if path is not None and not (child.path == path or child.path.startswith(
+                    path + "/") or path.startswith(child.path + "/")):
+                continue
+            if isinstance(child, Listener):
+                found.append(child)
+            elif isinstance(child, Supervisor) and not isinstance(child.parent, Listener):
+                for name, instance in child.instances().items():
+                    spec = child.spec_of(name)
+                    within = path is None or instance.path == path or instance.path.startswith(
+                        path + "/")
+                    if isinstance(spec, WorkerSpec) and spec.reload and within:
+                        found.append((child, name))
+        if path is not None and not found:
+            raise ActorNotFound(f"nothing to reload at {path!r} (a listener, or a worker "
+                                "with reload=True)")
+        return found
+
+    async def restart(self, path: str) -> None:
+        """Replace the supervised actor at ``path`` (a listener: all its acceptors): the new
+        one is started, then the old one stops (drains)."""
+        for child in _walk(self.children):
+            if child.path == path and isinstance(child, Listener):
+                await child.reload()
+                return
+            if isinstance(child, Supervisor) and path.startswith(child.path + "/"):
+                name = path[len(child.path) + 1:]
+                if "/" not in name and name in child.child_names():
+                    if not await child.replace(name):
+                        raise ReloadFailed(f"the new {path} did not start; the old one runs on")
+                    return
+        raise ActorNotFound(f"no supervised actor at {path!r} (restart needs one)")
+
+    async def scale(self, path: str, count: int) -> None:
+        """Run ``count`` acceptors under the listener at ``path`` (new ones start and take
+        connections; removed ones drain), as gunicorn's TTIN/TTOU."""
+        await self.listener(path).scale(count)
+
+    async def status(self) -> list[ActorStatus]:
+        """One row per actor: path, kind, pid, state, uptime, restarts, last exit, mailbox
+        depth, resident memory and CPU% of workers, connections of acceptors."""
+        return await collect_status(self._router, self.children, self._events.last_exits)
+
+    def info(self) -> SystemInfo:
+        return SystemInfo(
+            name=self.name, pid=os.getpid(), started=self._started,
+            uptime=round(trio.current_time() - self._started_at, 3), socket=self.socket_path,
+        )
+
+    @property
+    def exits(self) -> dict[str, int]:
+        """How many actor instances ended, by exit kind."""
+        return self._events.exits
+
+    @property
+    def output(self) -> OutputLog:
+        """What the workers printed (the last lines), for ``trio-actors logs``."""
+        return self._output
+
+    def request_stop(self, why: str = "stop") -> None:
+        """Stop the system in order, as SIGTERM does: the ``open_system`` block is
+        cancelled, every actor drains, and ``open_system`` returns normally."""
+        if self.stopped_by is None:
+            self.stopped_by = why
+        self._body.cancel()
+
+    def kill_now(self) -> None:
+        """Stop at once, as a second Ctrl-C does: every worker is killed, the stop goes on
+        without waiting for drains."""
+        log.warning("stopping at once: every worker is killed")
+        self._starter.kill_all()
+        self._stopping.cancel()
+        self._body.cancel()
 
     async def stop(self) -> None:
         """Stop every actor, the last started first (as leaving ``open_system`` does)."""
@@ -161,6 +295,10 @@ async def open_system(
     start_method: Literal["forkserver", "spawn"] = "forkserver",
     store: str | None = None,
     store_timeout: float = 2.0,
+    name: str | None = None,
+    handle_signals: bool = True,
+    control: bool = True,
+    metrics: tuple[str, int] | None = None,
 ) -> AsyncIterator[ActorSystem]:
     """Run an actor system in this process (the master) for the duration of the block.
 
@@ -183,6 +321,16 @@ async def open_system(
     ``"redis://host:port/db"`` in Redis, shared with every system using it (``?prefix=``
     keeps applications apart). ``store_timeout`` bounds each store operation: a write
     the store does not confirm in time raises :class:`StoreUnavailable`.
+
+    ``name`` (default: the main script's name) names the system's control socket, which
+    ``trio-actors`` (the CLI) talks to; ``control=False`` opens none. A live system of the
+    same name is :class:`SystemNameTaken`.
+
+    ``handle_signals`` (on by default, in the main thread only): SIGTERM or SIGINT stops the
+    system in order (the block is cancelled, everything drains) and ``open_system`` then
+    returns normally, so the program exits 0; a second SIGINT during that stop kills what
+    is left at once. SIGHUP reloads (:meth:`ActorSystem.reload`). ``metrics``: an
+    ``(address, port)`` to serve Prometheus metrics on.
     """
     loading = os.environ.get(LOADING_MAIN_ENV)
     if loading is not None:
@@ -196,6 +344,8 @@ async def open_system(
     sockets: dict[str, socket.socket] = {}  # listening sockets, by listener path
     if not store_timeout > 0:
         raise ValueError("store_timeout must be > 0 seconds")
+    name = name if name is not None else _default_name()
+    validate_name(name)
     try:
         async with (
             _open_spawner(start_method, tree) as spawner,
@@ -204,34 +354,40 @@ async def open_system(
         ):
             router = Router(MASTER_NODE, nursery, names=NameRegistry(restart_wait=restart_wait),
                             events=events, max_frame_size=max_frame_size)
-            starter = Starter(router, spawner)
+            output = OutputLog()
+            starter = Starter(router, spawner, output=output)
             await _start_state(nursery, router, starter, kept, store_timeout, events)
             listeners: dict[str, Listener] = {}
             run_listeners(starter, sockets, listeners)
-            system = ActorSystem(router, starter, nursery, events, listeners)
-            if tree is not None:
-                root = starter.supervisor(tree, system, tree.name)
-                system.children.append(root)
-                try:
-                    await nursery.start(root.run)
-                except RestartLimitExceeded as exc:
-                    failure = exc
-                else:
-                    system.root = root
-                    nursery.start_soon(_cancel_when_root_gives_up, root, nursery)
-            try:
-                if failure is None:
+            system = ActorSystem(router, starter, nursery, events, listeners, name=name,
+                                 output=output)
+            async with _control(system, name, control), _metrics(system, metrics):
+                if handle_signals and threading.current_thread() is threading.main_thread():
+                    await nursery.start(_handle_signals, system)
+                if tree is not None:
+                    root = starter.supervisor(tree, system, tree.name)
+                    system.children.append(root)
                     try:
-                        yield system
-                    except BaseException as exc:
-                        body_error = exc
-                        raise
-                    finally:
-                        router.system_stopping()
-                        with trio.CancelScope(shield=True):
-                            await stop_children(system)
-            finally:
-                nursery.cancel_scope.cancel()  # the runtime's own tasks (shared state, ...)
+                        await nursery.start(root.run)
+                    except RestartLimitExceeded as exc:
+                        failure = exc
+                    else:
+                        system.root = root
+                        nursery.start_soon(_cancel_when_root_gives_up, root, nursery)
+                try:
+                    if failure is None:
+                        try:
+                            with system._body:
+                                yield system
+                        except BaseException as exc:
+                            body_error = exc
+                            raise
+                        finally:
+                            router.system_stopping()
+                            with system._stopping:
+                                await stop_children(system)
+                finally:
+                    nursery.cancel_scope.cancel()  # the runtime's own tasks (state, ...)
     except BaseExceptionGroup as group:
         gave_up = _gave_up(system)
         if gave_up is not None:
@@ -283,6 +439,77 @@ class _Internal:
         self.path = ""
         self.nursery = nursery
         self.children: list[Child] = []
+
+
+def _walk(children: list[Child]) -> list[Child]:
+    """Every supervisor, listener and child below ``children`` (depth first)."""
+    found: list[Child] = []
+    for child in list(children):
+        found.append(child)
+        if isinstance(child, Listener):
+            if child._supervisor is not None:
+                found.append(child._supervisor)
+                found.extend(_walk(list(child._supervisor.children)))
+        elif isinstance(child, Supervisor | Cell):
+            found.extend(_walk(list(child.children)))
+    return found
+
+
+def _default_name() -> str:
+    main_path, main_module = main_script()
+    if main_path is not None:
+        stem = Path(main_path).stem
+    elif main_module is not None:
+        stem = main_module.rpartition(".")[2]
+    else:
+        stem = Path(sys.argv[0]).stem if sys.argv and sys.argv[0] else "actors"
+    cleaned = "".join(c if c.isalnum() or c in "-_." else "-" for c in stem).strip(".")
+    return cleaned or "actors"
+
+
+@asynccontextmanager
+async def _control(system: ActorSystem, name: str, enabled: bool) -> AsyncIterator[None]:
+    if not enabled:
+        yield
+        return
+    async with open_control_server(system, name) as server:
+        system.socket_path = str(server.path)
+        yield
+
+
+@asynccontextmanager
+async def _metrics(system: ActorSystem, address: tuple[str, int] | None
+                   ) -> AsyncIterator[None]:
+    if address is None:
+        yield
+        return
+    async with open_metrics_server(system, address):
+        yield
+
+
+async def _handle_signals(
+    system: ActorSystem, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """SIGTERM/SIGINT: stop in order; a second SIGINT: at once. SIGHUP: reload."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        task_status.started()
+        async for number in signals:
+            what = signal.Signals(number).name
+            if number == signal.SIGHUP:
+                system.nursery.start_soon(_reload_on_signal, system)
+            elif system.stopped_by is None:
+                log.warning("%s: stopping (every actor drains, then the system exits)", what)
+                system.request_stop(what)
+            elif number == signal.SIGINT:
+                log.warning("%s again: stopping at once", what)
+                system.kill_now()
+
+
+async def _reload_on_signal(system: ActorSystem) -> None:
+    try:
+        await system.reload()
+    except ReloadFailed:
+        pass  # published and logged (ReloadAborted); the old workers serve on
 
 
 def _gave_up(system: ActorSystem | None) -> RestartLimitExceeded | None:

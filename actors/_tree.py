@@ -92,7 +92,15 @@ class SpawnChild(Protocol):
 
 
 async def stop_children(parent: Parent) -> None:
-    """Shut down ``parent``'s children, the last started first, each within its timeout."""
+    """Shut down ``parent``'s children, the last started first, each within its timeout.
+
+    Worker processes are all asked to stop first, so that they drain at the same time
+    (the stop is bounded by the longest drain, not the sum); then each child is stopped,
+    the last started first, as OTP does."""
+    for child in reversed(parent.children):
+        begin = getattr(child, "begin_shutdown", None)
+        if begin is not None:
+            begin()
     while parent.children:
         child = parent.children[-1]
         await child.shutdown(child.shutdown_timeout)

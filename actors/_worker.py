@@ -17,6 +17,7 @@ import select
 import signal
 import socket
 import sys
+from typing import Literal
 
 import trio
 
@@ -28,6 +29,7 @@ from ._control import (
     Hello,
     Ready,
     Release,
+    Retire,
     Start,
     StartFailed,
     Stop,
@@ -46,7 +48,7 @@ from ._events import (
     exit_reason,
 )
 from ._link import Link
-from ._processes import Spawner, WorkerProcess, class_path, main_script
+from ._processes import OutputSink, Spawner, WorkerProcess, class_path, main_script
 from ._ref import ActorRef
 from ._router import Router
 from ._tree import Child, Notice, Parent
@@ -60,6 +62,7 @@ _GRACE_AFTER_EOF = 1.0  # a worker whose channel closed exits within this long
 # If that report never comes (the server is stopped or stuck), the shutdown, which waits
 # shielded, must still end.
 _EXIT_AFTER_KILL = 5.0
+_MEMORY_CHECK_EVERY = 1.0
 
 
 class WorkerHandle:
@@ -86,9 +89,13 @@ class WorkerHandle:
         heartbeat_timeout: float | None = None,
         notices: trio.MemorySendChannel[Notice] | None = None,
         state_service: str | None = None,
+        max_memory: int | None = None,
+        output: OutputSink | None = None,
     ) -> None:
         self.router = router
+        self.output = output
         self.state_service = state_service
+        self.max_memory = max_memory
         self.actor_class = actor_class
         self.class_path = class_path(actor_class)
         self.path = path
@@ -110,8 +117,11 @@ class WorkerHandle:
         self.started_at = 0.0
         self._explained: ExitReason | None = None  # the first explanation of the exit
         self._stop_requested = False
+        self._stop_sent_at: float | None = None
         self._killed_after_grace = False
         self._said_stopping = False
+        self._stop_on_release = False  # replaced by the master (memory): release = stop
+        self._hard = False  # the system is stopping at once: no grace for anything
 
     @property
     def ref(self) -> ActorRef:
@@ -131,15 +141,26 @@ class WorkerHandle:
         deadline = self.started_at + self.start_timeout
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         failed: SpawnError | None = None
+        pipes = self._output_pipes()
         try:
             with trio.move_on_at(deadline):
                 try:
-                    self.process = await self.spawner.start(child_sock.fileno())
+                    self.process = await self.spawner.start(
+                        child_sock.fileno(),
+                        None if pipes is None else (pipes[0][1], pipes[1][1]),
+                    )
                 finally:
                     child_sock.close()
+                    if pipes is not None:  # the worker has its own copies now
+                        os.close(pipes[0][1])
+                        os.close(pipes[1][1])
             if self.process is None:
                 raise self._timed_out()
             self.pid = self.process.pid
+            if pipes is not None:
+                router.nursery.start_soon(self._relay, pipes[0][0], "stdout")
+                router.nursery.start_soon(self._relay, pipes[1][0], "stderr")
+                pipes = None
             router.publish(ActorStarted(path=self.path, pid=self.pid))
             async with open_channel(parent_sock, max_frame_size=router.max_frame_size) as channel:
                 link = self.link = Link(self.node_id, channel, is_parent=False,
@@ -152,6 +173,8 @@ class WorkerHandle:
                         task_status.started(self)
                         if self.heartbeat_timeout is not None:
                             nursery.start_soon(self._watchdog, link, self.heartbeat_timeout)
+                        if self.max_memory is not None:
+                            nursery.start_soon(self._watch_memory, self.max_memory)
                         await self._serve_control(link)
                     else:
                         router.link_down(link, "its start failed")
@@ -168,6 +191,9 @@ class WorkerHandle:
             raise SpawnError(f"actor {self.path} failed to start: {exc!r}") from exc
         finally:
             parent_sock.close()
+            if pipes is not None:  # the start failed before anyone read them
+                os.close(pipes[0][0])
+                os.close(pipes[1][0])
             with trio.CancelScope(shield=True):
                 await self._reap()
             if self.link is not None:
@@ -189,6 +215,31 @@ class WorkerHandle:
                 path=self.path, address=self.address, pid=self.pid, reason=self.exit_reason
             ))
             self.done.set()
+
+    def _output_pipes(self) -> tuple[tuple[int, int], tuple[int, int]] | None:
+        if self.output is None:
+            return None  # it writes where this process writes
+        return os.pipe2(os.O_CLOEXEC), os.pipe2(os.O_CLOEXEC)
+
+    async def _relay(self, fd: int, stream: Literal["stdout", "stderr"]) -> None:
+        """The worker's output, line by line, to the output sink, until it closes it."""
+        assert self.output is not None
+        pid = self.pid or 0
+        pending = b""
+        source = trio.lowlevel.FdStream(fd)
+        async with source:
+            while True:
+                try:
+                    chunk = await source.receive_some(65536)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    chunk = b""
+                if not chunk:
+                    break
+                *lines, pending = (pending + chunk).split(b"\n")
+                for line in lines:
+                    self.output.line(self.path, pid, stream, line.decode(errors="replace"))
+        if pending:
+            self.output.line(self.path, pid, stream, pending.decode(errors="replace"))
 
     def _timed_out(self) -> SpawnError:
         error = SpawnError(
@@ -264,6 +315,8 @@ class WorkerHandle:
         async for message in link.control_received:
             if isinstance(message, Suicide):
                 self._on_suicide(message.failure)
+            elif isinstance(message, Retire):
+                self._replace(ExitReason(kind="recycled", detail=message.reason))
             elif isinstance(message, Stopping):
                 self._said_stopping = True
                 if message.failure is not None:
@@ -288,6 +341,48 @@ class WorkerHandle:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
         link.channel.send_eof()
+
+    def _replace(self, reason: ExitReason) -> None:
+        """Have the supervisor start this actor's successor; this one then drains and
+        stops (a requested replacement, or one over its memory limit)."""
+        self._explain(reason)
+        log.warning("%s (pid %s) is being replaced: %s", self.path, self.pid, reason.why())
+        if self.link is not None:
+            self.link.retiring = True
+        if self.address is not None:
+            self.router.names.unregister(self.path, self.address)
+        if self.notices is not None:
+            try:
+                self.notices.send_nowait(Notice(self, reason))
+                return
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+        self.release()  # nothing will replace it: it just stops
+
+    async def _watch_memory(self, limit: int) -> None:
+        """Replace the worker once its resident memory stays above ``limit`` (two checks
+        in a row, a second apart: a brief peak is not enough)."""
+        import psutil
+
+        assert self.pid is not None
+        try:
+            process = psutil.Process(self.pid)
+        except psutil.Error:
+            return
+        over = 0
+        while True:
+            await trio.sleep(_MEMORY_CHECK_EVERY)
+            try:
+                rss = process.memory_info().rss
+            except psutil.Error:
+                return  # it exited
+            over = over + 1 if rss > limit else 0
+            if over >= 2:
+                self._stop_on_release = True
+                self._replace(ExitReason(
+                    kind="memory", detail=f"resident memory {rss} bytes over {limit}"
+                ))
+                return
 
     def _on_suicide(self, failure: Failure) -> None:
         if self.notices is None:
@@ -340,15 +435,32 @@ class WorkerHandle:
                 return
 
     def release(self) -> None:
-        """Tell a worker draining after a suicide that its replacement is up: it may go."""
+        """Tell a worker waiting for its replacement that the replacement is up: it goes."""
         if self.link is not None:
-            self.link.notify(Release())
+            self.link.notify(Stop() if self._stop_on_release else Release())
+
+    def begin_shutdown(self) -> None:
+        """Ask the worker to stop now; :meth:`shutdown` then waits what is left of its
+        grace (so that siblings drain at the same time)."""
+        if self._stop_sent_at is None and self.link is not None:
+            self._stop_requested = True
+            self._stop_sent_at = trio.current_time()
+            self.link.notify(Stop())
+
+    def kill_now(self) -> None:
+        """Stop at once: SIGKILL, and no grace for anything that follows."""
+        self._hard = True
+        self._stop_requested = True
+        self._kill()
 
     async def shutdown(self, grace: float) -> None:
         """Ask the worker to stop; after ``grace`` seconds, kill its process group."""
         self._stop_requested = True
         link = self.link
-        if link is not None and grace > 0:
+        if self._stop_sent_at is not None:
+            grace = max(0.0, grace - (trio.current_time() - self._stop_sent_at))
+        elif link is not None and grace > 0:
+            self._stop_sent_at = trio.current_time()
             link.notify(Stop())
         with trio.move_on_after(grace):
             await self.done.wait()
@@ -376,7 +488,10 @@ class WorkerHandle:
         if process is None:
             return
         link = self.link
-        if link is not None and not link.down and process.returncode is None:
+        if self._hard:
+            self._kill()
+            grace = 0.0
+        elif link is not None and not link.down and process.returncode is None:
             # Cancelled while the worker runs: ask it to stop as a shutdown would.
             self._stop_requested = True
             link.notify(Stop())

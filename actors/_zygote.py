@@ -25,7 +25,7 @@ from protocol import (
 )
 
 from ._bootstrap import _die_with_parent, load_main, run_worker
-from ._forkserver import ChildExited, Forked, ForkFailed, ForkRequest, Preload
+from ._forkserver import ChildExited, Forked, ForkFailed, ForkRequest, Preload, Preloaded
 from ._processes import CHANNEL_FD_ENV, PARENT_PID_ENV
 
 
@@ -34,7 +34,8 @@ def _serve_forever(sock: socket.socket, parent_pid: int) -> None:
     fifo: list[int] = []
     # The Preload request comes first: import before any signal handling is set up here,
     # so that a main script that misbehaves at import meets a plain process.
-    _preload(_first_request(sock, decoder, fifo))
+    error = _preload(_first_request(sock, decoder, fifo))
+    _send(sock, Preloaded(error=error))
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_write, False)
     signal.set_wakeup_fd(wake_write)
@@ -49,8 +50,11 @@ def _serve_forever(sock: socket.socket, parent_pid: int) -> None:
             message = decode_message(frame)
             if not isinstance(message, ForkRequest):
                 raise SystemExit(f"fork server: unexpected {type(message).__name__}")
+            output = None
+            if message.stdout is not None and message.stderr is not None:
+                output = (message.stdout.detach(), message.stderr.detach())
             _fork(sock, selector, wake_read, wake_write, message, message.channel.detach(),
-                  parent_pid)
+                  parent_pid, output)
         for key, _ in selector.select():
             if key.fileobj == wake_read:
                 os.read(wake_read, 4096)
@@ -91,21 +95,26 @@ def _first_request(sock: socket.socket, decoder: FrameDecoder, fifo: list[int]) 
             return message
 
 
-def _preload(message: Preload) -> None:
-    # A failure here is not reported here: each worker that needs what failed to import
-    # tries again and reports it to the master, where the start fails with the reason.
+def _preload(message: Preload) -> str | None:
+    """Import what workers will need; what failed, in words (None: everything imported).
+
+    A failure does not stop the server: each worker that needs what failed tries again
+    and reports it to the master, where its start fails with the reason. A reload uses the
+    report to refuse new code that does not import."""
     for entry in reversed(message.sys_path):
         if entry not in sys.path:
             sys.path.insert(0, entry)
+    failures = []
     for name in message.modules:
         try:
             importlib.import_module(name)
-        except Exception:
-            pass
+        except Exception as exc:
+            failures.append(f"importing {name} failed: {type(exc).__name__}: {exc}")
     try:
         load_main(message.main_path, message.main_module)
-    except ImportError:
-        pass
+    except ImportError as exc:
+        failures.append(str(exc))
+    return "; ".join(failures) or None
 
 
 def _fork(
@@ -116,11 +125,14 @@ def _fork(
     request: ForkRequest,
     fd: int,
     master_pid: int,
+    output: tuple[int, int] | None,
 ) -> None:
     try:
         pid = os.fork()
     except OSError as exc:
         os.close(fd)
+        for descriptor in output or ():
+            os.close(descriptor)
         _send(sock, ForkFailed(request=request.request, error=str(exc)))
         return
     if pid == 0:  # the worker
@@ -133,10 +145,19 @@ def _fork(
             os.close(wake_write)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             os.setpgid(0, 0)
+            if output is not None:  # its own stdout and stderr, read by the master
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.dup2(output[0], 1)
+                os.dup2(output[1], 2)
+                os.close(output[0])
+                os.close(output[1])
             status = run_worker(fd, os.getppid(), master_pid=master_pid)
         finally:
             os._exit(status)
     os.close(fd)
+    for descriptor in output or ():
+        os.close(descriptor)
     _send(sock, Forked(request=request.request, pid=pid))
 
 

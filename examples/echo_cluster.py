@@ -3,22 +3,32 @@
     python examples/echo_cluster.py [--host 127.0.0.1] [--port 7000] [--workers N]
                                     [--policy round_robin|least_busy|shared|reuseport]
 
-Prints one line once every acceptor is ready (the address, the policy, the worker pids).
-Ctrl-C or SIGTERM drains the connections and exits 0; SIGHUP replaces the workers one at a
-time (a rolling reload) without dropping a connection. A port already in use ends it at
-once with a message and exit status 1. Try it with ``examples/echo_client.py``.
+Prints one line once every acceptor is ready (the address, the master's pid, the policy,
+the worker pids). Ctrl-C or SIGTERM to the master drains the connections and exits 0 (a
+second Ctrl-C stops at once); SIGHUP (or ``trio-actors reload echo_cluster``) replaces the
+workers one at a time with the code on disk, without dropping a connection. A port already
+in use ends it at once with a message and exit status 1. Try it with
+``examples/echo_client.py``, and watch it with ``trio-actors status``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 
 import trio
 
-from actors import Acceptor, BindError, RestartLimitExceeded, listener, open_system, supervisor
+from actors import (
+    Acceptor,
+    BindError,
+    ReloadAborted,
+    RestartLimitExceeded,
+    SystemReloaded,
+    listener,
+    open_system,
+    supervisor,
+)
 
 POLICIES = ("round_robin", "least_busy", "shared", "reuseport")
 
@@ -37,22 +47,23 @@ async def serve(host: str, port: int, workers: int, policy: str) -> None:
         listener("echo", host=host, port=port, acceptor=Echo, count=workers,
                  policy=policy),  # type: ignore[arg-type]
     ])
+    # The runtime handles the signals: SIGTERM or Ctrl-C drains and stops (a second Ctrl-C
+    # stops at once), SIGHUP reloads the workers with the code on disk; and so does
+    # `trio-actors reload echo_cluster`.
     async with open_system(tree) as system:
+        events = system.events()
         echo = system.listener("root/echo")
         pids = sorted(stats.pid for stats in await system.acceptor_stats("root/echo"))
         print(f"echo_cluster listening on {echo.host}:{echo.port} master={os.getpid()} "
               f"policy={policy} workers={len(pids)} pids={','.join(map(str, pids))}",
               flush=True)
-        with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
-            async for number in signals:
-                if number == signal.SIGHUP:
-                    print("reloading the workers one at a time", flush=True)
-                    await system.reload("root/echo")
-                    pids = sorted(s.pid for s in await system.acceptor_stats("root/echo"))
-                    print(f"reloaded: pids={','.join(map(str, pids))}", flush=True)
-                else:
-                    print(f"{signal.Signals(number).name}: draining and stopping", flush=True)
-                    break
+        async for event in events:
+            if isinstance(event, SystemReloaded):
+                pids = sorted(s.pid for s in await system.acceptor_stats("root/echo"))
+                print(f"reloaded: pids={','.join(map(str, pids))}", flush=True)
+            elif isinstance(event, ReloadAborted):
+                print(f"reload stopped ({event.error}): the old workers serve on", flush=True)
+    print(f"stopped ({system.stopped_by})", flush=True)
 
 
 def port(text: str) -> int:

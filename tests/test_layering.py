@@ -35,8 +35,9 @@ LAYERS: dict[str, int] = {
     **dict.fromkeys(["_link", "_names", "_asks", "_router", "_processes", "_sockets"], 1),
     **dict.fromkeys(["_cell", "_worker", "_forkserver"], 2),
     **dict.fromkeys(["_restart", "_supervisor", "_start"], 3),
-    **dict.fromkeys(["_listener", "_acceptor", "_state", "_stores"], 4),
-    **dict.fromkeys(["_system", "_bootstrap", "_zygote", "__init__"], 5),
+    **dict.fromkeys(
+        ["_listener", "_acceptor", "_state", "_stores", "_operations", "_metrics"], 4),
+    **dict.fromkeys(["_system", "_bootstrap", "_zygote", "_cli", "__main__", "__init__"], 5),
 }
 
 

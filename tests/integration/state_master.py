@@ -64,7 +64,7 @@ class Watcher(Actor):
 
 
 async def main(arguments: argparse.Namespace) -> None:
-    async with open_system(store=arguments.store) as system:
+    async with open_system(store=arguments.store, name=arguments.name) as system:
         if arguments.role == "write":
             for i in range(arguments.count):
                 version = await system.state.put(f"k{i}", Counter(value=i))
@@ -92,6 +92,7 @@ async def main(arguments: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--store", required=True)
+    parser.add_argument("--name", default=f"state-master-{os.getpid()}")
     parser.add_argument("role", choices=["write", "watch", "put", "dump"])
     parser.add_argument("--count", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
