@@ -135,17 +135,15 @@ async def _pick(name: str | None) -> tuple[SystemInfo, str]:
     return running[0]
 
 
-async def _split(arguments: Sequence[str], wanted: int) -> tuple[str | None, list[str]]:
-    """(NAME, the rest) from ``[NAME] ARG...``: a first argument that names a running
-    system is the NAME; otherwise NAME is left out."""
+def _split(arguments: Sequence[str], wanted: int) -> tuple[str | None, list[str]]:
+    """(NAME, the rest) from ``[NAME] ARG...`` where ``wanted`` ARGs are required: one
+    argument more than that, and the first is the NAME."""
     given = list(arguments)
-    if len(given) > wanted:
+    if len(given) == wanted + 1:
         return given[0], given[1:]
-    if given and len(given) == wanted and wanted > 0:
-        names = {info.name for info, _ in await _running()}
-        if given[0] in names and wanted == 1:
-            return given[0], []
-    return None, given
+    if len(given) == wanted:
+        return None, given
+    raise CliError(f"expected {wanted} argument(s) after [NAME], got {given}", status=2)
 
 
 # -- output ---------------------------------------------------------------------------------
@@ -234,7 +232,7 @@ async def _status(path: str) -> Status:
 
 
 async def status(arguments: argparse.Namespace) -> int:
-    name, _ = await _split(arguments.args, 1)
+    name, _ = _split(arguments.args, 0)
     _, path = await _pick(name)
     found = await _status(path)
     if arguments.json:
@@ -246,7 +244,7 @@ async def status(arguments: argparse.Namespace) -> int:
 
 
 async def top(arguments: argparse.Namespace) -> int:
-    name, _ = await _split(arguments.args, 1)
+    name, _ = _split(arguments.args, 0)
     _, path = await _pick(name)
     if arguments.json:
         while True:
@@ -290,17 +288,19 @@ async def reload(arguments: argparse.Namespace) -> int:
 
 
 async def restart(arguments: argparse.Namespace) -> int:
-    name, rest = await _split(arguments.args, 1)
-    if len(rest) != 1:
-        raise CliError("restart takes [NAME] PATH", status=2)
+    try:
+        name, rest = _split(arguments.args, 1)
+    except CliError:
+        raise CliError("restart takes [NAME] PATH", status=2) from None
     _, path = await _pick(name)
     return await _operate(arguments, Request(verb="restart", path=rest[0]), path)
 
 
 async def scale(arguments: argparse.Namespace) -> int:
-    name, rest = await _split(arguments.args, 2)
-    if len(rest) != 2:
-        raise CliError("scale takes [NAME] PATH N", status=2)
+    try:
+        name, rest = _split(arguments.args, 2)
+    except CliError:
+        raise CliError("scale takes [NAME] PATH N", status=2) from None
     try:
         count = int(rest[1])
     except ValueError:
@@ -312,17 +312,13 @@ async def scale(arguments: argparse.Namespace) -> int:
 
 
 async def stop(arguments: argparse.Namespace) -> int:
-    name, rest = await _split(arguments.args, 1)
-    if rest:
-        raise CliError("stop takes [NAME]", status=2)
+    name, _ = _split(arguments.args, 0)
     _, path = await _pick(name)
     return await _operate(arguments, Request(verb="stop"), path)
 
 
 async def events(arguments: argparse.Namespace) -> int:
-    name, rest = await _split(arguments.args, 1)
-    if rest:
-        raise CliError("events takes [NAME]", status=2)
+    name, _ = _split(arguments.args, 0)
     _, path = await _pick(name)
     async with _connect(path) as channel:
         await _send(channel, Request(verb="events", follow=arguments.follow))
@@ -353,9 +349,7 @@ def _brief(fields: dict[str, Any]) -> str:
 
 
 async def logs(arguments: argparse.Namespace) -> int:
-    name, rest = await _split(arguments.args, 1)
-    if rest:
-        raise CliError("logs takes [NAME]", status=2)
+    name, _ = _split(arguments.args, 0)
     _, path = await _pick(name)
     async with _connect(path) as channel:
         await _send(channel, Request(verb="logs", follow=arguments.follow))

@@ -63,7 +63,7 @@ from ._handoff import (
 )
 from ._ref import ActorRef
 from ._router import Router
-from ._sockets import bind
+from ._sockets import bind, claim_address
 from ._spec import Shutdown, SupervisorSpec, WorkerSpec, supervisor, worker
 from ._start import Starter
 from ._supervisor import ChildDown, ChildUp, Membership, Supervisor
@@ -168,9 +168,10 @@ class Route:
     total: int = 0
 
 
-Outcome = Literal["taken", "refused", "undelivered", "in_doubt"]
-"""How a hand-off ended: the acceptor took it; refused it; certainly never got it (its
-process or actor was gone first); or died with it in doubt (it may have served it)."""
+Outcome = Literal["taken", "refused", "draining", "undelivered", "in_doubt"]
+"""How a hand-off ended: the acceptor took it; refused it (it is full for now); refused it
+for good (it drains: nothing more goes to it); certainly never got it (its process or
+actor was gone first); or died with it in doubt (it may have served it)."""
 
 HandOff = Callable[[Route, int, socket.socket, int], None]
 
@@ -253,8 +254,8 @@ class Dispatcher:
             log.warning("acceptor %s went with a connection in doubt: closing it", route.name)
             conn.close()
         else:
-            if outcome == "undelivered":
-                route.routable = False  # its actor or its process is gone
+            if outcome in ("undelivered", "draining"):
+                route.routable = False  # gone, or going: nothing more goes to it
             self.dispatch(conn, attempts + 1, exclude=route.key)
         if not route.routable and not route.in_flight:
             self.routes.pop(route.key, None)
@@ -287,7 +288,7 @@ def _outcome(reply: Message | None, error: BaseException | None) -> Outcome:
     if isinstance(reply, Taken):
         return "taken"
     if isinstance(reply, Refused):
-        return "refused"
+        return "draining" if reply.reason == "draining" else "refused"
     if isinstance(error, ActorGone) and not error.in_doubt:
         return "undelivered"
     if isinstance(error, RemoteError) and error.type_name.startswith("protocol."):
@@ -423,6 +424,9 @@ class Listener:
             spec = self.spec
             sock = await bind(spec.host, spec.port, reuseport=spec.policy == "reuseport",
                               listen=spec.policy != "reuseport", backlog=spec.backlog)
+            if spec.policy == "reuseport":
+                host, port = sock.getsockname()[:2]
+                sock = claim_address(sock, str(host), int(port))
             self._sockets[self.path] = sock
         return sock
 

@@ -34,6 +34,7 @@ from ._errors import ActorError, SystemNameTaken
 from ._events import Event, ExitReason
 from ._listener import Listener
 from ._router import Router
+from ._sockets import runtime_directory
 from ._supervisor import Supervisor
 from ._tree import Child
 from ._worker import WorkerHandle
@@ -318,10 +319,7 @@ class Operable(Protocol):
 
 def control_directory() -> Path:
     """Where this user's systems put their control sockets."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime and os.path.isdir(runtime):
-        return Path(runtime) / "trio-actors"
-    return Path(f"/tmp/trio-actors-{os.getuid()}")
+    return runtime_directory()
 
 
 def socket_path(name: str) -> Path:
@@ -367,15 +365,19 @@ class ControlServer:
                 nursery.start_soon(self._client, raw)
 
     async def _client(self, raw: socket.socket) -> None:
+        """One client: its request, answered. Whatever the client does (goes away, sends
+        garbage), the system is not affected."""
         try:
             async with _open(raw) as channel:
                 request = await _receive(channel)
                 if not isinstance(request, Request):
                     return
                 await self._serve(channel, request)
-        except (ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError,
-                trio.EndOfChannel, OSError) as exc:
-            log.debug("control client went away: %r", exc)
+        except* (ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError,
+                 trio.EndOfChannel, OSError) as gone:
+            log.debug("control client went away: %r", gone.exceptions[0])
+        except* Exception as failed:
+            log.error("serving a control client failed", exc_info=failed.exceptions[0])
 
     async def _serve(self, channel: Channel, request: Request) -> None:
         system = self.system

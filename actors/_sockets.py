@@ -3,13 +3,61 @@
 from __future__ import annotations
 
 import errno
+import fcntl
+import os
 import socket
+from pathlib import Path
 
 import trio
 
 from ._errors import BindError
 
-__all__ = ["bind"]
+__all__ = ["LockedSocket", "bind", "claim_address", "runtime_directory"]
+
+
+def runtime_directory() -> Path:
+    """This user's directory for the runtime's sockets and locks (not made here)."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime):
+        return Path(runtime) / "trio-actors"
+    return Path(f"/tmp/trio-actors-{os.getuid()}")
+
+
+class LockedSocket(socket.socket):
+    """A listening socket that also holds a lock naming its address (see
+    :func:`claim_address`); closing it releases the lock."""
+
+    lock_fd: int = -1
+
+    def close(self) -> None:
+        if self.lock_fd >= 0:
+            os.close(self.lock_fd)
+            self.lock_fd = -1
+        super().close()
+
+
+def claim_address(sock: socket.socket, host: str, port: int) -> LockedSocket:
+    """Hold a lock that names ``host:port`` for as long as ``sock`` lives.
+
+    ``SO_REUSEPORT`` lets every socket of one user bind the same port: a second system would
+    silently share the traffic. The lock makes it fail to bind instead, as it would under
+    any other policy."""
+    directory = runtime_directory()
+    directory.mkdir(mode=0o700, exist_ok=True)
+    lock_path = directory / f"port-{host}-{port}.lock"
+    lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(lock_fd)
+        sock.close()
+        raise BindError(
+            f"cannot listen on {host}:{port}: address already in use (by another system, "
+            f"with SO_REUSEPORT: {lock_path} is held)"
+        ) from None
+    claimed = LockedSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+    claimed.lock_fd = lock_fd
+    return claimed
 
 
 async def bind(

@@ -74,7 +74,8 @@ class ActorSystem:
         self.children: list[Child] = []
         self.root: Runnable | None = None
         self.stopped_by: str | None = None  # what stopped it: "SIGTERM", "SIGINT", "stop"
-        self.socket_path: str = ""
+        self.socket_path: str = ""  # its control socket ("" if it has none)
+        self.metrics_port: int | None = None  # where its metrics are served, if they are
         self._output = output or OutputLog()
         self._started = time.time()
         self._started_at = trio.current_time()
@@ -483,7 +484,8 @@ async def _metrics(system: ActorSystem, address: tuple[str, int] | None
     if address is None:
         yield
         return
-    async with open_metrics_server(system, address):
+    async with open_metrics_server(system, address) as port:
+        system.metrics_port = port
         yield
 
 

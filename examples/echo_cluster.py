@@ -24,6 +24,7 @@ from actors import (
     BindError,
     ReloadAborted,
     RestartLimitExceeded,
+    SystemNameTaken,
     SystemReloaded,
     listener,
     open_system,
@@ -42,7 +43,7 @@ class Echo(Acceptor):
             await stream.send_all(data)
 
 
-async def serve(host: str, port: int, workers: int, policy: str) -> None:
+async def serve(host: str, port: int, workers: int, policy: str, name: str) -> None:
     tree = supervisor("root", children=[
         listener("echo", host=host, port=port, acceptor=Echo, count=workers,
                  policy=policy),  # type: ignore[arg-type]
@@ -50,7 +51,7 @@ async def serve(host: str, port: int, workers: int, policy: str) -> None:
     # The runtime handles the signals: SIGTERM or Ctrl-C drains and stops (a second Ctrl-C
     # stops at once), SIGHUP reloads the workers with the code on disk; and so does
     # `trio-actors reload echo_cluster`.
-    async with open_system(tree) as system:
+    async with open_system(tree, name=name) as system:
         events = system.events()
         echo = system.listener("root/echo")
         pids = sorted(stats.pid for stats in await system.acceptor_stats("root/echo"))
@@ -86,13 +87,16 @@ def main() -> int:
     parser.add_argument("--port", type=port, default=7000, help="0 picks a free port")
     parser.add_argument("--workers", type=positive, default=os.cpu_count() or 1)
     parser.add_argument("--policy", choices=POLICIES, default="round_robin")
+    parser.add_argument("--name", default="echo_cluster",
+                        help="the system's name, for trio-actors (one running system each)")
     arguments = parser.parse_args()
     try:
-        trio.run(serve, arguments.host, arguments.port, arguments.workers, arguments.policy)
+        trio.run(serve, arguments.host, arguments.port, arguments.workers, arguments.policy,
+                 arguments.name)
     except RestartLimitExceeded as exc:
         print(f"echo_cluster: {exc}", file=sys.stderr)
         return 1
-    except BindError as exc:
+    except (BindError, SystemNameTaken) as exc:
         print(f"echo_cluster: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -40,14 +40,17 @@ def child_processes() -> dict[int, str]:
 
 
 def descendants() -> dict[int, str]:
-    """Every process below this one (workers forked by the fork server included)."""
+    """Every process below this one (workers forked by the fork server included), but
+    the servers the test session keeps for all its tests (tests.redis_server)."""
+    from tests.redis_server import SERVERS
+
     table = _processes()
     found: dict[int, str] = {}
     frontier = [os.getpid()]
     while frontier:
         parent = frontier.pop()
         for pid, (ppid, state) in table.items():
-            if ppid == parent and pid not in found:
+            if ppid == parent and pid not in found and pid not in SERVERS:
                 found[pid] = state
                 frontier.append(pid)
     return found
@@ -68,13 +71,9 @@ def workers() -> dict[int, str]:
     A fork server runs ``actors._zygote``; so do the workers it forks, but their parent is
     a fork server.
     """
-    from tests.redis_server import SERVERS
-
     table = _processes()
     found = {}
     for pid, state in descendants().items():
-        if pid in SERVERS:
-            continue
         parent = table.get(pid, (0, ""))[0]
         if _is_fork_server_image(pid) and not _is_fork_server_image(parent):
             continue

@@ -51,6 +51,7 @@ class RedisServer:
             if self._answers(wrap):
                 return
             time.sleep(0.02)
+        self.stop()
         raise RuntimeError(f"redis-server did not start on {self.host}:{self.port}")
 
     def _answers(self, wrap: list[str] | None) -> bool:

@@ -119,11 +119,21 @@ async def test_a_reply_never_waits_behind_tells_to_a_full_mailbox(sink_in_proces
             await wait_count(sink, count)
 
 
+class Silent(Actor):
+    """Takes asks and never answers them."""
+
+    @handler
+    async def ping(self, msg: Ping) -> Pong:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+
 async def test_leaving_the_system_mid_flood_is_bounded() -> None:
     with trio.fail_after(TIMEOUT):
         async with open_system() as system:
             await system.spawn(Flooder, name="flooder", process=True)
-            sink = await system.spawn(Sink, name="sink", flooder="nobody-answers")
+            await system.spawn(Silent, name="silent", shutdown=0.5)
+            sink = await system.spawn(Sink, name="sink", flooder="silent")
             await system.ref("flooder").tell(Flood(target=sink, count=100_000))
             await trio.sleep(0.5)  # the flood is under way, the sink stuck on its first item
         assert not workers()
@@ -263,6 +273,7 @@ async def test_sends_by_path_during_sibling_restarts_wait_for_the_successor(
                         answered += 1
                     except Exception as exc:  # what the test is about: none may fail
                         failures.append(exc)
+                        await trio.sleep(0.01)  # (a failing send may fail at once)
 
             async with trio.open_nursery() as nursery:
                 for path in ("root/a", "root/b"):
