@@ -156,11 +156,7 @@ def _print_json(value: Any) -> None:
 def _size(value: int | None) -> str:
     if value is None:
         return "-"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024  # type: ignore[assignment]
-    return "-"
+    return f"{value / 2**20:.0f}M" if value < 2**30 * 10 else f"{value / 2**30:.1f}G"
 
 
 def _duration(seconds: float | None) -> str:
@@ -175,22 +171,24 @@ def _duration(seconds: float | None) -> str:
 
 
 def status_table(status: Status) -> Any:
+    """The status as a table that fits 100 columns (``--json`` has every figure)."""
+    from rich import box
     from rich.table import Table
 
     info = status.system
     table = Table(title=f"{info.name}  (master {info.pid}, up {_duration(info.uptime)})",
-                  title_justify="left")
-    for column in ("path", "kind", "pid", "state", "uptime", "restarts", "last exit",
-                   "mailbox", "rss", "cpu%", "conns open/total"):
-        table.add_column(column, no_wrap=column in ("path", "kind"),
-                         justify="right" if column in ("pid", "restarts", "mailbox", "rss",
-                                                        "cpu%") else "left")
+                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    right = {"pid", "up", "restarts", "mbox", "rss", "cpu%"}
+    for column in ("path", "kind", "pid", "state", "up", "restarts", "last exit", "mbox",
+                   "rss", "cpu%", "conns"):
+        table.add_column(column, no_wrap=True, justify="right" if column in right else "left")
     for row in status.actors:
         table.add_row(
             row.path, row.kind, "-" if row.pid is None else str(row.pid), row.state,
-            _duration(row.uptime), str(row.restarts), row.last_exit or "-",
+            _duration(row.uptime), str(row.restarts),
+            row.last_exit.split(" - ")[0] if row.last_exit else "-",
             "-" if row.mailbox is None else str(row.mailbox), _size(row.rss),
-            "-" if row.cpu is None else f"{row.cpu:.1f}",
+            "-" if row.cpu is None else f"{row.cpu:.0f}",
             "-" if row.open is None else f"{row.open}/{row.total}",
         )
     return table

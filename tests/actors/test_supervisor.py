@@ -230,14 +230,14 @@ async def test_a_task_failing_during_setup_fails_the_start(
                 raise ValueError("background task failed")
 
             self.ctx.start_soon(fail_soon)
-            await trio.sleep(10)  # setup is still running when the task fails
+            await trio.sleep_forever()  # setup is still running when the task fails
 
     async with open_system() as system:
         events = system.events()
         started = trio.current_time()
         with pytest.raises(SpawnError, match="background task failed"):
             await system.spawn(Doomed, name="doomed")
-        assert trio.current_time() - started < 10  # setup was cancelled, not awaited
+        assert trio.current_time() - started < 1  # setup was cancelled, not awaited
         exited = [e for e in received(events) if isinstance(e, ActorExited)]
         assert [e.reason.kind for e in exited] == ["crashed"]
 

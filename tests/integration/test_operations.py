@@ -28,6 +28,7 @@ from actors import (
 from tests.events import next_event, received
 from tests.integration.test_listener import Echo, Keeper, echo_once
 from tests.leaks import descendants
+from tests.waiting import wait_until
 
 TIMEOUT = 120
 ROOT = Path(__file__).parents[2]
@@ -94,9 +95,7 @@ def master(tmp_path: Path) -> Iterator[Master]:
 
 
 def _wait_gone() -> None:
-    deadline = time.monotonic() + 15
-    while descendants() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: not descendants(), timeout=15, what="the master's processes to go")
 
 
 # -- signals on a plain script ---------------------------------------------------------
@@ -128,10 +127,7 @@ def test_sighup_reloads_with_the_code_on_disk(master: Master) -> None:
     assert master.greeting() == "one"
     master.set_greeting("two")
     master.process.send_signal(signal.SIGHUP)
-    deadline = time.monotonic() + 30
-    while master.greeting() != "two":
-        assert time.monotonic() < deadline, "the reload did not bring the new code"
-        time.sleep(0.2)
+    wait_until(lambda: master.greeting() == "two", what="the reload to bring the new code")
 
 
 # -- the CLI ------------------------------------------------------------------------------
@@ -285,18 +281,16 @@ def test_top_shows_the_table_in_a_real_terminal(master: Master) -> None:
     env = f"PYTHONPATH={ROOT}"
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "200", "-y", "50",
                     f"env {env} {sys.executable} -m actors top {master.name}"], check=True)
+    def screen() -> str:
+        return subprocess.run(["tmux", "capture-pane", "-p", "-t", session],
+                              capture_output=True, text=True, check=True).stdout
+
     try:
-        deadline = time.monotonic() + 30
-        screen = ""
-        while time.monotonic() < deadline:
-            screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session],
-                                    capture_output=True, text=True, check=True).stdout
-            if "root/greet/1" in screen and "acceptor" in screen:
-                break
-            time.sleep(0.2)
-        assert "root/noter" in screen, screen
-        assert "acceptor" in screen, screen
-        assert "path" in screen, screen
+        wait_until(lambda: "root/noter" in screen(), what="the table in the terminal")
+        shown = screen()
+        assert "root/noter" in shown, shown
+        assert "acceptor" in shown, shown
+        assert "path" in shown, shown
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], check=False)
 
@@ -305,14 +299,15 @@ def test_a_worker_past_max_memory_is_replaced(master: Master) -> None:
     before = json.loads(cli("status", master.name, "--json", check=True).stdout)
     hog = next(row for row in before["actors"] if row["path"] == "root/hog")
     os.kill(hog["pid"], signal.SIGUSR1)  # it grows past its limit (see ops_master)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def hog_now() -> dict[str, object]:
         now = json.loads(cli("status", master.name, "--json", check=True).stdout)
-        row = next(r for r in now["actors"] if r["path"] == "root/hog")
-        if row["pid"] != hog["pid"] and row["last_exit"]:
-            break
-        time.sleep(0.3)
-    assert row["pid"] != hog["pid"]
+        return next(r for r in now["actors"] if r["path"] == "root/hog")  # type: ignore[no-any-return]
+
+    wait_until(lambda: hog_now()["pid"] != hog["pid"] and bool(hog_now()["last_exit"]),
+               what="the hog to be replaced")
+    row = hog_now()
+    assert isinstance(row["last_exit"], str)
     assert row["last_exit"].startswith("memory")
     assert row["restarts"] == 1
 
@@ -354,7 +349,8 @@ async def test_acceptors_are_recycled_after_their_share_of_connections() -> None
             before = {s.pid for s in await system.acceptor_stats("root/echo")}
             for i in range(150):
                 assert await echo_once(port, b"x%d" % i) == b"x%d" % i
-            await trio.sleep(0.5)
+            for _ in range(4):  # two acceptors, each recycled at least twice by now
+                await next_event(events, ActorExited, "root/echo/0")
             after = {s.pid for s in await system.acceptor_stats("root/echo")}
             assert not after & before
             exits = [e for e in received(events) if isinstance(e, ActorExited)]

@@ -146,7 +146,7 @@ class Stubborn(Adder):
 
     async def cleanup(self) -> None:
         with trio.CancelScope(shield=True):
-            await trio.sleep(60)
+            await trio.sleep_forever()  # until killed
 
 
 @pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
@@ -357,7 +357,7 @@ class FailsInTheBackground(Adder):
             raise ValueError("background task failed")
 
         self.ctx.start_soon(fail_soon)
-        await trio.sleep(60)
+        await trio.sleep_forever()  # still in setup when the task fails
 
 
 async def test_a_task_failing_during_a_workers_setup_is_a_failed_start() -> None:

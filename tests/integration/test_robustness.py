@@ -31,6 +31,8 @@ from actors import (
 from protocol import Message
 from tests.events import next_event, received
 from tests.leaks import workers
+from tests.processes import wait_exited
+from tests.waiting import eventually
 
 TIMEOUT = 60
 
@@ -98,10 +100,10 @@ class Sink(Actor):
 
 
 async def wait_count(ref: ActorRef, value: int) -> None:
-    while True:
-        if (await ref.ask(Count(), Counted)).value >= value:
-            return
-        await trio.sleep(0.05)
+    async def reached() -> bool:
+        return (await ref.ask(Count(), Counted)).value >= value
+
+    await eventually(reached)
 
 
 @pytest.mark.parametrize("sink_in_process", [True, False])
@@ -471,7 +473,7 @@ async def test_killing_the_fork_server_keeps_workers_and_restarts_it() -> None:
             pid = (await system.ref("root/m").ask(Ping(), Pong)).pid
             server = _fork_server()
             os.kill(server, signal.SIGKILL)
-            await trio.sleep(0.5)
+            await wait_exited(server)
             assert (await system.ref("root/m").ask(Ping(), Pong)).pid == pid  # still serving
             os.kill(pid, signal.SIGKILL)  # its restart works (cold, or from a new server)
             await next_event(events, ActorReady, "root/m")
@@ -501,10 +503,11 @@ def _fork_server() -> int:
 async def test_gone_errors_name_the_actor_and_why(process: bool) -> None:
     with trio.fail_after(TIMEOUT):
         async with open_system() as system:
+            events = system.events()
             flaky = await system.spawn(Flaky, name="flaky", process=process)
             with pytest.raises(RemoteError):
                 await flaky.ask(Item(n=0))
-            await trio.sleep(0.2)
+            await next_event(events, ActorExited, "flaky")
             with pytest.raises(ActorGone, match="flaky"):
                 await flaky.ask(Item(n=1))
 

@@ -23,6 +23,7 @@ from actors import (
 from protocol import FrameTooLarge, Message
 from tests.leaks import workers
 from tests.redis_server import RedisServer, redis_server, unique_prefix
+from tests.waiting import eventually
 
 TIMEOUT = 60
 
@@ -218,12 +219,11 @@ async def test_workers_read_their_writes_and_see_the_masters(store: str | None) 
             version = await system.state.put("config/app", AppConfig(workers=2, greeting="m"))
             await system.state.sync()
             # Pushed to the worker's replica: it sees the new value without asking anyone.
-            for _ in range(100):
-                got = await user.ask(Get(key="config/app"))
-                if got == Got(greeting="m", version=version):
-                    break
-                await trio.sleep(0.01)
-            assert got == Got(greeting="m", version=version)
+            async def pushed() -> bool:
+                return await user.ask(Get(key="config/app")) == Got(greeting="m",
+                                                                       version=version)
+
+            await eventually(pushed)
 
 
 async def test_watchers_see_every_change_in_order(store: str | None) -> None:
@@ -301,8 +301,8 @@ async def test_a_killed_worker_leaves_no_subscription(store: str | None) -> None
             pid = next(iter(workers()))
             os.kill(pid, signal.SIGKILL)
             await system.state.put("config/app", AppConfig(workers=1, greeting="after"))
-            for _ in range(200):
-                if not service._remote:
-                    break
-                await trio.sleep(0.01)
-            assert service._remote == {}
+            async def forgotten() -> bool:
+                await trio.testing.wait_all_tasks_blocked()
+                return service._remote == {}
+
+            await eventually(forgotten)

@@ -87,7 +87,7 @@ class SlowDrain(Member):
 class IgnoresStop(Member):
     async def cleanup(self) -> None:
         with trio.CancelScope(shield=True):
-            await trio.sleep(60)
+            await trio.sleep_forever()  # until killed
 
 
 def three(strategy: str, member: type[Actor] = Member):  # type: ignore[no-untyped-def]
