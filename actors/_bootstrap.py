@@ -19,6 +19,7 @@ import select
 import signal
 import socket
 import sys
+import threading
 import types
 
 import trio
@@ -230,6 +231,7 @@ async def _serve(fd: int, master: int) -> int:
 async def _watch_master(master: int, nursery: trio.Nursery) -> None:
     """The master died (its pidfd turned readable): nobody can use this worker any more."""
     await trio.lowlevel.wait_readable(master)
+    _orphaned(2.0)
     nursery.cancel_scope.cancel()
 
 
@@ -251,7 +253,8 @@ async def _run_actor(
     starter = Starter(router, ColdSpawner(), state=state, state_service=start.state_service)
     run_listeners(starter, {}, {})
     parent_gone = trio.Event()
-    nursery.start_soon(_pump_parent, router, link, nursery, parent_gone)
+    nursery.start_soon(_pump_parent, router, link, nursery, parent_gone,
+                       min(start.shutdown_timeout, 10.0) + 1.0)
     nursery.start_soon(_watch_sigterm, link)
     if start.heartbeat > 0:
         nursery.start_soon(_send_heartbeats, link, start.heartbeat)
@@ -303,14 +306,24 @@ async def _no_spawn(*args: object, **kwargs: object) -> ActorRef:
 
 
 async def _pump_parent(
-    router: Router, link: Link, nursery: trio.Nursery, parent_gone: trio.Event
+    router: Router, link: Link, nursery: trio.Nursery, parent_gone: trio.Event,
+    grace: float,
 ) -> None:
     await router.pump(link)
     parent_gone.set()
     if not link.closing:
         # The parent is gone (or spoke garbage) while the actor runs: nobody can use this
         # worker any more.
+        _orphaned(grace)
         nursery.cancel_scope.cancel()
+
+
+def _orphaned(grace: float) -> None:
+    """This worker lost its master: its tasks are cancelled, and if something holds on
+    (a shielded cleanup) the process ends anyway after ``grace`` seconds."""
+    timer = threading.Timer(grace, os._exit, (1,))
+    timer.daemon = True  # a normal exit does not wait for it
+    timer.start()
 
 
 async def _obey_parent(link: Link, cell: Cell) -> None:

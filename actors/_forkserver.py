@@ -125,8 +125,9 @@ class ForkedProcess:
         self._news.set()
 
     def _abandon(self) -> None:
-        """Nobody will tell its exit status any more."""
+        """Nobody will tell its exit status any more: make sure it is gone, then forget it."""
         if not self._exited.is_set():
+            self.kill()  # (alive or not, nothing may outlive the system without a watcher)
             self.status_unknown = True
             self._done()
 
@@ -337,6 +338,7 @@ class LazyForkServer:
         self._closing = trio.Event()
         self._cold = ColdSpawner()
         self._generation = 0
+        self._scopes: set[trio.CancelScope] = set()
         self.restarts = 0
 
     @property
@@ -392,7 +394,21 @@ class LazyForkServer:
         self, first: trio.Event, generation: int, ready: list[ForkServer] | None = None
     ) -> None:
         """Run the fork server of one generation: restart it when it dies (while it is the
-        current one); end once it is retired and its last worker is gone."""
+        current one); end once it is retired and its last worker is gone.
+
+        Shielded until the system closes: a cancellation of the system's block reaches its
+        workers' handles, which must still be told of their workers' exits by the server
+        (and closing the server early would leave them to nobody)."""
+        with trio.CancelScope(shield=True) as scope:
+            self._scopes.add(scope)
+            try:
+                await self._run_generation(first, generation, ready)
+            finally:
+                self._scopes.discard(scope)
+
+    async def _run_generation(
+        self, first: trio.Event, generation: int, ready: list[ForkServer] | None
+    ) -> None:
         delay = _RESTART_DELAY
         while not self._closing.is_set():
             try:
@@ -448,4 +464,6 @@ async def open_lazy_fork_server(preload: list[str] | None = None) -> AsyncIterat
         try:
             yield lazy
         finally:
-            lazy._closing.set()
+            lazy._closing.set()  # the system's workers are gone: the servers may go
+            for scope in list(lazy._scopes):
+                scope.cancel()

@@ -23,7 +23,7 @@ from actors import (
 from protocol import Message
 from tests.events import next_event
 from tests.leaks import child_processes, descendants, workers
-from tests.processes import wait_exited
+from tests.processes import is_running, wait_exited
 
 TIMEOUT = 20
 
@@ -293,14 +293,20 @@ async def test_leaving_the_system_kills_a_worker_that_will_not_stop() -> None:
 async def test_a_cancelled_system_block_still_reaps_its_workers() -> None:
     # The cancellation reaches every task of the system, the one that learns of forked
     # workers' exits included; the shutdown that follows must still see them go.
+    pids = []
     with trio.fail_after(TIMEOUT):
         with trio.move_on_after(2) as scope:
             async with open_system() as system:
-                await system.spawn(Stubborn, name="stubborn", process=True, shutdown=0.5)
-                await system.spawn(Adder, name="adder", process=True)
+                for actor in (Stubborn, Adder):
+                    ref = await system.spawn(actor, name=actor.__name__.lower(),
+                                             process=True, shutdown=0.5)
+                    pids.append((await ref.ask(WhoAreYou(), Identity)).pid)
                 await trio.sleep_forever()
         assert scope.cancelled_caught
         assert not descendants()
+    # Not merely gone from below us: gone. (The stubborn one, stuck in a shielded cleanup,
+    # once outlived the test as an orphan of its fork server, closed too early.)
+    assert not [pid for pid in pids if is_running(pid)]
 
 
 def _fork_server_pid() -> int:
