@@ -62,6 +62,10 @@ class Hog(Actor):
 
 
 class Greeter(Acceptor):
+    async def setup(self) -> None:
+        if greeting.TEXT == "crash":  # new code that imports, but cannot start
+            raise RuntimeError("this version cannot start")
+
     async def handle(self, stream: trio.SocketStream) -> None:
         await stream.send_all(f"{greeting.TEXT} {os.getpid()}\n".encode())
 

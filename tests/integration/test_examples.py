@@ -113,3 +113,39 @@ async def test_echo_cluster_port_in_use_exits_at_once_with_a_message() -> None:
         assert b"address already in use" in result.stderr
     finally:
         taken.close()
+
+
+async def test_shared_config_greets_with_the_greeting_of_the_moment() -> None:
+    with trio.fail_after(120):
+        process, stdout = await _start(
+            [sys.executable, str(EXAMPLES / "shared_config.py"), "--port", "0",
+             "--workers", "2", "--every", "0.5"]
+        )
+        try:
+            async with stdout:
+                seen = bytearray()
+                ready = await _read_until(stdout, b"shared_config listening on", seen)
+                port = int(ready.split(b" on ")[1].split()[0].rsplit(b":", 1)[1])
+                greetings = set()
+                pids = set()
+                for _ in range(12):  # 3 s: the greeting changes every 0.5 s
+                    stream = await trio.open_tcp_stream("127.0.0.1", port)
+                    async with stream:
+                        line = b""
+                        while chunk := await stream.receive_some():
+                            line += chunk
+                    text, _, pid = line.decode().strip().rpartition(" from pid ")
+                    greetings.add(text)
+                    pids.add(pid)
+                    await trio.sleep(0.25)
+                # Every worker picked up several greetings, without a restart.
+                assert len(greetings) >= 3, greetings
+                assert len(pids) == 2, pids
+                process.send_signal(signal.SIGTERM)
+                assert await process.wait() == 0
+        finally:
+            if process.returncode is None:
+                process.kill()
+            with trio.CancelScope(shield=True):
+                await process.wait()
+    assert not descendants()
