@@ -348,6 +348,15 @@ class Cell:
             log.error("cleanup of actor %s took longer than %s s", self.path, timeout)
 
     async def _serve(self) -> None:
+        # Set once for the loop (what a handler starts inherits it either way): an ask from
+        # the actor's own handler to itself is refused, not left waiting forever.
+        token = current_actor.set(self.address)
+        try:
+            await self._serve_messages()
+        finally:
+            current_actor.reset(token)
+
+    async def _serve_messages(self) -> None:
         actor = self.actor
         cls = type(actor)
         receive = self._recv
@@ -378,8 +387,7 @@ class Cell:
                     log.warning("actor %s dropped a message: %s", self.path, error)
                 continue
             self._current = reply
-            token = current_actor.set(self.address)
-            began = trio.current_time()
+            began = 0.0 if reply is None else trio.current_time()
             try:
                 result = await getattr(actor, name)(message)
                 if result is not None and not isinstance(result, Message):
@@ -402,19 +410,18 @@ class Cell:
                 self._handler_failed(reply, exc)
                 raise
             finally:
-                current_actor.reset(token)
-                self._count(began, reply is not None)
+                self.handled += 1
+                if reply is not None:
+                    self._count_ask(began)
             self._current = None
             if reply is not None:
                 reply.send(result)
 
-    def _count(self, began: float, ask: bool) -> None:
-        self.handled += 1
-        if ask:
-            took = trio.current_time() - began
-            self.asks += 1
-            self.ask_seconds += took
-            self.ask_buckets[bisect.bisect_left(ASK_BUCKETS, took)] += 1
+    def _count_ask(self, began: float) -> None:
+        took = trio.current_time() - began
+        self.asks += 1
+        self.ask_seconds += took
+        self.ask_buckets[bisect.bisect_left(ASK_BUCKETS, took)] += 1
 
     def _handler_failed(self, reply: Reply | None, exc: BaseException) -> None:
         if reply is not None:

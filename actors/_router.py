@@ -66,6 +66,7 @@ log = logging.getLogger("actors")
 
 MASTER_NODE = "0"
 _TELL_BUDGET = 64
+_HOPS_KEPT = 4096
 _DEPARTED_KEPT = 4096
 
 current_actor: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -144,6 +145,7 @@ class Router:
         self._tell_budget = _TELL_BUDGET
         self._held: dict[str, list[tuple[Link, Frame, str]]] = {}
         self._lanes: dict[tuple[Link, str], _Lane] = {}
+        self._hops: dict[str, Link | None] = {}  # link_towards, remembered until links change
         # Actors known to be gone, by address: who they were and why they went (bounded).
         self._departed: OrderedDict[str, str] = OrderedDict()
 
@@ -163,9 +165,11 @@ class Router:
         """``link`` leads to the parent process: unknown paths and events go up it."""
         self.parent = link
         self.names.upstream = link
+        self._hops.clear()
 
     def add_child(self, link: Link) -> None:
         self.children[link.peer] = link
+        self._hops.clear()
         if self.stopping:
             link.notify(SystemStopping())
 
@@ -196,13 +200,23 @@ class Router:
 
     def link_towards(self, node_id: str) -> Link | None:
         """The next hop towards ``node_id`` (None for this node or when there is none)."""
+        try:
+            return self._hops[node_id]
+        except KeyError:
+            pass
         if node_id == self.id:
-            return None
-        prefix = self.id + "."
-        if node_id.startswith(prefix):
-            child = node_id[: len(prefix)] + node_id[len(prefix) :].split(".", 1)[0]
-            return self.children.get(child)
-        return self.parent
+            hop = None
+        else:
+            prefix = self.id + "."
+            if node_id.startswith(prefix):
+                child = node_id[: len(prefix)] + node_id[len(prefix) :].split(".", 1)[0]
+                hop = self.children.get(child)
+            else:
+                hop = self.parent
+        if len(self._hops) >= _HOPS_KEPT:
+            self._hops.clear()
+        self._hops[node_id] = hop
+        return hop
 
     def decode(self, frame: Frame) -> Message:
         """Decode a frame's message in this process (refs in it send through this router)."""
@@ -512,6 +526,7 @@ class Router:
         if not link.is_parent:
             if self.children.get(link.peer) is link:
                 del self.children[link.peer]
+                self._hops.clear()
             lost = self._drop_names(link)
             if not orderly:
                 self._report_lost(link, lost, reason)
@@ -627,7 +642,7 @@ class Router:
             self._forward(link, frame, node_id, source)
             return
         key = (link, actor)
-        lane = self._lanes.get(key)
+        lane = self._lanes.get(key) if self._lanes else None
         if lane is not None:  # earlier messages from this link wait: keep the order
             lane.items.append((frame, source, None))
             return
