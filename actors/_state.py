@@ -479,9 +479,9 @@ class StateService:
         )
         if record is not None:
             self._changed(record)
-        elif expect is not None:
-            # Another write came first: learn what is there now (a push may not have
-            # brought it yet), so that the writer's retry starts from it.
+        elif expect is not None and not _explains(self._cache.get(key), expect):
+            # Another write came first, one this service has not seen (another system's):
+            # learn what is there now, so that the writer's retry starts from it.
             current = await self._guard("a read", self.store.read(key))
             if current is not None:
                 self._changed(current)
@@ -623,6 +623,15 @@ class LocalUpstream(Upstream):
 
     async def sync(self, replica: Replica) -> list[Record]:
         return await self._service.sync(replica)
+
+
+def _explains(known: Record | None, expect: int) -> bool:
+    """Whether ``known`` is a reason for a compare_and_set at ``expect`` to fail."""
+    if known is None:
+        return False
+    if expect == 0:
+        return not known.deleted
+    return known.version != expect
 
 
 class StateServiceActor(Actor):
