@@ -32,12 +32,16 @@ class Noter(Actor):
         print(f"noter {os.getpid()} to stderr", file=sys.stderr, flush=True)
 
     async def drain(self) -> None:
+        self._note("drain")  # the test knows the stop has begun
         await trio.sleep(2)  # work in flight: a stop waits for it (unless told to hurry)
 
     async def cleanup(self) -> None:
+        self._note("cleanup")
+
+    def _note(self, what: str) -> None:
         descriptor = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         try:
-            os.write(descriptor, f"cleanup {os.getpid()}\n".encode())
+            os.write(descriptor, f"{what} {os.getpid()}\n".encode())
         finally:
             os.close(descriptor)
 

@@ -113,7 +113,9 @@ def test_sigterm_and_sigint_stop_in_order_and_exit_0(master: Master, number: int
 
 def test_a_second_sigint_stops_at_once(master: Master) -> None:
     master.process.send_signal(signal.SIGINT)
-    time.sleep(0.3)  # the noter drains for 2 s
+    journal = master.journal
+    wait_until(lambda: journal.exists() and "drain" in journal.read_text(),
+               timeout=15, what="the noter to begin its 2 s drain")
     master.process.send_signal(signal.SIGINT)
     started = time.monotonic()
     code, _, err = master.finish(wait=30)

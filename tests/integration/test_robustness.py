@@ -122,10 +122,15 @@ async def test_a_reply_never_waits_behind_tells_to_a_full_mailbox(sink_in_proces
 
 
 class Silent(Actor):
-    """Takes asks and never answers them."""
+    """Takes asks and never answers them (``asked`` is set at the first)."""
+
+    def __init__(self, asked: trio.Event | None = None) -> None:
+        self.asked = asked
 
     @handler
     async def ping(self, msg: Ping) -> Pong:
+        if self.asked is not None:
+            self.asked.set()
         await trio.sleep_forever()
         raise AssertionError("unreachable")
 
@@ -133,11 +138,13 @@ class Silent(Actor):
 async def test_leaving_the_system_mid_flood_is_bounded() -> None:
     with trio.fail_after(TIMEOUT):
         async with open_system() as system:
+            asked = trio.Event()
             await system.spawn(Flooder, name="flooder", process=True)
-            await system.spawn(Silent, name="silent", shutdown=0.5)
+            await system.spawn(Silent, name="silent", shutdown=0.5, asked=asked)
             sink = await system.spawn(Sink, name="sink", flooder="silent")
             await system.ref("flooder").tell(Flood(target=sink, count=100_000))
-            await trio.sleep(0.5)  # the flood is under way, the sink stuck on its first item
+            await asked.wait()  # the flood is under way, the sink stuck on its first item
+            await trio.testing.wait_all_tasks_blocked()  # and its mailbox filled up
         assert not workers()
 
 
@@ -265,6 +272,8 @@ async def test_sends_by_path_during_sibling_restarts_wait_for_the_successor(
         async with open_system(tree) as system:
             failures: list[BaseException] = []
             answered = 0
+            wanted = 0
+            got_them = trio.Event()
             done = trio.Event()
 
             async def keep_asking(path: str) -> None:
@@ -273,18 +282,25 @@ async def test_sends_by_path_during_sibling_restarts_wait_for_the_successor(
                     try:
                         await system.ref(path).ask(Ping(), Pong)
                         answered += 1
+                        if answered >= wanted:
+                            got_them.set()
                     except Exception as exc:  # what the test is about: none may fail
                         failures.append(exc)
                         await trio.sleep(0.01)  # (a failing send may fail at once)
+
+            async def answers(more: int) -> None:
+                nonlocal wanted, got_them
+                wanted, got_them = answered + more, trio.Event()
+                await got_them.wait()
 
             async with trio.open_nursery() as nursery:
                 for path in ("root/a", "root/b"):
                     nursery.start_soon(keep_asking, path)
                 for _ in range(4):
-                    await trio.sleep(0.2)
+                    await answers(6)  # asks are going to the children of the moment
                     with pytest.raises(RemoteError):
                         await system.ref("root/flaky").ask(Item(n=0))
-                await trio.sleep(0.5)
+                await answers(6)  # and to their successors, once restarted
                 done.set()
             assert failures == []
             assert answered > 10
