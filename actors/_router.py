@@ -654,10 +654,8 @@ class Router:
         message = self._decode_request(link, frame, source)
         if message is None:
             return
-        reply = Reply(self, target=source, corr=frame.corr) if frame.kind is FrameKind.ASK else None
-        inline = mailbox.inline_handler(message)
-        if inline is not None:
-            self._handle_inline(mailbox, inline, message, reply)
+        reply = self._reply_for(frame, source)
+        if self._took_inline(mailbox, message, reply):
             self._passed_on(link, frame)
             return
         try:
@@ -693,10 +691,11 @@ class Router:
                 if message is None:
                     message = self._decode_request(link, frame, source)
                 if message is not None:
-                    reply = (Reply(self, target=source, corr=frame.corr)
-                             if frame.kind is FrameKind.ASK else None)
+                    reply = self._reply_for(frame, source)
                     try:
-                        await self._local(actor).deliver(message, reply)
+                        mailbox = self._local(actor)
+                        if not self._took_inline(mailbox, message, reply):
+                            await mailbox.deliver(message, reply)
                     except ActorGone as exc:
                         if reply is not None:
                             reply.fail(Failure.from_exception("gone", exc))
@@ -708,6 +707,20 @@ class Router:
             del self._lanes[key]
             for frame, source, _ in lane.items:  # cancelled: the system is going away
                 self._refuse(link, frame, source, "gone", "the system is shutting down")
+
+    def _reply_for(self, frame: Frame, source: str) -> Reply | None:
+        """Where the answer to a request frame goes (None for a tell)."""
+        if frame.kind is FrameKind.ASK:
+            return Reply(self, target=source, corr=frame.corr)
+        return None
+
+    def _took_inline(self, mailbox: Mailbox, message: Message, reply: Reply | None) -> bool:
+        """Handle ``message`` with the actor's inline handler here and now, if it has one."""
+        inline = mailbox.inline_handler(message)
+        if inline is None:
+            return False
+        self._handle_inline(mailbox, inline, message, reply)
+        return True
 
     def _handle_inline(
         self,

@@ -49,6 +49,9 @@ class Box:
     failures: list[BaseException] = field(default_factory=list)
     answer: Callable[[Message, Reply], None] | None = None
     full: trio.Event | None = None
+    inline: dict[type[Message], Callable[[Message], Message | None]] = field(
+        default_factory=dict
+    )
 
     async def deliver(self, message: Message, reply: Reply | None) -> None:
         while self.full is not None:
@@ -68,8 +71,8 @@ class Box:
             assert isinstance(message, Ping)
             reply.send(Pong(n=message.n))
 
-    def inline_handler(self, message: Message) -> None:
-        return None
+    def inline_handler(self, message: Message) -> Callable[[Message], Message | None] | None:
+        return self.inline.get(type(message))
 
     def fail(self, exc: BaseException) -> None:
         self.failures.append(exc)
@@ -258,3 +261,35 @@ async def test_a_remote_handler_failure_reaches_the_asker() -> None:
             await ActorRef(n.master, path="w1").ask(Ping(n=1))
         assert info.value.type_name == "KeyError"
         assert info.value.actor == "w1"
+
+
+class Quick(Message):
+    n: int
+
+
+async def test_a_message_behind_a_full_mailbox_still_goes_to_its_inline_handler() -> None:
+    # A full mailbox puts later messages from the link in a lane; those with an inline
+    # handler (a hand-off, a probe, a state push) must still reach it, in their turn.
+    async with trio.open_nursery() as nursery, net(nursery) as n:
+        box = n.box(n.workers["0.1"], "w1")
+        box.inline[Quick] = lambda message: Pong(n=message.n * 10)  # type: ignore[attr-defined]
+        box.full = trio.Event()
+        await trio.testing.wait_all_tasks_blocked()
+        ref = ActorRef(n.master, address=box.address)
+        await ref.tell(Ping(n=1))  # waits in the lane
+        answers: list[Message | None] = []
+        answered = trio.Event()
+
+        async def ask_quick() -> None:
+            answers.append(await ref.ask(Quick(n=2)))
+            answered.set()
+
+        nursery.start_soon(ask_quick)
+        await trio.testing.wait_all_tasks_blocked()
+        assert answers == []  # in its turn: after the tell ahead of it
+        full, box.full = box.full, None
+        full.set()
+        with trio.fail_after(5):
+            await answered.wait()
+        assert answers == [Pong(n=20)]
+        assert box.told == [Ping(n=1)]
