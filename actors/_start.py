@@ -34,6 +34,19 @@ class Runnable(Child, Protocol):
     async def run(self, *, task_status: trio.TaskStatus[Any] = ...) -> None: ...
 
 
+async def _start_under(parent: Parent, child: Runnable) -> None:
+    """Start ``child`` under ``parent``: listed among its children, then ``run`` until it
+    reports started. A child that ran takes itself off the list when it ends; one that
+    failed before it could (its start cancelled, the nursery closed) is taken off here."""
+    parent.children.append(child)
+    try:
+        await parent.nursery.start(child.run)
+    except BaseException:
+        if child in parent.children:
+            parent.children.remove(child)
+        raise
+
+
 SupervisorKind = Callable[[SupervisorSpec, Parent, str], Runnable]
 """Builds the running form of a kind of supervisor spec (spec, parent, path)."""
 
@@ -94,9 +107,8 @@ class Starter:
 
     async def _start_supervisor(self, parent: Parent, spec: SupervisorSpec, path: str) -> Child:
         sup = self.supervisor(spec, parent, path)
-        parent.children.append(sup)
         try:
-            await parent.nursery.start(sup.run)
+            await _start_under(parent, sup)
         except ActorError as exc:
             if isinstance(exc, SpawnError):
                 exc.reason = exc.reason or sup.exit_reason
@@ -104,9 +116,6 @@ class Starter:
             error = SpawnError(f"supervisor {path} failed to start: {exc}")
             error.reason = sup.exit_reason or crash_reason(exc)
             raise error from exc
-        finally:
-            if sup.exit_reason is not None and sup in parent.children:
-                parent.children.remove(sup)
         return sup
 
     async def _start_worker(
@@ -124,13 +133,12 @@ class Starter:
             notices=notices, state_service=self.state_service, max_memory=spec.max_memory,
             output=self.output,
         )
-        parent.children.append(handle)
         self.workers.add(handle)
         try:
-            await parent.nursery.start(handle.run)
-        finally:
-            if handle.done.is_set() and handle in parent.children:
-                parent.children.remove(handle)
+            await _start_under(parent, handle)
+        except BaseException:
+            self.workers.discard(handle)  # it never ran, or it is gone already
+            raise
         parent.nursery.start_soon(self._forget, handle)
         return handle
 
@@ -155,9 +163,8 @@ class Starter:
             shutdown_timeout=grace_of(spec.shutdown), start_timeout=spec.start_timeout,
             spawn=self.spawn, state=self.state,
         )
-        parent.children.append(cell)
         try:
-            await parent.nursery.start(cell.run)
+            await _start_under(parent, cell)
         except SpawnError as exc:
             exc.reason = exc.reason or cell.exit_reason
             raise
@@ -165,9 +172,6 @@ class Starter:
             error = SpawnError(f"actor {path} failed to start: {exc!r}")
             error.reason = cell.exit_reason or crash_reason(exc)
             raise error from exc
-        finally:
-            if not cell.accepting and cell in parent.children:
-                parent.children.remove(cell)
         return cell
 
     async def spawn(
