@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from tests.leaks import descendants, open_fds
-from tests.redis_server import SERVERS
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The systems a test run opens put their control sockets in a directory of their own
+    (``$XDG_RUNTIME_DIR/trio-actors``): two runs at once, or a system the user is running,
+    never meet on a name; the CLI's subprocesses inherit it. Searchable by all (0711), as
+    a user's runtime directory's parents are, so that the other-user test reaches it."""
+    runtime = tempfile.mkdtemp(prefix="trio-actors-tests-")
+    os.chmod(runtime, 0o711)
+    os.environ["XDG_RUNTIME_DIR"] = runtime
+    config.add_cleanup(lambda: shutil.rmtree(runtime, ignore_errors=True))
 
 
 @pytest.fixture(autouse=True)
@@ -24,7 +36,7 @@ def no_leaks() -> Iterator[None]:
     while True:
         leaked_children = {
             pid: state for pid, state in descendants().items()
-            if pid not in children_before and pid not in SERVERS
+            if pid not in children_before
         }
         leaked_fds = open_fds() - fds_before
         if (not leaked_children and not leaked_fds) or time.monotonic() > deadline:
