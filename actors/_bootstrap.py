@@ -66,7 +66,7 @@ from ._ref import ActorRef
 from ._router import Router
 from ._start import Starter
 from ._state import RemoteUpstream, Replica, ReplicaActor, SharedState
-from ._tree import Child
+from ._tree import Root
 
 _PR_SET_PDEATHSIG = 1
 # The parent-death signal of a worker forked by the fork server: caught, not fatal.
@@ -176,17 +176,6 @@ def _import_class(path: str) -> type[Actor]:
     return target
 
 
-class _Root:
-    """The parent of the worker's actor: owns nothing but the nursery it runs in."""
-
-    __slots__ = ("children", "nursery", "path")
-
-    def __init__(self, path: str, nursery: trio.Nursery) -> None:
-        self.path = path
-        self.nursery = nursery
-        self.children: list[Child] = []
-
-
 async def _handshake(channel: Channel) -> Start:
     data, fds = encode_message(FrameKind.SYSTEM, Hello(version=PROTOCOL_VERSION, pid=os.getpid()))
     channel.send_nowait(data, fds)
@@ -258,7 +247,7 @@ async def _run_actor(
     nursery.start_soon(_watch_sigterm, link)
     if start.heartbeat > 0:
         nursery.start_soon(_send_heartbeats, link, start.heartbeat)
-    root = _Root(start.path.rpartition("/")[0], nursery)
+    root = Root(start.path.rpartition("/")[0], nursery)
     try:
         actor = actor_class(**kwargs)
         # The parent reports this actor's lifecycle; the worker reports its children's.
@@ -293,7 +282,7 @@ async def _open_replica(nursery: trio.Nursery, router: Router, start: Start
         return None
     replica = Replica()
     cell = Cell(router, ReplicaActor(replica), path=f"{start.path}/@replica",
-                parent=_Root(start.path, nursery), shutdown_timeout=1.0,
+                parent=Root(start.path, nursery), shutdown_timeout=1.0,
                 spawn=_no_spawn, report_events=False, register_name=False)
     await nursery.start(cell.run)
     upstream = RemoteUpstream(ActorRef(router, address=start.state_service),

@@ -30,6 +30,7 @@ __all__ = [
     "Stopping",
     "Suicide",
     "SystemStopping",
+    "qualified_name",
 ]
 
 FailureKind = Literal["remote", "gone", "not_found", "protocol"]
@@ -49,14 +50,15 @@ class Failure(Message, tag="actors.Failure"):
     def from_exception(cls, kind: FailureKind, exc: BaseException, actor: str = "") -> Failure:
         return cls(
             kind=kind,
-            type_name=_qualified_name(type(exc)),
+            type_name=qualified_name(type(exc)),
             message=str(exc),
             traceback="".join(traceback.format_exception(exc)),
             actor=actor,
         )
 
 
-def _qualified_name(cls: type) -> str:
+def qualified_name(cls: type) -> str:
+    """How an exception type is named across processes (``module.Qualname``)."""
     module = cls.__module__
     return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
 

@@ -17,6 +17,8 @@ from pydantic import Field
 
 from protocol import Message
 
+from ._control import qualified_name
+
 __all__ = [
     "ActorExited",
     "ActorReady",
@@ -112,16 +114,10 @@ def crash_reason(exc: BaseException) -> ExitReason:
     """The exit reason of an instance that ``exc`` ended."""
     return ExitReason(
         kind="crashed",
-        error_type=_qualified_name(type(exc)),
+        error_type=qualified_name(type(exc)),
         detail=str(exc),
         traceback="".join(traceback.format_exception(exc)),
     )
-
-
-def _qualified_name(cls: type) -> str:
-    if cls.__module__ == "builtins":
-        return cls.__qualname__
-    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def exit_reason(

@@ -48,6 +48,8 @@ class Link:
         self.channel = channel
         self.is_parent = is_parent
         self.subtree = subtree
+        self._below = peer + "."  # (owns and covers run for every frame from a child)
+        self._subtree_below = subtree + "/"
         self.down = False
         self.down_reason = ""
         self.error: BaseException | None = None  # what ended the link, if it failed
@@ -88,11 +90,11 @@ class Link:
 
     def owns(self, node_id: str) -> bool:
         """True when ``node_id`` is the peer or below it (only meaningful for child links)."""
-        return node_id == self.peer or node_id.startswith(self.peer + ".")
+        return node_id == self.peer or node_id.startswith(self._below)
 
     def covers(self, path: str) -> bool:
         """True when ``path`` is the worker's own path or below it (child links only)."""
-        return path == self.subtree or path.startswith(self.subtree + "/")
+        return path == self.subtree or path.startswith(self._subtree_below)
 
     # -- credit -----------------------------------------------------------------------------
 

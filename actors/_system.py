@@ -43,7 +43,7 @@ from ._start import Runnable, Starter
 from ._state import LocalUpstream, SharedState, StateService, StateServiceActor
 from ._stores import Store, open_store
 from ._supervisor import Supervisor, child_path
-from ._tree import Child, stop_children
+from ._tree import Child, Root, stop_children
 
 __all__ = ["ActorSystem", "open_system"]
 
@@ -422,7 +422,7 @@ async def _start_state(
     """The shared state's service (and its actor, which workers' replicas ask)."""
     service = StateService(router, store, timeout=store_timeout, events=events)
     await nursery.start(service.run)
-    parent = _Internal(nursery)
+    parent = Root("", nursery)  # the runtime's own actors
     cell = Cell(router, StateServiceActor(service), path="@state", parent=parent,
                 shutdown_timeout=1.0, spawn=starter.spawn, report_events=False,
                 register_name=False)
@@ -430,16 +430,6 @@ async def _start_state(
     starter.state = SharedState(LocalUpstream(service), service.local,
                                 max_size=router.max_frame_size)
     starter.state_service = cell.address
-
-
-class _Internal:
-    """The parent of the runtime's own actors in the master (not the system's children:
-    they outlive every actor of the system)."""
-
-    def __init__(self, nursery: trio.Nursery) -> None:
-        self.path = ""
-        self.nursery = nursery
-        self.children: list[Child] = []
 
 
 def _walk(children: list[Child]) -> list[Child]:

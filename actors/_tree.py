@@ -20,7 +20,7 @@ from ._spec import ChildSpec
 if TYPE_CHECKING:
     from ._actor import Actor
 
-__all__ = ["Child", "Notice", "Parent", "SpawnChild", "StartChild", "stop_children"]
+__all__ = ["Child", "Notice", "Parent", "Root", "SpawnChild", "StartChild", "stop_children"]
 
 
 class Child(Protocol):
@@ -44,6 +44,18 @@ class Parent(Protocol):
     path: str
     nursery: trio.Nursery
     children: list[Child]
+
+
+class Root:
+    """A parent that is nothing but a nursery: of a worker's own actor, or of the master's
+    runtime actors (which outlive every actor of the system)."""
+
+    __slots__ = ("children", "nursery", "path")
+
+    def __init__(self, path: str, nursery: trio.Nursery) -> None:
+        self.path = path
+        self.nursery = nursery
+        self.children: list[Child] = []
 
 
 @dataclass(frozen=True)

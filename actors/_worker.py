@@ -347,6 +347,11 @@ class WorkerHandle:
         stops (a requested replacement, or one over its memory limit)."""
         self._explain(reason)
         log.warning("%s (pid %s) is being replaced: %s", self.path, self.pid, reason.why())
+        self._hand_over(reason)
+
+    def _hand_over(self, reason: ExitReason) -> None:
+        """Ask the supervisor for a successor, which takes the names of this subtree; this
+        one is released (it drains and goes) once the successor is up."""
         if self.link is not None:
             self.link.retiring = True
         if self.address is not None:
@@ -356,7 +361,7 @@ class WorkerHandle:
                 self.notices.send_nowait(Notice(self, reason))
                 return
             except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
+                pass  # its supervisor is stopping
         self.release()  # nothing will replace it: it just stops
 
     async def _watch_memory(self, limit: int) -> None:
@@ -398,16 +403,10 @@ class WorkerHandle:
             return
         reason = _failure_reason("suicide", failure)
         self._explain(reason)
-        if self.link is not None:
-            self.link.retiring = True  # its successor takes the names of its subtree
         self.router.publish(ActorSuicided(path=self.path, pid=self.pid, reason=reason))
         if self.address is not None:
-            self.router.names.unregister(self.path, self.address)
             self.router.departed(self.address, self.path, reason)  # it takes nothing more
-        try:
-            self.notices.send_nowait(Notice(self, reason))
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self.release()  # its supervisor is stopping: nothing will replace it
+        self._hand_over(reason)
 
     async def _watchdog(self, link: Link, limit: float) -> None:
         """Kill the worker if its event loop stops sending heartbeats for ``limit`` s.
@@ -456,12 +455,10 @@ class WorkerHandle:
     async def shutdown(self, grace: float) -> None:
         """Ask the worker to stop; after ``grace`` seconds, kill its process group."""
         self._stop_requested = True
-        link = self.link
-        if self._stop_sent_at is not None:
+        if self._stop_sent_at is not None:  # asked already (begin_shutdown)
             grace = max(0.0, grace - (trio.current_time() - self._stop_sent_at))
-        elif link is not None and grace > 0:
-            self._stop_sent_at = trio.current_time()
-            link.notify(Stop())
+        elif grace > 0:
+            self.begin_shutdown()
         with trio.move_on_after(grace):
             await self.done.wait()
         if not self.done.is_set():
