@@ -25,15 +25,27 @@ def runtime_directory() -> Path:
 
 class LockedSocket(socket.socket):
     """A listening socket that also holds a lock naming its address (see
-    :func:`claim_address`); closing it releases the lock."""
+    :func:`claim_address`); closing it releases the lock and removes its file."""
 
     lock_fd: int = -1
+    lock_path: Path | None = None
 
     def close(self) -> None:
         if self.lock_fd >= 0:
+            if self.lock_path is not None and _same_file(self.lock_fd, self.lock_path):
+                # Removed while held: whoever opens the name next makes a new file (and
+                # one that opened this one before re-checks after locking: see below).
+                self.lock_path.unlink(missing_ok=True)
             os.close(self.lock_fd)
             self.lock_fd = -1
         super().close()
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except OSError:
+        return False
 
 
 def claim_address(sock: socket.socket, host: str, port: int) -> LockedSocket:
@@ -45,18 +57,23 @@ def claim_address(sock: socket.socket, host: str, port: int) -> LockedSocket:
     directory = runtime_directory()
     directory.mkdir(mode=0o700, exist_ok=True)
     lock_path = directory / f"port-{host}-{port}.lock"
-    lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(lock_fd)
-        sock.close()
-        raise BindError(
-            f"cannot listen on {host}:{port}: address already in use (by another system, "
-            f"with SO_REUSEPORT: {lock_path} is held)"
-        ) from None
+    while True:
+        lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(lock_fd)
+            sock.close()
+            raise BindError(
+                f"cannot listen on {host}:{port}: address already in use (by another system,"
+                f" with SO_REUSEPORT: {lock_path} is held)"
+            ) from None
+        if _same_file(lock_fd, lock_path):
+            break
+        os.close(lock_fd)  # its holder removed it as we opened it: the name is free again
     claimed = LockedSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
     claimed.lock_fd = lock_fd
+    claimed.lock_path = lock_path
     return claimed
 
 

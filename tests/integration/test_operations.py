@@ -434,6 +434,7 @@ async def test_metrics_are_served_in_the_prometheus_format() -> None:
 
 async def test_a_second_reuseport_system_on_the_same_port_fails_to_bind() -> None:
     from actors import BindError
+    from actors._sockets import runtime_directory
 
     with trio.fail_after(TIMEOUT):
         async with open_system(tree(policy="reuseport"), name="first") as system:
@@ -445,6 +446,9 @@ async def test_a_second_reuseport_system_on_the_same_port_fails_to_bind() -> Non
                 async with open_system(spec, name="second"):
                     pytest.fail("two systems on one port")  # pragma: no cover
             assert await echo_once(port, b"still mine") == b"still mine"
+            locks = list(runtime_directory().glob(f"port-*-{port}.lock"))
+            assert len(locks) == 1
+        assert not locks[0].exists()  # the claim goes with the system: nothing piles up
 
 
 async def test_events_of_reload_arrive(tmp_path: Path) -> None:
