@@ -197,7 +197,13 @@ def status_table(status: Status) -> Any:
 def _console() -> Any:
     from rich.console import Console
 
-    return Console()
+    console = Console()
+    if not console.is_terminal:
+        # Piped to a file or another program: no screen to fit (and COLUMNS, which some
+        # parents export, describes theirs), so nothing is cut short; a table is as wide as
+        # its widest row, not padded to this.
+        console = Console(width=1000)
+    return console
 
 
 # -- the verbs ------------------------------------------------------------------------------

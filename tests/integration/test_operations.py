@@ -158,6 +158,9 @@ def test_cli_ls_status_events_logs(master: Master) -> None:
     table = cli("status", master.name, check=True).stdout
     assert "root/noter" in table
     assert "acceptor" in table
+    pids = [str(row["pid"]) for row in status["actors"] if row["pid"]]
+    assert pids
+    assert all(pid in table for pid in pids), table  # piped, not a terminal: nothing cut
 
     events = [json.loads(line) for line in cli("events", master.name, "--json",
                                                check=True).stdout.splitlines()]
