@@ -43,7 +43,7 @@ from ._events import ActorExited, Event, EventBus, StoreDisconnected, StoreRecon
 from ._ref import ActorRef
 from ._router import Router
 from ._shared import Entry, StateChanged, StateResynced, check_key
-from ._stores import Disconnected, MemoryStore, Reconnected, Record, SqliteStore, Store
+from ._stores import Disconnected, Reconnected, Record, Store
 
 __all__ = [
     "RemoteUpstream",
@@ -493,7 +493,7 @@ class StateService:
 
     async def sync(self, replica: str | Replica) -> list[Record]:
         subscriber = self._subscriber(replica)
-        if not isinstance(self.store, MemoryStore | SqliteStore):
+        if self.store.shared:
             await self._refresh()  # others write there too: read what it holds now
         return [r for k, r in self._cache.items() if subscriber.wants(k)]
 

@@ -74,6 +74,10 @@ class Store(Protocol):
     name: str
     """How the store is named in logs and events (no credentials)."""
 
+    shared: bool
+    """Whether other systems write to it too: then what this service holds may be behind
+    it, and ``sync`` reads the store itself."""
+
     async def read(self, key: str) -> Record | None: ...
 
     async def read_prefix(self, prefix: str) -> list[Record]: ...
@@ -121,6 +125,7 @@ class MemoryStore:
     """The default store: a dict in the master. Lost when the master ends."""
 
     name = "memory"
+    shared = False
 
     def __init__(self) -> None:
         self._records: dict[str, Record] = {}
@@ -153,6 +158,7 @@ class SqliteStore:
 
     def __init__(self, path: str) -> None:
         self.name = f"sqlite:{path}"
+        self.shared = False  # one master at a time (the next one finds what it wrote)
         self._path = path
         self._db: sqlite3.Connection | None = None
         self._limiter = trio.CapacityLimiter(1)  # one connection: one call at a time
@@ -284,6 +290,7 @@ class RedisStore:
         )
         host = parsed.hostname or "localhost"
         self.name = f"{parsed.scheme}://{host}:{parsed.port or 6379}{parsed.path or '/0'}"
+        self.shared = True  # several masters, on several hosts
         self._prefix = f"{prefix}:state:"
         self._channel = f"{prefix}:state-changes"
         self._timeout = timeout
