@@ -9,7 +9,6 @@ a ``SO_REUSEPORT`` socket of its own (``reuseport``).
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import socket
@@ -23,7 +22,7 @@ from ._actor import Actor, handler
 from ._errors import ActorError
 from ._handoff import AcceptorStats, Attach, Closed, GetStats, Handoff, Policy, Refused, Taken
 from ._ref import ActorRef
-from ._sockets import bind
+from ._sockets import accept_failure, bind
 
 __all__ = ["Acceptor"]
 
@@ -31,7 +30,6 @@ log = logging.getLogger("actors")
 
 _SHARED_ACCEPT_BATCH = 4
 # errnos of accept() that mean "no fd for you now" (not the client's fault): back off.
-_RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 class _AcceptorState:
@@ -156,13 +154,14 @@ class Acceptor(Actor):
                 except BlockingIOError:
                     break
                 except OSError as exc:
-                    if exc.errno in (errno.EBADF, errno.EINVAL):
-                        return  # closed by drain
-                    if exc.errno in _RESOURCE_ERRNOS:
+                    failure = accept_failure(exc)
+                    if failure == "closed":
+                        return  # by drain
+                    if failure == "starved":
                         log.error("acceptor %s cannot accept: %s", self.ctx.path, exc)
                         await trio.sleep(0.1)
                         break
-                    continue  # ECONNABORTED and friends: the client gave up
+                    continue
                 self._serve(conn)
             if state.open >= self.max_connections:
                 await state.idle.wait()

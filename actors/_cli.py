@@ -22,19 +22,17 @@ import json
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import trio
 
 from protocol import (
     Channel,
-    FrameKind,
     Message,
     ProtocolError,
     decode_message,
-    encode_message,
     open_channel,
     registry,
 )
@@ -48,11 +46,13 @@ from ._operations import (
     Status,
     SystemInfo,
     control_directory,
+    send_control,
 )
 
 __all__ = ["main"]
 
 _TIMEOUT = 10.0
+L = TypeVar("L", EventLine, LogLine)
 
 
 class CliError(Exception):
@@ -79,11 +79,6 @@ async def _connect(path: str) -> AsyncIterator[Channel]:
         yield channel
 
 
-async def _send(channel: Channel, message: Message) -> None:
-    data, fds = encode_message(FrameKind.SYSTEM, message)
-    await channel.send(data, fds)
-
-
 async def _replies(channel: Channel) -> AsyncIterator[Message]:
     while True:
         try:
@@ -96,7 +91,7 @@ async def _replies(channel: Channel) -> AsyncIterator[Message]:
 
 async def _ask(path: str, request: Request) -> Message:
     async with _connect(path) as channel:
-        await _send(channel, request)
+        await send_control(channel, request)
         with trio.fail_after(_TIMEOUT if request.verb != "reload" else 600):
             async for reply in _replies(channel):
                 return reply
@@ -118,8 +113,11 @@ async def _running() -> list[tuple[SystemInfo, str]]:
     return found
 
 
-async def _pick(name: str | None) -> tuple[SystemInfo, str]:
-    running = await _running()
+async def _pick(
+    name: str | None, running: list[tuple[SystemInfo, str]] | None = None
+) -> tuple[SystemInfo, str]:
+    if running is None:
+        running = await _running()
     if name is not None:
         for info, path in running:
             if info.name == name:
@@ -235,13 +233,17 @@ async def _status(path: str) -> Status:
     return reply
 
 
+def _status_json(found: Status) -> dict[str, Any]:
+    return {"system": found.system.model_dump(),
+            "actors": [row.model_dump() for row in found.actors]}
+
+
 async def status(arguments: argparse.Namespace) -> int:
     name, _ = _split(arguments.args, 0)
     _, path = await _pick(name)
     found = await _status(path)
     if arguments.json:
-        _print_json({"system": found.system.model_dump(),
-                     "actors": [row.model_dump() for row in found.actors]})
+        _print_json(_status_json(found))
     else:
         _console().print(status_table(found))
     return 0
@@ -252,9 +254,7 @@ async def top(arguments: argparse.Namespace) -> int:
     _, path = await _pick(name)
     if arguments.json:
         while True:
-            found = await _status(path)
-            _print_json({"system": found.system.model_dump(),
-                         "actors": [row.model_dump() for row in found.actors]})
+            _print_json(_status_json(await _status(path)))
             await trio.sleep(arguments.interval)
     from rich.live import Live
 
@@ -284,9 +284,10 @@ async def reload(arguments: argparse.Namespace) -> int:
     given = list(arguments.args)
     if len(given) > 2:
         raise CliError("reload takes [NAME] [PATH]", status=2)
-    names = {info.name for info, _ in await _running()}
+    running = await _running()
+    names = {info.name for info, _ in running}
     name = given.pop(0) if given and (len(given) == 2 or given[0] in names) else None
-    _, path = await _pick(name)
+    _, path = await _pick(name, running)
     return await _operate(arguments, Request(verb="reload", path=given[0] if given else None),
                           path)
 
@@ -321,25 +322,36 @@ async def stop(arguments: argparse.Namespace) -> int:
     return await _operate(arguments, Request(verb="stop"), path)
 
 
-async def events(arguments: argparse.Namespace) -> int:
+async def _follow(
+    arguments: argparse.Namespace, verb: str, kind: type[L], show: Callable[[L], None]
+) -> int:
+    """The lines of a stream (``events``, ``logs``) shown one by one, until it ends (or,
+    with ``--follow``, until interrupted)."""
     name, _ = _split(arguments.args, 0)
     _, path = await _pick(name)
     async with _connect(path) as channel:
-        await _send(channel, Request(verb="events", follow=arguments.follow))
+        await send_control(channel, Request(verb=verb, follow=arguments.follow))
         async for reply in _replies(channel):
             if isinstance(reply, End):
                 break
-            if not isinstance(reply, EventLine):
-                continue
-            if arguments.json:
-                print(json.dumps({"type": reply.tag, **json.loads(reply.body)}), flush=True)
-                continue
-            event = registry.decode(reply.tag, reply.body.encode())
-            fields = {k: v for k, v in json.loads(reply.body).items() if k not in ("path", "at")}
-            moment = time.strftime("%H:%M:%S", time.localtime(json.loads(reply.body)["at"]))
-            print(f"{moment} {type(event).__name__:16} {getattr(event, 'path', '')}  "
-                  f"{_brief(fields)}", flush=True)
+            if isinstance(reply, kind):
+                show(reply)
     return 0
+
+
+async def events(arguments: argparse.Namespace) -> int:
+    def show(line: EventLine) -> None:
+        body = json.loads(line.body)
+        if arguments.json:
+            print(json.dumps({"type": line.tag, **body}), flush=True)
+            return
+        event = registry.decode(line.tag, line.body.encode())
+        fields = {k: v for k, v in body.items() if k not in ("path", "at")}
+        moment = time.strftime("%H:%M:%S", time.localtime(body["at"]))
+        print(f"{moment} {type(event).__name__:16} {getattr(event, 'path', '')}  "
+              f"{_brief(fields)}", flush=True)
+
+    return await _follow(arguments, "events", EventLine, show)
 
 
 def _brief(fields: dict[str, Any]) -> str:
@@ -353,21 +365,14 @@ def _brief(fields: dict[str, Any]) -> str:
 
 
 async def logs(arguments: argparse.Namespace) -> int:
-    name, _ = _split(arguments.args, 0)
-    _, path = await _pick(name)
-    async with _connect(path) as channel:
-        await _send(channel, Request(verb="logs", follow=arguments.follow))
-        async for reply in _replies(channel):
-            if isinstance(reply, End):
-                break
-            if not isinstance(reply, LogLine):
-                continue
-            if arguments.json:
-                _print_json(reply.model_dump())
-            else:
-                stream = sys.stdout if reply.stream == "stdout" else sys.stderr
-                print(f"[{reply.path} {reply.pid}] {reply.text}", file=stream, flush=True)
-    return 0
+    def show(line: LogLine) -> None:
+        if arguments.json:
+            _print_json(line.model_dump())
+        else:
+            stream = sys.stdout if line.stream == "stdout" else sys.stderr
+            print(f"[{line.path} {line.pid}] {line.text}", file=stream, flush=True)
+
+    return await _follow(arguments, "logs", LogLine, show)
 
 
 VERBS = {"ls": ls, "status": status, "top": top, "reload": reload, "restart": restart,

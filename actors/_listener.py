@@ -26,7 +26,6 @@ the connections the kernel had queued on it are reset, not moved to the others.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import itertools
 import logging
 import math
@@ -63,7 +62,7 @@ from ._handoff import (
 )
 from ._ref import ActorRef
 from ._router import Router
-from ._sockets import bind, claim_address
+from ._sockets import accept_failure, bind, claim_address
 from ._spec import Shutdown, SupervisorSpec, WorkerSpec, supervisor, worker
 from ._start import Starter
 from ._supervisor import ChildDown, ChildUp, Membership, Supervisor
@@ -81,7 +80,6 @@ __all__ = [
 
 log = logging.getLogger("actors")
 
-_RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 @dataclass(frozen=True)
@@ -536,12 +534,13 @@ class Listener:
                 except BlockingIOError:
                     break
                 except OSError as exc:
-                    if exc.errno in _RESOURCE_ERRNOS:
+                    failure = accept_failure(exc)
+                    if failure == "closed":
+                        return
+                    if failure == "starved":
                         log.error("%s cannot accept: %s", self.path, exc)
                         await trio.sleep(0.1)
                         break
-                    if exc.errno in (errno.EBADF, errno.EINVAL):
-                        return
                     continue
                 dispatcher.dispatch(conn)
 

@@ -22,11 +22,19 @@ from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import trio
 
-from protocol import Channel, FrameKind, Message, ProtocolError, decode_message, encode_message
+from protocol import (
+    Channel,
+    FrameKind,
+    Message,
+    ProtocolError,
+    decode_message,
+    encode_message,
+    open_channel,
+)
 
 from ._cell import Cell
 from ._control import Probe, Probed
@@ -48,6 +56,7 @@ __all__ = [
     "collect_status",
     "control_directory",
     "open_control_server",
+    "send_control",
     "socket_path",
 ]
 
@@ -163,6 +172,14 @@ class _Processes:
 PROCESSES = _Processes()
 
 
+def _figures(probed: Probed | None) -> dict[str, Any]:
+    """A probed actor's own figures, as ActorStatus fields (none if it did not answer)."""
+    if probed is None:
+        return {}
+    return {"mailbox": probed.mailbox, "handled": probed.handled, "asks": probed.asks,
+            "ask_seconds": probed.ask_seconds, "ask_buckets": probed.ask_buckets}
+
+
 async def collect_status(
     router: Router,
     children: list[Child],
@@ -217,12 +234,7 @@ async def collect_status(
                 state = "stopping"
             rows.append(ActorStatus(
                 kind="acceptor" if acceptor else "worker", pid=child.pid, node=child.node_id,
-                state=state, rss=rss, cpu=cpu,
-                mailbox=None if probed is None else probed.mailbox,
-                handled=None if probed is None else probed.handled,
-                asks=None if probed is None else probed.asks,
-                ask_seconds=None if probed is None else probed.ask_seconds,
-                ask_buckets=None if probed is None else probed.ask_buckets, **common,
+                state=state, rss=rss, cpu=cpu, **_figures(probed), **common,
             ))
         elif isinstance(child, Cell):
             rows.append(ActorStatus(
@@ -247,12 +259,7 @@ async def collect_status(
         last = last_exits.get(path)
         rows.append(ActorStatus(
             path=path, kind="actor", node=node,
-            pid=probed.pid if probed is not None else pid,
-            mailbox=None if probed is None else probed.mailbox,
-            handled=None if probed is None else probed.handled,
-            asks=None if probed is None else probed.asks,
-            ask_seconds=None if probed is None else probed.ask_seconds,
-            ask_buckets=None if probed is None else probed.ask_buckets,
+            pid=probed.pid if probed is not None else pid, **_figures(probed),
             last_exit=None if last is None else last.describe(),
         ))
     return rows
@@ -368,7 +375,7 @@ class ControlServer:
         """One client: its request, answered. Whatever the client does (goes away, sends
         garbage), the system is not affected."""
         try:
-            async with _open(raw) as channel:
+            async with open_channel(raw) as channel:
                 request = await _receive(channel)
                 if not isinstance(request, Request):
                     return
@@ -383,9 +390,9 @@ class ControlServer:
         system = self.system
         verb = request.verb
         if verb == "info":
-            await _send(channel, system.info())
+            await send_control(channel, system.info())
         elif verb == "status":
-            await _send(channel, Status(system=system.info(), actors=await system.status()))
+            await send_control(channel, Status(system=system.info(), actors=await system.status()))
         elif verb == "events":
             await self._stream_events(channel, request.follow)
         elif verb == "logs":
@@ -403,9 +410,9 @@ class ControlServer:
                     await system.scale(_path(request), request.count)
                 elif verb == "stop":
                     system.request_stop()
-                await _send(channel, Answer(ok=True, detail=detail))
+                await send_control(channel, Answer(ok=True, detail=detail))
             except (ActorError, ValueError, KeyError) as exc:
-                await _send(channel, Answer(ok=False, error=str(exc) or type(exc).__name__))
+                await send_control(channel, Answer(ok=False, error=str(exc) or type(exc).__name__))
 
     async def _stream_events(self, channel: Channel, follow: bool) -> None:
         with self.system.events(history=True) as events:
@@ -415,29 +422,29 @@ class ControlServer:
                         event = events.receive_nowait()
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
-                    await _send(channel, EventLine(tag=event.message_tag,
+                    await send_control(channel, EventLine(tag=event.message_tag,
                                                    body=event.model_dump_json()))
-                await _send(channel, End())
+                await send_control(channel, End())
                 return
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_until_closed, channel, nursery.cancel_scope)
                 async for event in events:
-                    await _send(channel, EventLine(tag=event.message_tag,
+                    await send_control(channel, EventLine(tag=event.message_tag,
                                                    body=event.model_dump_json()))
 
     async def _stream_logs(self, channel: Channel, follow: bool) -> None:
         output = self.system.output
         following = output.follow() if follow else None
         for line in list(output.lines):
-            await _send(channel, line)
+            await send_control(channel, line)
         if following is None:
-            await _send(channel, End())
+            await send_control(channel, End())
             return
         with following:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_until_closed, channel, nursery.cancel_scope)
                 async for line in following:
-                    await _send(channel, line)
+                    await send_control(channel, line)
 
 
 def _path(request: Request) -> str:
@@ -454,15 +461,8 @@ async def _until_closed(channel: Channel, scope: trio.CancelScope) -> None:
     scope.cancel()
 
 
-@asynccontextmanager
-async def _open(raw: socket.socket) -> AsyncIterator[Channel]:
-    from protocol import open_channel
-
-    async with open_channel(raw, max_frame_size=16 * 1024 * 1024) as channel:
-        yield channel
-
-
-async def _send(channel: Channel, message: Message) -> None:
+async def send_control(channel: Channel, message: Message) -> None:
+    """Send one message on a control connection (either side)."""
     data, fds = encode_message(FrameKind.SYSTEM, message, max_frame_size=channel.max_frame_size)
     await channel.send(data, fds)
 

@@ -7,12 +7,26 @@ import fcntl
 import os
 import socket
 from pathlib import Path
+from typing import Literal
 
 import trio
 
 from ._errors import BindError
 
-__all__ = ["LockedSocket", "bind", "claim_address", "runtime_directory"]
+__all__ = ["LockedSocket", "accept_failure", "bind", "claim_address", "runtime_directory"]
+
+_RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
+def accept_failure(exc: OSError) -> Literal["closed", "starved", "aborted"]:
+    """What a failed ``accept()`` means: ``"closed"`` (the socket was closed: stop),
+    ``"starved"`` (out of fds or memory: back off, the connection stays queued) or
+    ``"aborted"`` (that one client gave up: take the next)."""
+    if exc.errno in (errno.EBADF, errno.EINVAL):
+        return "closed"
+    if exc.errno in _RESOURCE_ERRNOS:
+        return "starved"
+    return "aborted"
 
 
 def runtime_directory() -> Path:
