@@ -42,9 +42,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -78,6 +75,7 @@ from _harness import (  # also puts the repository root on sys.path, for `actors
 
 from actors import Actor, StateChanged, StateResynced, handler, open_system
 from protocol import Message
+from tests.redis_server import RedisServer
 
 try:
     import coredis
@@ -377,61 +375,21 @@ class Config:
 WARM_PUTS = 10  # untimed puts before the timed ones, in every latency round
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def redis_server() -> Iterator[str | None]:
-    """A throwaway redis-server on a free loopback port (no persistence): its URL, or None
-    when redis-server (or coredis) is missing. Stopped, and its directory removed, after."""
+    """A throwaway redis-server on a free loopback port (no persistence), the tests' own:
+    its URL, or None when redis-server (or coredis) is missing. Stopped, and its directory
+    removed, after."""
     if shutil.which("redis-server") is None or coredis is None:
         yield None
         return
     with tempfile.TemporaryDirectory(prefix="bench-redis-") as directory:
-        port = free_port()
-        proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--dir",
-                directory,
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        server = RedisServer(Path(directory), durable=False)
+        server.start()
         try:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
-                        sock.sendall(b"PING\r\n")
-                        if sock.recv(64).startswith(b"+PONG"):
-                            break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError(f"redis-server did not start on port {port}")
-                time.sleep(0.02)
-            yield f"redis://127.0.0.1:{port}/0"
+            yield server.url
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            server.stop()
 
 
 def _store_url(store: str, redis_url: str | None, workdir: Path, tag: str) -> str | None:
@@ -864,6 +822,15 @@ def _times(value: float | None) -> str:
     return f"{value:.2g}x" if value is not None and 0 < value < 0.1 else times(value)
 
 
+def _rate(status: str, figures: dict[str, Any]) -> str:
+    """A rate with its spread, or why there is none."""
+    if status != "ok":
+        return status
+    if figures["per_s"] is None:
+        return "n/a"
+    return with_spread(figures["per_s"], figures["spread"], ",.0f")
+
+
 def _cell(value: float | None, fmt: str, status: str = "ok") -> str:
     if status != "ok":
         return status
@@ -882,13 +849,7 @@ def render_table(
             impl = "manager" if row == "manager" else "ours"
             status = results["get"][impl].status
             fig = g[row]
-            rate = (
-                status
-                if status != "ok"
-                else "n/a"
-                if fig["per_s"] is None
-                else with_spread(fig["per_s"], fig["spread"], ",.0f")
-            )
+            rate = _rate(status, fig)
             lines.append(f"{label:<32}{rate:>18}{_cell(fig['ns'], ',.0f', status):>10}")
         lines.append("")
     if "latency" in summary:
@@ -925,13 +886,7 @@ def render_table(
         for name in CAS_IMPLS:
             res = results["cas"][name]
             f = c[name]
-            rate = (
-                res.status
-                if res.status != "ok"
-                else "n/a"
-                if f["per_s"] is None
-                else with_spread(f["per_s"], f["spread"], ",.0f")
-            )
+            rate = _rate(res.status, f)
             final = (
                 "n/a"
                 if not res.rounds

@@ -93,10 +93,7 @@ def main() -> int:
     try:
         trio.run(serve, arguments.host, arguments.port, arguments.workers, arguments.policy,
                  arguments.name)
-    except RestartLimitExceeded as exc:
-        print(f"echo_cluster: {exc}", file=sys.stderr)
-        return 1
-    except (BindError, SystemNameTaken) as exc:
+    except (RestartLimitExceeded, BindError, SystemNameTaken) as exc:
         print(f"echo_cluster: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -26,12 +26,15 @@ def free_port() -> int:
 
 class RedisServer:
     """One redis-server process; ``stop()`` and ``start()`` it again on the same port and
-    data (appendonly, fsync always: what it acknowledged survives a restart)."""
+    data (``durable``: appendonly, fsync always, so what it acknowledged survives a
+    restart; otherwise no persistence at all, as a benchmark wants)."""
 
-    def __init__(self, directory: Path, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, directory: Path, host: str = "127.0.0.1", port: int = 0, *,
+                 durable: bool = True) -> None:
         self.directory = directory
         self.host = host
         self.port = port or free_port()
+        self.durable = durable
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -41,13 +44,15 @@ class RedisServer:
     def start(self, *, wrap: list[str] | None = None) -> None:
         self.process = subprocess.Popen(
             [*(wrap or []), "redis-server", "--bind", self.host, "--port", str(self.port),
-             "--dir", str(self.directory), "--appendonly", "yes", "--appendfsync", "always",
+             "--dir", str(self.directory),
+             *(["--appendonly", "yes", "--appendfsync", "always"] if self.durable
+               else ["--appendonly", "no"]),
              "--save", "", "--protected-mode", "no"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         SERVERS.add(self.process.pid)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and self.process.poll() is None:
             if self._answers(wrap):
                 return
             time.sleep(0.02)

@@ -6,6 +6,8 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import trio
@@ -49,13 +51,30 @@ async def test_supervision_tree_example_survives_its_flaky_worker() -> None:
     assert "gave up" not in out
 
 
-async def _start(command: list[str]) -> tuple[trio.Process, trio.lowlevel.FdStream]:
+@asynccontextmanager
+async def _running(
+    command: list[str],
+) -> AsyncIterator[tuple[trio.Process, trio.lowlevel.FdStream]]:
+    """An example started as a user starts it; its output (both streams) in one pipe.
+    Killed if the block leaves it running, and waited for either way."""
     receive, send = os.pipe()
     try:
         process = await trio.lowlevel.open_process(command, stdout=send, stderr=send)
     finally:
         os.close(send)
-    return process, trio.lowlevel.FdStream(receive)
+    try:
+        async with trio.lowlevel.FdStream(receive) as stdout:
+            yield process, stdout
+    finally:
+        if process.returncode is None:
+            process.kill()
+        with trio.CancelScope(shield=True):
+            await process.wait()
+
+
+def _port(ready: bytes) -> int:
+    """The port in an example's "listening on HOST:PORT" line."""
+    return int(ready.split(b" on ")[1].split()[0].rsplit(b":", 1)[1])
 
 
 async def _read_until(stdout: trio.lowlevel.FdStream, marker: bytes, seen: bytearray) -> bytes:
@@ -70,31 +89,24 @@ async def _read_until(stdout: trio.lowlevel.FdStream, marker: bytes, seen: bytea
 
 async def test_echo_cluster_serves_reloads_and_stops_cleanly() -> None:
     with trio.fail_after(120):
-        process, stdout = await _start(
+        async with _running(
             [sys.executable, str(EXAMPLES / "echo_cluster.py"), "--port", "0", "--workers", "2"]
-        )
-        try:
-            async with stdout:
-                seen = bytearray()
-                ready = await _read_until(stdout, b"echo_cluster listening on", seen)
-                port = int(ready.split(b" on ")[1].split()[0].rsplit(b":", 1)[1])
-                assert b"policy=round_robin" in ready
-                assert b"workers=2" in ready
-                client = [sys.executable, str(EXAMPLES / "echo_client.py"), "--port", str(port),
-                          "--connections", "8", "--seconds", "1"]
-                result = await trio.run_process(client, capture_stdout=True, check=False)
-                assert result.returncode == 0, result.stdout
-                assert b"errors 0" in result.stdout
-                process.send_signal(signal.SIGHUP)
-                reloaded = await _read_until(stdout, b"reloaded: pids=", seen)
-                assert reloaded.split(b"pids=")[1] != ready.split(b"pids=")[1]
-                process.send_signal(signal.SIGTERM)
-                assert await process.wait() == 0, bytes(seen)
-        finally:
-            if process.returncode is None:
-                process.kill()
-            with trio.CancelScope(shield=True):
-                await process.wait()
+        ) as (process, stdout):
+            seen = bytearray()
+            ready = await _read_until(stdout, b"echo_cluster listening on", seen)
+            port = _port(ready)
+            assert b"policy=round_robin" in ready
+            assert b"workers=2" in ready
+            client = [sys.executable, str(EXAMPLES / "echo_client.py"), "--port", str(port),
+                      "--connections", "8", "--seconds", "1"]
+            result = await trio.run_process(client, capture_stdout=True, check=False)
+            assert result.returncode == 0, result.stdout
+            assert b"errors 0" in result.stdout
+            process.send_signal(signal.SIGHUP)
+            reloaded = await _read_until(stdout, b"reloaded: pids=", seen)
+            assert reloaded.split(b"pids=")[1] != ready.split(b"pids=")[1]
+            process.send_signal(signal.SIGTERM)
+            assert await process.wait() == 0, bytes(seen)
     assert not descendants()
 
 
@@ -117,35 +129,28 @@ async def test_echo_cluster_port_in_use_exits_at_once_with_a_message() -> None:
 
 async def test_shared_config_greets_with_the_greeting_of_the_moment() -> None:
     with trio.fail_after(120):
-        process, stdout = await _start(
+        async with _running(
             [sys.executable, str(EXAMPLES / "shared_config.py"), "--port", "0",
              "--workers", "2", "--every", "0.5"]
-        )
-        try:
-            async with stdout:
-                seen = bytearray()
-                ready = await _read_until(stdout, b"shared_config listening on", seen)
-                port = int(ready.split(b" on ")[1].split()[0].rsplit(b":", 1)[1])
-                greetings = set()
-                pids = set()
-                for _ in range(12):  # 3 s: the greeting changes every 0.5 s
-                    stream = await trio.open_tcp_stream("127.0.0.1", port)
-                    async with stream:
-                        line = b""
-                        while chunk := await stream.receive_some():
-                            line += chunk
-                    text, _, pid = line.decode().strip().rpartition(" from pid ")
-                    greetings.add(text)
-                    pids.add(pid)
-                    await trio.sleep(0.25)
-                # Every worker picked up several greetings, without a restart.
-                assert len(greetings) >= 3, greetings
-                assert len(pids) == 2, pids
-                process.send_signal(signal.SIGTERM)
-                assert await process.wait() == 0
-        finally:
-            if process.returncode is None:
-                process.kill()
-            with trio.CancelScope(shield=True):
-                await process.wait()
+        ) as (process, stdout):
+            seen = bytearray()
+            ready = await _read_until(stdout, b"shared_config listening on", seen)
+            port = _port(ready)
+            greetings = set()
+            pids = set()
+            for _ in range(12):  # 3 s: the greeting changes every 0.5 s
+                stream = await trio.open_tcp_stream("127.0.0.1", port)
+                async with stream:
+                    line = b""
+                    while chunk := await stream.receive_some():
+                        line += chunk
+                text, _, pid = line.decode().strip().rpartition(" from pid ")
+                greetings.add(text)
+                pids.add(pid)
+                await trio.sleep(0.25)
+            # Every worker picked up several greetings, without a restart.
+            assert len(greetings) >= 3, greetings
+            assert len(pids) == 2, pids
+            process.send_signal(signal.SIGTERM)
+            assert await process.wait() == 0
     assert not descendants()
