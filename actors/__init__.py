@@ -44,6 +44,7 @@ from ._errors import RemoteError as RemoteError
 from ._errors import RestartLimitExceeded as RestartLimitExceeded
 from ._errors import SpawnError as SpawnError
 from ._errors import StateError as StateError
+from ._errors import StoreInUse as StoreInUse
 from ._errors import StoreUnavailable as StoreUnavailable
 from ._errors import SystemNameTaken as SystemNameTaken
 from ._errors import UnexpectedReply as UnexpectedReply
@@ -58,6 +59,7 @@ from ._events import ExitReason as ExitReason
 from ._events import ReloadAborted as ReloadAborted
 from ._events import StoreDisconnected as StoreDisconnected
 from ._events import StoreReconnected as StoreReconnected
+from ._events import StoreReset as StoreReset
 from ._events import SupervisorGaveUp as SupervisorGaveUp
 from ._events import SystemReloaded as SystemReloaded
 from ._handoff import AcceptorStats as AcceptorStats
@@ -128,7 +130,9 @@ __all__ = [
     "StateError",
     "StateResynced",
     "StoreDisconnected",
+    "StoreInUse",
     "StoreReconnected",
+    "StoreReset",
     "StoreUnavailable",
     "SupervisorGaveUp",
     "SupervisorSpec",

@@ -286,7 +286,7 @@ async def _open_replica(nursery: trio.Nursery, router: Router, start: Start
                 spawn=_no_spawn, report_events=False, register_name=False)
     await nursery.start(cell.run)
     upstream = RemoteUpstream(ActorRef(router, address=start.state_service),
-                              lambda: cell.address)
+                              lambda: cell.address, start.max_frame_size)
     return SharedState(upstream, replica, max_size=start.max_frame_size)
 
 

@@ -17,7 +17,8 @@
     │                          did not start (the old workers keep serving)
     ├── SystemNameTaken        another running system of this user has the same name
     └── StateError             shared state (``system.state``, ``ctx.state``) failed
-        ├── StoreUnavailable   the store did not answer in time: the write did not happen
+        ├── StoreUnavailable   the store did not answer in time: a write is in doubt
+        ├── StoreInUse         another system holds the store (one SQLite file, one master)
         ├── InvalidStoredValue the value stored under a key is not what was asked for
         └── InvalidKey         a key is empty, too long or has a character keys may not
                                (also a ValueError)
@@ -49,6 +50,7 @@ __all__ = [
     "RestartLimitExceeded",
     "SpawnError",
     "StateError",
+    "StoreInUse",
     "StoreUnavailable",
     "SystemNameTaken",
     "UnexpectedReply",
@@ -153,8 +155,18 @@ class StateError(ActorError):
 
 
 class StoreUnavailable(StateError):
-    """The store did not answer within ``store_timeout``: the write was not made (reads
-    are still served from the replicas)."""
+    """The store did not answer within ``store_timeout`` (reads are still served from the
+    replicas).
+
+    A write that fails so is *in doubt*: it may have been made all the same (the store took
+    it and its answer was lost or late, or a SQLite write waiting for a lock got it after
+    the caller gave up). Read the key again, or write with ``compare_and_set``, to find
+    out; as with a cancelled ``ask``, failing is not the same as not happening."""
+
+
+class StoreInUse(StateError):
+    """Another system already uses this store and cannot share it: a SQLite file has one
+    master at a time (the second is refused rather than served what it once read)."""
 
 
 class InvalidStoredValue(StateError):

@@ -32,6 +32,7 @@ __all__ = [
     "ReloadAborted",
     "StoreDisconnected",
     "StoreReconnected",
+    "StoreReset",
     "SupervisorGaveUp",
     "SystemReloaded",
     "crash_reason",
@@ -182,11 +183,15 @@ class ActorReady(Event, tag="actors.ActorReady"):
 
 
 class ActorExited(Event, tag="actors.ActorExited"):
-    """An instance ended; recorded exactly once per instance."""
+    """An instance ended; recorded exactly once per instance.
+
+    ``node`` is set when the instance was a worker process's own actor: that process (the
+    node of the process tree, and every process below it) ended with it."""
 
     address: str | None = None
     pid: int | None = None
     reason: ExitReason
+    node: str | None = None
 
 
 class ActorRestarted(Event, tag="actors.ActorRestarted"):
@@ -239,6 +244,16 @@ class StoreReconnected(Event, tag="actors.StoreReconnected"):
 
     store: str
     down_for: float
+
+
+class StoreReset(Event, tag="actors.StoreReset"):
+    """The store came back without the data it held (a Redis restarted without persistence,
+    a ``FLUSHDB``, a failover to a replica that lagged): its epoch changed. Every replica
+    and watcher started over from what the store holds now (watchers got
+    :class:`StateResynced`), and versions start again from the store's."""
+
+    store: str
+    detail: str
 
 
 class SystemReloaded(Event, tag="actors.SystemReloaded"):
@@ -340,6 +355,9 @@ def _log(event: Event) -> None:
                   "replicas", event.store, event.error)
     elif isinstance(event, StoreReconnected):
         log.warning("the store %s is back after %.1f s", event.store, event.down_for)
+    elif isinstance(event, StoreReset):
+        log.error("the store %s lost its data (%s): every replica starts over from what it "
+                  "holds now", event.store, event.detail)
     elif isinstance(event, ActorRestarted):
         log.info("%s restarting (restart %d, in %.3f s)", event.path, event.restarts, event.delay)
     else:

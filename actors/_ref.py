@@ -68,7 +68,9 @@ class ActorRef:
         Raises :class:`RemoteError` if the handler raised, :class:`ActorGone` if the actor
         stopped or its process died first, :class:`ActorNotFound` for an unknown path. With
         ``expect``, a reply of another type is :class:`UnexpectedReply` (also a TypeError).
-        Bound the wait with ``trio.fail_after``; cancelling an ask abandons its reply.
+        Bound the wait with ``trio.fail_after``; cancelling an ask abandons its reply, not
+        the request: once sent, it is delivered and handled all the same (as in Erlang), so
+        a caller that gave up cannot tell whether it happened.
         """
         reply = await self._sender.ask(self, message)
         if expect is not None and not isinstance(reply, expect):

@@ -8,9 +8,12 @@ that Redis (:meth:`Store.changes`).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import math
+import os
+import secrets
 import sqlite3
 import urllib.parse
 from collections.abc import AsyncIterator
@@ -22,17 +25,20 @@ import trio
 
 from protocol import Message
 
-from ._errors import StoreUnavailable
+from ._errors import StoreInUse, StoreUnavailable
 
 __all__ = [
     "Disconnected",
+    "EpochChanged",
     "MemoryStore",
     "Reconnected",
     "Record",
     "RedisStore",
+    "Reset",
     "SqliteStore",
     "Store",
     "StoreChange",
+    "check_store_url",
     "open_store",
 ]
 
@@ -64,7 +70,26 @@ class Reconnected:
     """The store answers again; changes made meanwhile were not reported."""
 
 
-StoreChange = Record | Disconnected | Reconnected
+@dataclass(frozen=True)
+class Reset:
+    """The store answers, but without the data it held: its epoch (a token kept in the
+    store, made anew when it is missing) is ``epoch`` now. Every version known before is
+    meaningless; versions start again from what the store holds."""
+
+    epoch: str
+
+
+StoreChange = Record | Disconnected | Reconnected | Reset
+
+
+class EpochChanged(Exception):
+    """A write found the store at another epoch (it lost its data): nothing was written.
+    The store reports :class:`Reset` too; the write may be made again once the service
+    has started over."""
+
+    def __init__(self, epoch: str) -> None:
+        super().__init__(f"the store is at epoch {epoch} now")
+        self.epoch = epoch
 
 
 class Store(Protocol):
@@ -95,6 +120,11 @@ class Store(Protocol):
 
     def changes(self) -> AsyncIterator[StoreChange]:
         """Writes made by others (Redis) and the store's comings and goings."""
+        ...
+
+    async def check(self) -> None:
+        """Raise :class:`EpochChanged` if the store lost its data since it was last seen
+        (a store that cannot lose it alone, as memory or SQLite, never does)."""
         ...
 
 
@@ -150,46 +180,76 @@ class MemoryStore:
     def changes(self) -> AsyncIterator[StoreChange]:
         return _nothing()  # nobody else writes here
 
+    async def check(self) -> None:
+        await trio.lowlevel.checkpoint()
+
 
 class SqliteStore:
     """The embedded store, durable: one SQLite file (WAL). A write is acknowledged once
     committed to disk, so a master restarted on the same file finds every acknowledged
-    value and version. SQLite runs in a worker thread, never on the event loop."""
+    value and version. SQLite runs in a worker thread, never on the event loop.
 
-    def __init__(self, path: str) -> None:
+    One master at a time: the file is locked (``flock``) while a system uses it, and a
+    second one is refused with :class:`StoreInUse` (it could not see the first one's writes
+    as they happen). A write that waits for SQLite's own lock (another program writing the
+    file) gives up after ``timeout`` seconds, as every store operation does."""
+
+    def __init__(self, path: str, *, timeout: float = 5.0) -> None:
         self.name = f"sqlite:{path}"
         self.shared = False  # one master at a time (the next one finds what it wrote)
         self._path = path
+        self._timeout = timeout
         self._db: sqlite3.Connection | None = None
+        self._lock: int | None = None
         self._limiter = trio.CapacityLimiter(1)  # one connection: one call at a time
 
     async def open(self) -> None:
         def connect() -> sqlite3.Connection:
-            db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")  # acknowledged means on disk
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, "
-                "version INTEGER NOT NULL, tag TEXT NOT NULL, body BLOB)"
-            )
+            db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None,
+                                 timeout=self._timeout)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=FULL")  # acknowledged means on disk
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, "
+                    "version INTEGER NOT NULL, tag TEXT NOT NULL, body BLOB)"
+                )
+            except BaseException:
+                db.close()
+                raise
             return db
 
         try:
-            self._db = await trio.to_thread.run_sync(connect, limiter=self._limiter)
-        except sqlite3.Error as exc:
+            self._lock = _lock_file(self._path)  # before SQLite touches a file in use
+        except OSError as exc:
             raise StoreUnavailable(f"cannot open the SQLite store {self._path}: {exc}") from exc
+        try:
+            self._db = await trio.to_thread.run_sync(connect, limiter=self._limiter)
+        except BaseException as exc:
+            await self.close()
+            if isinstance(exc, sqlite3.Error):
+                raise StoreUnavailable(
+                    f"cannot open the SQLite store {self._path}: {exc}"
+                ) from exc
+            raise
 
     async def close(self) -> None:
         db, self._db = self._db, None
         if db is not None:
             await trio.to_thread.run_sync(db.close, limiter=self._limiter)
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            os.close(lock)  # and with it the flock
 
     async def _run(self, work: Any, *args: Any) -> Any:
         db = self._db
         if db is None:
             raise StoreUnavailable(f"the SQLite store {self._path} is closed")
         try:
-            return await trio.to_thread.run_sync(work, db, *args, limiter=self._limiter)
+            # Abandoned if the caller gives up (store_timeout): the thread ends on its own
+            # within SQLite's busy timeout, and keeps the connection (the limiter) until then.
+            return await trio.to_thread.run_sync(work, db, *args, limiter=self._limiter,
+                                                 abandon_on_cancel=True)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"the SQLite store {self._path} failed: {exc}") from exc
 
@@ -246,9 +306,34 @@ class SqliteStore:
     def changes(self) -> AsyncIterator[StoreChange]:
         return _nothing()  # nobody else writes here
 
+    async def check(self) -> None:
+        await trio.lowlevel.checkpoint()
 
-# KEYS[1]: the key's hash. ARGV: expect (-1: none), tag, body, delete (1/0), channel, key.
+
+def _lock_file(path: str) -> int:
+    """Lock the SQLite file for this system (released when the fd closes, or the process
+    dies); :class:`StoreInUse` if another system holds it. ``flock`` locks do not touch
+    SQLite's own (POSIX) locks on the same file."""
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreInUse(
+            f"the SQLite store {path} is in use by another system: a SQLite file serves one "
+            "master at a time (use Redis to share state between systems)"
+        ) from None
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+# KEYS[1]: the key's hash, KEYS[2]: the epoch. ARGV: expect (-1: none), tag, body, delete
+# (1/0), channel, key, the epoch the writer knows. -1: the store is at another epoch (it lost
+# its data since the writer last looked): nothing is written.
 _WRITE = """
+if redis.call('GET', KEYS[2]) ~= ARGV[7] then return -1 end
 local current = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
 local has_value = redis.call('HEXISTS', KEYS[1], 'b') == 1
 local expect = tonumber(ARGV[1])
@@ -293,6 +378,8 @@ class RedisStore:
         self.shared = True  # several masters, on several hosts
         self._prefix = f"{prefix}:state:"
         self._channel = f"{prefix}:state-changes"
+        self._epoch_key = f"{prefix}:state-epoch"
+        self._epoch: str | None = None  # the epoch this store last saw
         self._timeout = timeout
         self._check_every = check_every
         self._client: Any = None
@@ -306,13 +393,8 @@ class RedisStore:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[RedisStore]:
-        try:
-            import coredis  # imported here: only a system that uses Redis needs it
-            import coredis.exceptions
-        except ImportError as exc:
-            raise ImportError(
-                "the Redis store needs coredis: pip install 'trio-actors[redis]'"
-            ) from exc
+        import coredis  # here: only a system that uses Redis needs it (check_store_url)
+        import coredis.exceptions
 
         client = coredis.Redis.from_url(
             self._url, connect_timeout=self._timeout, stream_timeout=self._timeout,
@@ -379,10 +461,13 @@ class RedisStore:
         self, key: str, tag: str, body: bytes | None, *, expect: int | None
     ) -> Record | None:
         version = await self._call("a write", self._script(
-            keys=[self._key(key)],
+            keys=[self._key(key), self._epoch_key],
             args=[-1 if expect is None else expect, tag, body if body is not None else b"",
-                  1 if body is None else 0, self._channel, key],
+                  1 if body is None else 0, self._channel, key, self._epoch or ""],
         ))
+        if version is not None and int(version) < 0:
+            await self.check()  # it changed: reported, and raised as EpochChanged
+            raise EpochChanged(self._epoch or "")  # changed back meanwhile: still not written
         if not version:
             return None
         return Record(key=key, version=int(version), tag=tag if body is not None else "",
@@ -391,6 +476,36 @@ class RedisStore:
     async def changes(self) -> AsyncIterator[StoreChange]:
         async for change in self._receive:
             yield change
+
+    async def check(self) -> None:
+        epoch = await self._call("a read", self._current_epoch(self._client))
+        if self._adopt(epoch):
+            raise EpochChanged(epoch)
+
+    async def _current_epoch(self, client: Any) -> str:
+        """The store's epoch, made now if it has none (a new or emptied store): one token
+        wins among the systems that find it missing at once."""
+        found = await client.get(self._epoch_key)
+        if found is None:
+            from coredis.tokens import PureToken
+
+            await client.set(self._epoch_key, secrets.token_hex(8), condition=PureToken.NX)
+            found = await client.get(self._epoch_key)
+        return found.decode() if isinstance(found, bytes) else str(found)
+
+    def _adopt(self, epoch: str, *, report: bool = True) -> bool:
+        """Take ``epoch`` as the store's; True if it changed (then Reset is reported, unless
+        the caller reports it later)."""
+        if epoch == self._epoch:
+            return False
+        known, self._epoch = self._epoch, epoch
+        if known is None:
+            return False  # the first look: nothing was known before
+        log.error("the store %s is at a new epoch (%s, was %s): it lost its data", self.name,
+                  epoch, known)
+        if report:
+            self._send.send_nowait(Reset(epoch))
+        return True
 
     async def _keep_watch(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -424,6 +539,7 @@ class RedisStore:
             await self._probe()  # is anything listening, before the client tries again?
         with trio.fail_after(self._timeout):
             await client.ping()
+            reset = self._adopt(await self._current_epoch(client), report=False)
         async with client.pubsub(channels=[self._channel], ignore_subscribe_messages=True
                                  ) as pubsub, trio.open_nursery() as nursery:
             heard = trio.Event()
@@ -431,7 +547,9 @@ class RedisStore:
             nursery.start_soon(self._check_alive, client, heartbeat, lambda: heard)
             if not self._up:
                 self._up = True
-                if down_since is not None:
+                if reset:  # back, but not as it was: a Reset says it all
+                    self._send.send_nowait(Reset(self._epoch or ""))
+                elif down_since is not None:
                     self._send.send_nowait(Reconnected())
             if first:
                 first.pop().started()
@@ -480,22 +598,62 @@ class RedisStore:
                 await client.ping()
                 await client.publish(self._channel, heartbeat)
                 await waiting.wait()
+                # Emptied while up (a FLUSHDB, a failover to a replica that lagged): seen
+                # here within check_every, or by the next write.
+                self._adopt(await self._current_epoch(client))
+
+
+def check_store_url(url: str | None) -> tuple[str, str]:
+    """What ``url`` names: ``("memory", "")``, ``("sqlite", path)`` or ``("redis", url)``;
+    ValueError (or ImportError, for Redis without coredis) if it names nothing usable.
+
+    SQLite URLs follow SQLAlchemy's rule: ``sqlite:///state.db`` is relative to the current
+    directory, ``sqlite:////var/lib/app/state.db`` (four slashes) is absolute."""
+    if url is None or url == "memory":
+        return "memory", ""
+    if not isinstance(url, str):
+        raise TypeError(f"store must be a URL (str) or None, not {type(url).__name__}")
+    scheme = urllib.parse.urlsplit(url).scheme
+    if scheme == "sqlite":
+        if not url.startswith("sqlite:///"):
+            raise ValueError(
+                f"cannot read the SQLite URL {url!r}: write sqlite:///relative/state.db or "
+                "sqlite:////absolute/state.db (three slashes, then the path)"
+            )
+        path = url.removeprefix("sqlite:///")
+        if not path or path.endswith("/") or "?" in path or path == ":memory:":
+            raise ValueError(
+                f"a SQLite store needs a file: sqlite:///state.db (relative) or "
+                f"sqlite:////abs/path/state.db, not {url!r}"
+            )
+        return "sqlite", path
+    if scheme in ("redis", "rediss"):
+        try:
+            import coredis  # noqa: F401  (only a system that uses Redis needs it)
+        except ImportError as exc:
+            raise ImportError(
+                "the Redis store needs coredis: pip install 'trio-actors[redis]'"
+            ) from exc
+        if not urllib.parse.urlsplit(url).hostname:
+            raise ValueError(f"a Redis store needs a host: redis://host:port/db, not {url!r}")
+        return "redis", url
+    raise ValueError(
+        f"unknown store {url!r}: use sqlite:///path/state.db or redis://host:port/db "
+        "(or None for the master's memory)"
+    )
 
 
 @asynccontextmanager
 async def open_store(url: str | None, *, store_timeout: float) -> AsyncIterator[Store]:
-    """The store ``url`` names: None (the default) for memory, ``sqlite:///path`` or
-    ``redis://host:port/db`` (``rediss://`` for TLS; ``?prefix=app`` to share one Redis
-    between applications)."""
-    if url is None or url == "memory":
+    """The store ``url`` names (see :func:`check_store_url`): None (the default) for
+    memory, ``sqlite:///path`` or ``redis://host:port/db`` (``rediss://`` for TLS;
+    ``?prefix=app`` to share one Redis between applications)."""
+    kind, where = check_store_url(url)
+    if kind == "memory":
         yield MemoryStore()
         return
-    scheme = urllib.parse.urlsplit(url).scheme
-    if scheme == "sqlite":
-        path = url.removeprefix("sqlite://")
-        if not path or path == "/":
-            raise ValueError(f"a SQLite store needs a file: sqlite:///path/to/state.db, not {url}")
-        store = SqliteStore(path)
+    if kind == "sqlite":
+        store = SqliteStore(where, timeout=store_timeout)
         await store.open()
         try:
             yield store
@@ -503,8 +661,5 @@ async def open_store(url: str | None, *, store_timeout: float) -> AsyncIterator[
             with trio.CancelScope(shield=True):
                 await store.close()
         return
-    if scheme in ("redis", "rediss"):
-        async with RedisStore(url, timeout=store_timeout).running() as redis:
-            yield redis
-        return
-    raise ValueError(f"unknown store {url!r}: use sqlite:///path or redis://host:port/db")
+    async with RedisStore(where, timeout=store_timeout).running() as redis:
+        yield redis

@@ -41,7 +41,7 @@ from ._router import MASTER_NODE, Router
 from ._spec import ChildSpec, SupervisorSpec, WorkerSpec, validate_name
 from ._start import Runnable, Starter
 from ._state import LocalUpstream, SharedState, StateService, StateServiceActor
-from ._stores import Store, open_store
+from ._stores import Store, check_store_url, open_store
 from ._supervisor import Supervisor, child_path
 from ._tree import Child, Root, stop_children
 
@@ -318,10 +318,14 @@ async def open_system(
     the imported code's memory); ``"spawn"`` starts each worker as a fresh interpreter.
 
     ``store``: where the shared state (``system.state``, ``ctx.state``) is kept: None (the
-    default) in the master's memory; ``"sqlite:///path/state.db"`` in a file, durable;
+    default) in the master's memory; ``"sqlite:///state.db"`` in a file, durable (relative
+    to the current directory; ``"sqlite:////abs/state.db"``, four slashes, is absolute);
     ``"redis://host:port/db"`` in Redis, shared with every system using it (``?prefix=``
     keeps applications apart). ``store_timeout`` bounds each store operation: a write
-    the store does not confirm in time raises :class:`StoreUnavailable`.
+    the store does not confirm in time raises :class:`StoreUnavailable` (and is in doubt:
+    it may have been made). A store URL that cannot be used is a ValueError (an
+    ImportError for Redis without coredis) before anything starts; a SQLite file another
+    system uses is :class:`StoreInUse`.
 
     ``name`` (default: the main script's name) names the system's control socket, which
     ``trio-actors`` (the CLI) talks to; ``control=False`` opens none. A live system of the
@@ -345,6 +349,7 @@ async def open_system(
     sockets: dict[str, socket.socket] = {}  # listening sockets, by listener path
     if not store_timeout > 0:
         raise ValueError("store_timeout must be > 0 seconds")
+    check_store_url(store)  # a configuration error is raised as itself, before anything runs
     name = name if name is not None else _default_name()
     validate_name(name)
     try:

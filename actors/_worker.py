@@ -212,7 +212,8 @@ class WorkerHandle:
             if self.address is not None:
                 router.departed(self.address, self.path, self.exit_reason)
             router.publish(ActorExited(
-                path=self.path, address=self.address, pid=self.pid, reason=self.exit_reason
+                path=self.path, address=self.address, pid=self.pid, reason=self.exit_reason,
+                node=self.node_id,
             ))
             self.done.set()
 

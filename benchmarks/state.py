@@ -396,7 +396,7 @@ def _store_url(store: str, redis_url: str | None, workdir: Path, tag: str) -> st
     if store == "memory":
         return None
     if store == "sqlite":
-        return f"sqlite://{workdir / f'state-{tag}.db'}"
+        return f"sqlite:///{workdir / f'state-{tag}.db'}"
     assert redis_url is not None
     return f"{redis_url}?prefix=bench{os.getpid()}x{tag}"
 

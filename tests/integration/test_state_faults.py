@@ -16,18 +16,24 @@ import pytest
 import trio
 
 from actors import (
+    Actor,
     InvalidStoredValue,
     StateChanged,
     StateResynced,
     StoreDisconnected,
+    StoreInUse,
     StoreReconnected,
+    StoreReset,
     StoreUnavailable,
+    handler,
     open_system,
 )
+from protocol import Message
 from tests.events import next_event
 from tests.integration.state_master import Counter, Text
 from tests.processes import wait_exited
 from tests.redis_server import RedisServer, redis_server, unique_prefix
+from tests.waiting import eventually
 
 TIMEOUT = 90
 ROOT = Path(__file__).parents[2]
@@ -61,7 +67,7 @@ def finish(process: subprocess.Popen[str]) -> None:
 
 
 async def test_a_killed_master_loses_no_acknowledged_write_with_sqlite(tmp_path: Path) -> None:
-    store = f"sqlite://{tmp_path / 'state.db'}"
+    store = f"sqlite:///{tmp_path / 'state.db'}"
     writer = master(store, "write", "--count", "100000")
     try:
         acked: dict[str, int] = {}
@@ -252,7 +258,7 @@ async def test_bad_data_fails_its_key_only(redis: RedisServer,
 
 
 async def test_a_master_that_is_killed_leaves_no_worker(tmp_path: Path) -> None:
-    store = f"sqlite://{tmp_path / 'state.db'}"
+    store = f"sqlite:///{tmp_path / 'state.db'}"
     watcher = master(store, "watch", "--workers", "2", "--key", "k", "--value", "x")
     try:
         await trio.to_thread.run_sync(lines_until, watcher, "ready")
@@ -261,3 +267,143 @@ async def test_a_master_that_is_killed_leaves_no_worker(tmp_path: Path) -> None:
             await wait_exited(watcher.pid)
     finally:
         finish(watcher)
+
+
+class Read(Message):
+    key: str
+
+
+class Seen(Message):
+    text: str | None
+    version: int
+
+
+class Reader(Actor):
+    """Reads (and syncs first, when asked to) from its process's replica."""
+
+    @handler
+    async def read(self, msg: Read) -> Seen:
+        await self.ctx.state.sync()
+        entry = await self.ctx.state.entry(msg.key, Text)
+        return Seen(text=None if entry is None else entry.value.text,
+                    version=0 if entry is None else entry.version)
+
+
+async def _redis_command(server: RedisServer, *words: str) -> bytes:
+    stream = await trio.open_tcp_stream(server.host, server.port)
+    async with stream:
+        command = f"*{len(words)}\r\n" + "".join(f"${len(w)}\r\n{w}\r\n" for w in words)
+        await stream.send_all(command.encode())
+        return await stream.receive_some(1024)
+
+
+@pytest.mark.parametrize("how", ["restarted without persistence", "FLUSHDB"])
+async def test_redis_that_lost_its_data_is_noticed_and_every_replica_starts_over(
+    tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Versions restart at 1 in a Redis that lost its data: the runtime once kept its higher
+    # cached versions, so an acknowledged put read back as the old value everywhere.
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (.ci/run installs it)")
+    caplog.set_level(logging.CRITICAL, logger="actors")  # the outage is expected here
+    server = RedisServer(tmp_path, durable=False)
+    server.start()
+    try:
+        store = f"{server.url}?prefix={unique_prefix()}"
+        with trio.fail_after(TIMEOUT):
+            async with open_system(store=store, store_timeout=1.0) as system:
+                events = system.events()
+                state = system.state
+                reader = await system.spawn(Reader, name="reader", process=True)
+                for n in range(3):
+                    await state.put("k", Text(text=f"old {n}"))
+                assert await reader.ask(Read(key="k")) == Seen(text="old 2", version=3)
+                async with state.watch("k") as changes:
+                    if how == "FLUSHDB":  # emptied while up: the next write finds out
+                        assert await _redis_command(server, "FLUSHDB") == b"+OK\r\n"
+                        version = await state.put("k", Text(text="new"))
+                        reset = await next_event(events, StoreReset, "state")
+                    else:  # back empty: found out when it is back
+                        server.stop()
+                        await next_event(events, StoreDisconnected, "state")
+                        server.start()
+                        reset = await next_event(events, StoreReset, "state")
+                        await next_event(events, StoreReconnected, "state")
+                        version = await state.put("k", Text(text="new"))
+                    assert "epoch" in reset.detail
+                    assert version == 1  # what the store says: it starts again
+                    assert await state.get("k", Text) == Text(text="new")
+                    assert await reader.ask(Read(key="k")) == Seen(text="new", version=1)
+                    assert await changes.__anext__() == StateResynced(prefix="k")
+                    current = await changes.__anext__()
+                    assert isinstance(current, StateChanged)
+                    assert (current.key, current.value) == ("k", Text(text="new"))
+            # A second system on that Redis reads the same.
+            async with open_system(store=store, control=False) as other:
+                entry = await other.state.entry("k", Text)
+                assert entry is not None
+                assert (entry.value, entry.version) == (Text(text="new"), 1)
+    finally:
+        server.stop()
+
+
+async def test_a_second_system_on_one_sqlite_file_is_refused(tmp_path: Path) -> None:
+    # Two systems on one file once both ran, each serving what it once read.
+    store = f"sqlite:///{tmp_path / 'state.db'}"
+    with trio.fail_after(TIMEOUT):
+        async with open_system(store=store, control=False) as first:
+            await first.state.put("k", Text(text="first"))
+            with pytest.raises(StoreInUse, match="in use by another system"):
+                async with open_system(store=store, control=False):
+                    raise AssertionError("a second system opened the same SQLite file")
+            assert await first.state.get("k", Text) == Text(text="first")
+        # Another process holding it (a master of its own), then letting it go.
+        holder = master(store, "watch", "--workers", "1", "--key", "k", "--value", "never")
+        try:
+            await trio.to_thread.run_sync(lines_until, holder, "ready")
+            with pytest.raises(StoreInUse):
+                async with open_system(store=store, control=False):
+                    pass
+        finally:
+            finish(holder)
+        async with open_system(store=store, control=False) as again:
+            assert await again.state.get("k", Text) == Text(text="first")
+
+
+async def test_a_sqlite_write_waiting_for_a_lock_gives_up_at_store_timeout(
+    tmp_path: Path,
+) -> None:
+    # A write waiting for SQLite's lock (another program writing the file) once ran out
+    # sqlite3's own 5 s busy timeout, whatever store_timeout said, and could not be
+    # cancelled.
+    import sqlite3
+
+    path = tmp_path / "state.db"
+    store = f"sqlite:///{path}"
+    with trio.fail_after(TIMEOUT):
+        async with open_system(store=store, store_timeout=0.3, control=False) as system:
+            await system.state.put("k", Text(text="before"))
+            other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            try:
+                other.execute("BEGIN EXCLUSIVE")  # another program holds the write lock
+                with trio.fail_after(3.0):  # well under sqlite3's default busy timeout (5 s)
+                    with pytest.raises(StoreUnavailable):
+                        await system.state.put("k", Text(text="during"))
+                with trio.CancelScope() as scope:
+                    scope.cancel()
+                    await system.state.put("k", Text(text="cancelled"))
+                assert scope.cancelled_caught
+            finally:
+                other.execute("ROLLBACK")
+                other.close()
+            # Once the other program let go, writing works again (the abandoned write's
+            # thread ends within the busy timeout, store_timeout).
+            async def written() -> bool:
+                try:
+                    await system.state.put("k", Text(text="after"))
+                except StoreUnavailable:
+                    return False
+                return True
+
+            await eventually(written)
+            assert await system.state.get("k", Text) == Text(text="after")
