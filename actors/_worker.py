@@ -121,6 +121,7 @@ class WorkerHandle:
         self._killed_after_grace = False
         self._said_stopping = False
         self._stop_on_release = False  # replaced by the master (memory): release = stop
+        self._released = trio.Event()  # its successor is up (or none is coming): it goes
         self._hard = False  # the system is stopping at once: no grace for anything
 
     @property
@@ -175,6 +176,7 @@ class WorkerHandle:
                             nursery.start_soon(self._watchdog, link, self.heartbeat_timeout)
                         if self.max_memory is not None:
                             nursery.start_soon(self._watch_memory, self.max_memory)
+                        nursery.start_soon(self._end_once_released)
                         await self._serve_control(link)
                     else:
                         router.link_down(link, "its start failed")
@@ -435,9 +437,29 @@ class WorkerHandle:
                 return
 
     def release(self) -> None:
-        """Tell a worker waiting for its replacement that the replacement is up: it goes."""
+        """Tell a worker waiting for its replacement that the replacement is up: it goes,
+        within its shutdown time (see :meth:`_end_once_released`)."""
         if self.link is not None:
             self.link.notify(Stop() if self._stop_on_release else Release())
+        self._released.set()
+
+    async def _end_once_released(self) -> None:
+        """A released worker has its shutdown time to drain and exit, as a stopped one has;
+        then its process group is killed.
+
+        The worker bounds its own drain, but it cannot bound a handler that never returns
+        (the one that grew past ``max_memory`` may still be running), a cleanup that
+        shields itself, or an event loop that a blocking call holds: without this bound such
+        a worker would live on beside its successor (and, over its memory limit, keep
+        growing) until the system stops. Its exit reason stays why it was replaced: the
+        first explanation wins over the kill. Cancelled once its channel ends (it exited,
+        or :meth:`_reap` takes over)."""
+        await self._released.wait()
+        await trio.sleep(self.shutdown_timeout)
+        log.warning("worker %s (pid %s) did not exit within %s s of its release: killing it",
+                    self.path, self.pid, self.shutdown_timeout)
+        self._killed_after_grace = True
+        self._kill()
 
     def begin_shutdown(self) -> None:
         """Ask the worker to stop now; :meth:`shutdown` then waits what is left of its

@@ -28,7 +28,7 @@ from actors import (
 from protocol import Message
 from tests.events import next_event, received
 from tests.leaks import descendants
-from tests.processes import wait_exited
+from tests.processes import is_running, wait_exited
 
 TIMEOUT = 60
 
@@ -88,6 +88,34 @@ class IgnoresStop(Member):
     async def cleanup(self) -> None:
         with trio.CancelScope(shield=True):
             await trio.sleep_forever()  # until killed
+
+
+class Grow(Message):
+    megabytes: int
+
+
+class Recycle(Message):
+    pass
+
+
+class Lingers(IgnoresStop):
+    """Goes on after it is replaced: a handler that never returns (after growing past
+    its max_memory, or asking for its replacement), or a cleanup that never returns
+    (after a crash)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kept: list[bytes] = []
+
+    @handler
+    async def grow(self, msg: Grow) -> None:
+        self.kept.append(b"x" * (msg.megabytes * 2**20))  # written: resident
+        await trio.sleep_forever()
+
+    @handler
+    async def recycle(self, msg: Recycle) -> None:
+        self.ctx.request_replacement("asked by the test")
+        await trio.sleep_forever()
 
 
 def three(strategy: str, member: type[Actor] = Member):  # type: ignore[no-untyped-def]
@@ -210,6 +238,33 @@ async def test_worker_ignoring_stop_is_killed_at_its_shutdown_timeout() -> None:
     assert exits[0].reason.signal == signal.SIGKILL
     assert elapsed < 30
     assert not descendants()
+
+
+@pytest.mark.parametrize(("trigger", "kind"), [
+    (Grow(megabytes=200), "memory"), (Crash(), "suicide"), (Recycle(), "recycled"),
+], ids=["memory", "suicide", "recycled"])
+async def test_a_replaced_worker_that_goes_on_is_killed_after_its_shutdown_time(
+    trigger: Message, kind: str
+) -> None:
+    tree = supervisor("root", children=[
+        worker(Lingers, name="w", process=True, max_memory=100 * 2**20, shutdown=1.0),
+    ])
+    with trio.fail_after(TIMEOUT):
+        async with open_system(tree) as system:
+            events = system.events()
+            old = (await system.ref("root/w").ask(WhoAreYou(), Pid)).pid
+            await system.ref("root/w").tell(trigger)
+            new = await ready_pid(events, "root/w")
+            assert new != old
+            # Released once its successor is up, it has its shutdown time (1 s) to go;
+            # then its process group is killed, the reason still why it was replaced.
+            async for event in events:
+                if isinstance(event, ActorExited) and event.pid == old:
+                    assert event.reason.kind == kind
+                    assert event.reason.signal == signal.SIGKILL
+                    break
+            assert not is_running(old)
+            assert (await system.ref("root/w").ask(WhoAreYou(), Pid)).pid == new
 
 
 async def test_unresponsive_worker_is_killed_and_restarted() -> None:
