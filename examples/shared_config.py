@@ -62,7 +62,10 @@ async def serve(port: int, workers: int, store: str | None, every: float) -> Non
 
 
 async def set_greeting(store: str, greeting: str) -> None:
-    async with open_system(store=store) as system:
+    # A second program beside the server, sharing only the store: it takes its own name
+    # and opens no control socket (the server's name is taken, and `trio-actors` has
+    # nothing to operate in a program that lives for one write).
+    async with open_system(store=store, name="shared_config-set", control=False) as system:
         version = await system.state.put("config/app", AppConfig(workers=0, greeting=greeting))
         print(f"greeting set to {greeting!r} (version {version})")
 
@@ -79,7 +82,11 @@ def main() -> int:
     if arguments.set is not None:
         if not (arguments.store or "").startswith(("redis://", "rediss://")):
             parser.error("--set needs --store redis://...: another program must share the store")
-        trio.run(set_greeting, arguments.store, arguments.set)
+        try:
+            trio.run(set_greeting, arguments.store, arguments.set)
+        except StoreUnavailable as exc:
+            print(f"shared_config: {exc}", file=sys.stderr)
+            return 1
         return 0
     try:
         trio.run(serve, arguments.port, arguments.workers, arguments.store, arguments.every)

@@ -13,6 +13,8 @@ from pathlib import Path
 import trio
 
 from tests.leaks import descendants
+from tests.redis_server import redis_server
+from tests.waiting import eventually
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
@@ -154,3 +156,42 @@ async def test_shared_config_greets_with_the_greeting_of_the_moment() -> None:
             process.send_signal(signal.SIGTERM)
             assert await process.wait() == 0
     assert not descendants()
+
+
+async def _greeting(port: int) -> str:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        line = b""
+        while chunk := await stream.receive_some():
+            line += chunk
+    return line.decode().strip().rpartition(" from pid ")[0]
+
+
+async def test_shared_config_set_changes_the_greeting_of_the_running_server() -> None:
+    with redis_server() as redis, trio.fail_after(120):
+        store = ["--store", redis.url]
+        async with _running(
+            [sys.executable, str(EXAMPLES / "shared_config.py"), "--port", "0",
+             "--workers", "1", "--every", "3600", *store]
+        ) as (process, stdout):
+            seen = bytearray()
+            port = _port(await _read_until(stdout, b"shared_config listening on", seen))
+            await _read_until(stdout, b"greeting is now 'hello'", seen)
+            assert await _greeting(port) == "hello"
+            # As its docstring says: from another shell, while the server runs.
+            result = await trio.run_process(
+                [sys.executable, str(EXAMPLES / "shared_config.py"), *store,
+                 "--set", "salut"],
+                capture_stdout=True, capture_stderr=True, check=False,
+            )
+            assert result.returncode == 0, result.stderr.decode()
+            assert b"Traceback" not in result.stderr
+            assert b"greeting set to 'salut'" in result.stdout
+            await eventually(lambda: _greets(port, "salut"), what="the new greeting")
+            process.send_signal(signal.SIGTERM)
+            assert await process.wait() == 0, bytes(seen)
+    assert not descendants()
+
+
+async def _greets(port: int, text: str) -> bool:
+    return await _greeting(port) == text
