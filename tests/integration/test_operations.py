@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -291,25 +292,34 @@ def test_another_user_is_refused(master: Master) -> None:
     assert cli("status", master.name).returncode == 0  # and the system serves its user
 
 
-def test_top_shows_the_table_in_a_real_terminal(master: Master) -> None:
+def test_top_shows_the_table_in_a_real_terminal(master: Master, tmp_path: Path) -> None:
     if shutil.which("tmux") is None:
         pytest.skip("tmux is not installed (.ci/run installs it)")
-    session = f"top{os.getpid()}"
-    env = f"PYTHONPATH={ROOT}"
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "200", "-y", "50",
-                    f"env {env} {sys.executable} -m actors top {master.name}"], check=True)
+    # A tmux server of our own (its socket in the test's directory), with no
+    # configuration: a server the user already runs would start the command with its own
+    # environment (another XDG_RUNTIME_DIR, where no system of this test is), and their
+    # configuration could change the screen. The environment that matters is also given
+    # to the command itself.
+    tmux = ["tmux", "-S", str(tmp_path / "tmux"), "-f", "/dev/null"]
+    env = " ".join(f"{key}={shlex.quote(value)}" for key, value in (
+        ("PYTHONPATH", str(ROOT)), ("XDG_RUNTIME_DIR", os.environ["XDG_RUNTIME_DIR"]),
+    ))
+    command = f"env {env} {shlex.quote(sys.executable)} -m actors top {master.name}"
+
     def screen() -> str:
-        return subprocess.run(["tmux", "capture-pane", "-p", "-t", session],
+        return subprocess.run([*tmux, "capture-pane", "-p", "-t", "top"],
                               capture_output=True, text=True, check=True).stdout
 
     try:
+        subprocess.run([*tmux, "new-session", "-d", "-s", "top", "-x", "200", "-y", "50",
+                        command], check=True)
         wait_until(lambda: "root/noter" in screen(), what="the table in the terminal")
         shown = screen()
         assert "root/noter" in shown, shown
         assert "acceptor" in shown, shown
         assert "path" in shown, shown
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], check=False)
+        subprocess.run([*tmux, "kill-server"], capture_output=True, check=False)
 
 
 def test_a_worker_past_max_memory_is_replaced(master: Master) -> None:
