@@ -146,21 +146,26 @@ def load_main(main_path: str | None, main_module: str | None) -> None:
     module.__package__ = package
     module.__actors_main__ = key  # type: ignore[attr-defined]
     sys.modules["__mp_main__"] = module
-    with io.open_code(main_path) as source:
-        code = compile(source.read(), main_path, "exec")
     os.environ[LOADING_MAIN_ENV] = main_path
     try:
+        # Read and compiled in here too: the script on disk may have changed since the
+        # master started (a reload), and a syntax error or a missing file is a failure
+        # to report like any other, not an exception that ends the fork server.
+        with io.open_code(main_path) as source:
+            code = compile(source.read(), main_path, "exec")
         exec(code, module.__dict__)
     except (Exception, SystemExit) as exc:
         text = str(exc)
-        if not (isinstance(exc, RuntimeError) and (
+        unguarded = isinstance(exc, RuntimeError) and (
             text == unguarded_main(main_path) or "from inside a run()" in text
-        )):
-            text = f"importing the main script {main_path} failed: {type(exc).__name__}: {exc}"
-        else:
+        )
+        if unguarded:
             text = unguarded_main(main_path)
+        else:
+            text = f"importing the main script {main_path} failed: {type(exc).__name__}: {exc}"
         module.__actors_main_failure__ = text  # type: ignore[attr-defined]
-        raise ImportError(text) from exc
+        # Unguarded, the advice says it all: its traceback (inside the runtime) is noise.
+        raise ImportError(text) from (None if unguarded else exc)
     finally:
         os.environ.pop(LOADING_MAIN_ENV, None)
     sys.modules["__main__"] = module

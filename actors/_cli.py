@@ -412,7 +412,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _fail(text: str, status: int) -> NoReturn:
-    print(f"trio-actors: {text}", file=sys.stderr)
+    # One line, whatever the error's text holds (a remote error's may span several).
+    line = " ".join(part.strip() for part in text.splitlines() if part.strip())
+    print(f"trio-actors: {line}", file=sys.stderr)
     sys.exit(status)
 
 

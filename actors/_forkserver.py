@@ -23,6 +23,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Literal
 
 import trio
 
@@ -38,7 +39,16 @@ from protocol import (
 )
 
 from ._errors import SpawnError
-from ._processes import ChildProcess, ColdSpawner, WorkerProcess, main_script, start_process
+from ._processes import (
+    ChildProcess,
+    ColdSpawner,
+    OutputSink,
+    WorkerProcess,
+    main_script,
+    output_pipes,
+    relay_lines,
+    start_process,
+)
 
 __all__ = [
     "ForkServer",
@@ -49,6 +59,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("actors")
+
+SERVER_PATH = "@forkserver"
+"""The path the fork server's own output is logged under (``trio-actors logs``)."""
 
 
 class Preload(Message, tag="actors.forkserver.Preload"):
@@ -184,6 +197,7 @@ class ForkServer:
         # exits through that task. open_fork_server ends it once the block is over.
         self._serve_scope = trio.CancelScope(shield=True)
         self._closing = False
+        self._output: _LastWords | None = None  # its stdout and stderr, when captured
 
     async def start(self, fd: int, output: tuple[int, int] | None = None) -> ForkedProcess:
         if self.broken is not None:
@@ -223,10 +237,14 @@ class ForkServer:
                 if not self._closing:
                     with trio.move_on_after(1):
                         await process.wait()
+                        if self._output is not None:
+                            await self._output.closed.wait()  # what it said last, complete
                     log.error("the fork server is gone (exit status %s)", process.returncode)
-                    self._fail(
-                        RuntimeError(f"the fork server exited with status {process.returncode}")
-                    )
+                    said = self._output.last if self._output is not None else None
+                    self._fail(RuntimeError(
+                        f"the fork server exited with status {process.returncode}"
+                        + (f" (it said last: {said})" if said else "")
+                    ))
             except Exception as exc:
                 log.error("the fork server spoke garbage: %r", exc)
                 self._fail(exc)
@@ -282,17 +300,69 @@ class ForkServer:
         self._children.clear()
 
 
+class _LastWords:
+    """The fork server's output on its way to the system's output sink; keeps the last
+    line it wrote to stderr (the end of a traceback, say) for the error of its death."""
+
+    def __init__(self, sink: OutputSink) -> None:
+        self.sink = sink
+        self.last: str | None = None
+        self.closed = trio.Event()  # its stderr reached its end
+
+    def line(self, path: str, pid: int, stream: Literal["stdout", "stderr"], text: str
+             ) -> None:
+        if stream == "stderr" and text.strip():
+            self.last = text.strip()
+        self.sink.line(path, pid, stream, text)
+
+    async def relay(self, fd: int, pid: int, stream: Literal["stdout", "stderr"]) -> None:
+        try:
+            await relay_lines(fd, self, SERVER_PATH, pid, stream)
+        finally:
+            if stream == "stderr":
+                self.closed.set()
+
+
 @asynccontextmanager
-async def open_fork_server(preload: list[str] | None = None) -> AsyncIterator[ForkServer]:
-    """Run a fork server for the duration of the block (it is reaped on exit)."""
+async def open_fork_server(
+    preload: list[str] | None = None, *, output: OutputSink | None = None
+) -> AsyncIterator[ForkServer]:
+    """Run a fork server for the duration of the block (it is reaped on exit).
+
+    With ``output``, what the server itself prints (the traceback of an import that
+    failed, say) goes there line by line, under the path ``@forkserver``; otherwise it
+    writes where this process writes."""
+    async with trio.open_nursery() as relays:
+        async with _run_fork_server(preload, output, relays) as server:
+            yield server
+        relays.cancel_scope.cancel()  # (bounded: its output ended, or it is not coming)
+
+
+@asynccontextmanager
+async def _run_fork_server(
+    preload: list[str] | None, output: OutputSink | None, relays: trio.Nursery
+) -> AsyncIterator[ForkServer]:
     server = ForkServer()
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    pipes = None if output is None else output_pipes()
     try:
         process = start_process(
-            [sys.executable, "-m", "actors._zygote"], fd=theirs.fileno(), extra_env={}
+            [sys.executable, "-m", "actors._zygote"], fd=theirs.fileno(), extra_env={},
+            output=None if pipes is None else (pipes[0][1], pipes[1][1]),
         )
+    except BaseException:
+        ours.close()
+        for read_end, _ in pipes or ():
+            os.close(read_end)
+        raise
     finally:
         theirs.close()
+        for _, write_end in pipes or ():  # the server has its own copies now
+            os.close(write_end)
+    if output is not None and pipes is not None:
+        words = server._output = _LastWords(output)
+        relays.start_soon(words.relay, pipes[0][0], process.pid, "stdout")
+        relays.start_soon(words.relay, pipes[1][0], process.pid, "stderr")
     try:
         async with open_channel(ours) as channel, trio.open_nursery() as nursery:
             server._channel = channel
@@ -316,6 +386,9 @@ async def open_fork_server(preload: list[str] | None = None) -> AsyncIterator[Fo
             if process.returncode is None:
                 process.kill()
                 await process.wait()
+            if server._output is not None:
+                with trio.move_on_after(1):  # the end of what it printed, before we go
+                    await server._output.closed.wait()
         if server.broken is not None and process.returncode != 0:
             log.error("the fork server exited with status %s", process.returncode)
 
@@ -330,9 +403,12 @@ class LazyForkServer:
     code as it is on disk now (a reload). Get one from :func:`open_lazy_fork_server`.
     """
 
-    def __init__(self, nursery: trio.Nursery, preload: list[str]) -> None:
+    def __init__(
+        self, nursery: trio.Nursery, preload: list[str], output: OutputSink | None = None
+    ) -> None:
         self._nursery = nursery
         self._preload = preload
+        self._output = output
         self._server: ForkServer | None = None
         self._first: trio.Event | None = None
         self._closing = trio.Event()
@@ -412,7 +488,7 @@ class LazyForkServer:
         delay = _RESTART_DELAY
         while not self._closing.is_set():
             try:
-                async with open_fork_server(self._preload) as server:
+                async with open_fork_server(self._preload, output=self._output) as server:
                     if ready is not None and not ready:
                         ready.append(server)  # renew() decides whether it becomes current
                     elif generation == self._generation:
@@ -456,11 +532,14 @@ async def _cancel_when(event: trio.Event, scope: trio.CancelScope) -> None:
 
 
 @asynccontextmanager
-async def open_lazy_fork_server(preload: list[str] | None = None) -> AsyncIterator[LazyForkServer]:
+async def open_lazy_fork_server(
+    preload: list[str] | None = None, *, output: OutputSink | None = None
+) -> AsyncIterator[LazyForkServer]:
     """A :class:`LazyForkServer` for the duration of the block; leaving it stops the fork
-    server, if one was started (after the block's workers are gone)."""
+    server, if one was started (after the block's workers are gone). ``output``: where
+    each server's own output goes (see :func:`open_fork_server`)."""
     async with trio.open_nursery() as nursery:
-        lazy = LazyForkServer(nursery, list(preload or []))
+        lazy = LazyForkServer(nursery, list(preload or []), output)
         try:
             yield lazy
         finally:

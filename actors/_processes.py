@@ -28,6 +28,8 @@ __all__ = [
     "WorkerProcess",
     "class_path",
     "main_script",
+    "output_pipes",
+    "relay_lines",
     "start_process",
     "unguarded_main",
 ]
@@ -76,6 +78,33 @@ class OutputSink(Protocol):
 
     def line(self, path: str, pid: int, stream: Literal["stdout", "stderr"], text: str
              ) -> None: ...
+
+
+def output_pipes() -> tuple[tuple[int, int], tuple[int, int]]:
+    """Two pipes, (read end, write end) each, for a child's stdout and stderr."""
+    return os.pipe2(os.O_CLOEXEC), os.pipe2(os.O_CLOEXEC)
+
+
+async def relay_lines(
+    fd: int, sink: OutputSink, path: str, pid: int, stream: Literal["stdout", "stderr"]
+) -> None:
+    """What a child writes to the pipe ``fd``, line by line, to ``sink`` as ``path``'s,
+    until every writer closed it; ``fd`` is closed then (or when cancelled)."""
+    pending = b""
+    source = trio.lowlevel.FdStream(fd)
+    async with source:
+        while True:
+            try:
+                chunk = await source.receive_some(65536)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                chunk = b""
+            if not chunk:
+                break
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                sink.line(path, pid, stream, line.decode(errors="replace"))
+    if pending:
+        sink.line(path, pid, stream, pending.decode(errors="replace"))
 
 
 class ChildProcess:

@@ -353,14 +353,14 @@ async def open_system(
     name = name if name is not None else _default_name()
     validate_name(name)
     try:
+        output = OutputLog()
         async with (
-            _open_spawner(start_method, tree) as spawner,
+            _open_spawner(start_method, tree, output) as spawner,
             open_store(store, store_timeout=store_timeout) as kept,
             trio.open_nursery() as nursery,
         ):
             router = Router(MASTER_NODE, nursery, names=NameRegistry(restart_wait=restart_wait),
                             events=events, max_frame_size=max_frame_size)
-            output = OutputLog()
             starter = Starter(router, spawner, output=output)
             await _start_state(nursery, router, starter, kept, store_timeout, events)
             listeners: dict[str, Listener] = {}
@@ -517,10 +517,10 @@ def _gave_up(system: ActorSystem | None) -> RestartLimitExceeded | None:
 
 @asynccontextmanager
 async def _open_spawner(
-    start_method: str, tree: SupervisorSpec | None
+    start_method: str, tree: SupervisorSpec | None, output: OutputLog
 ) -> AsyncIterator[Spawner]:
     if start_method == "forkserver":
-        async with open_lazy_fork_server(_modules_of(tree)) as server:
+        async with open_lazy_fork_server(_modules_of(tree), output=output) as server:
             yield server
     else:
         yield ColdSpawner()

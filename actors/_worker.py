@@ -17,7 +17,6 @@ import select
 import signal
 import socket
 import sys
-from typing import Literal
 
 import trio
 
@@ -48,7 +47,15 @@ from ._events import (
     exit_reason,
 )
 from ._link import Link
-from ._processes import OutputSink, Spawner, WorkerProcess, class_path, main_script
+from ._processes import (
+    OutputSink,
+    Spawner,
+    WorkerProcess,
+    class_path,
+    main_script,
+    output_pipes,
+    relay_lines,
+)
 from ._ref import ActorRef
 from ._router import Router
 from ._tree import Child, Notice, Parent
@@ -159,8 +166,13 @@ class WorkerHandle:
                 raise self._timed_out()
             self.pid = self.process.pid
             if pipes is not None:
-                router.nursery.start_soon(self._relay, pipes[0][0], "stdout")
-                router.nursery.start_soon(self._relay, pipes[1][0], "stderr")
+                assert self.output is not None
+                router.nursery.start_soon(
+                    relay_lines, pipes[0][0], self.output, self.path, self.pid, "stdout"
+                )
+                router.nursery.start_soon(
+                    relay_lines, pipes[1][0], self.output, self.path, self.pid, "stderr"
+                )
                 pipes = None
             router.publish(ActorStarted(path=self.path, pid=self.pid))
             async with open_channel(parent_sock, max_frame_size=router.max_frame_size) as channel:
@@ -222,27 +234,7 @@ class WorkerHandle:
     def _output_pipes(self) -> tuple[tuple[int, int], tuple[int, int]] | None:
         if self.output is None:
             return None  # it writes where this process writes
-        return os.pipe2(os.O_CLOEXEC), os.pipe2(os.O_CLOEXEC)
-
-    async def _relay(self, fd: int, stream: Literal["stdout", "stderr"]) -> None:
-        """The worker's output, line by line, to the output sink, until it closes it."""
-        assert self.output is not None
-        pid = self.pid or 0
-        pending = b""
-        source = trio.lowlevel.FdStream(fd)
-        async with source:
-            while True:
-                try:
-                    chunk = await source.receive_some(65536)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    chunk = b""
-                if not chunk:
-                    break
-                *lines, pending = (pending + chunk).split(b"\n")
-                for line in lines:
-                    self.output.line(self.path, pid, stream, line.decode(errors="replace"))
-        if pending:
-            self.output.line(self.path, pid, stream, pending.decode(errors="replace"))
+        return output_pipes()
 
     def _timed_out(self) -> SpawnError:
         error = SpawnError(

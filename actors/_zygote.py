@@ -14,6 +14,7 @@ import selectors
 import signal
 import socket
 import sys
+import traceback
 
 from protocol import (
     MAX_FDS_PER_FRAME,
@@ -110,11 +111,31 @@ def _preload(message: Preload) -> str | None:
             importlib.import_module(name)
         except Exception as exc:
             failures.append(f"importing {name} failed: {type(exc).__name__}: {exc}")
+            _print_failure(failures[-1], exc)
     try:
         load_main(message.main_path, message.main_module)
     except ImportError as exc:
         failures.append(str(exc))
+        # No cause for a script without its main guard: the failed start gives that
+        # advice, once.
+        if exc.__cause__ is not None:
+            _print_failure(str(exc), exc.__cause__)
     return "; ".join(failures) or None
+
+
+def _print_failure(summary: str, exc: BaseException) -> None:
+    """The traceback of an import that failed, on this server's stderr: the master keeps
+    it for ``trio-actors logs`` (the summary alone goes into the error it reports), where
+    it shows the file and line of a syntax error, say."""
+    print(f"fork server: {summary}", file=sys.stderr)
+    frames = exc.__traceback__
+    while frames is not None and frames.tb_frame.f_code.co_filename.startswith(_RUNTIME):
+        frames = frames.tb_next  # the runtime's own frames (load_main) say nothing to a user
+    traceback.print_exception(type(exc), exc, frames, file=sys.stderr)
+    sys.stderr.flush()
+
+
+_RUNTIME = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def _fork(

@@ -235,6 +235,43 @@ def test_a_reload_whose_new_code_fails_leaves_the_old_serving(master: Master) ->
     assert master.greeting() == "three"
 
 
+def test_a_reload_whose_main_script_has_a_syntax_error_says_where(master: Master) -> None:
+    script = master.directory / "ops_master.py"
+    good = script.read_text()
+    line = len(good.splitlines()) + 2
+    script.write_text(good + "\nx = = 1\n")  # the master's own script, edited on disk
+    failed = cli("reload", master.name)
+    assert failed.returncode == 1
+    lines = failed.stderr.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("trio-actors: reload failed: ")
+    assert f"SyntaxError: invalid syntax (ops_master.py, line {line})" in lines[0]
+    # The fork server's own output (the traceback, file and line) is in the logs.
+    logs = [json.loads(entry) for entry in cli("logs", master.name, "--json",
+                                                check=True).stdout.splitlines()]
+    server = [entry["text"] for entry in logs if entry["path"] == "@forkserver"]
+    assert any(f'ops_master.py", line {line}' in text for text in server), server
+    assert any(text.startswith("SyntaxError: invalid syntax") for text in server), server
+    assert master.greeting() == "one"  # the old workers serve on
+    script.write_text(good)
+    master.set_greeting("two")
+    assert cli("reload", master.name).returncode == 0
+    assert master.greeting() == "two"
+
+
+def test_a_reload_whose_new_fork_server_dies_says_what_it_said_last(master: Master) -> None:
+    script = master.directory / "ops_master.py"
+    script.write_text(script.read_text() + "\nos.write(2, b'no place for me here\\n')\n"
+                      "os._exit(3)\n")  # (which only the new fork server runs)
+    failed = cli("reload", master.name)
+    assert failed.returncode == 1
+    lines = failed.stderr.splitlines()
+    assert len(lines) == 1, lines
+    assert "the fork server exited with status 3 (it said last: no place for me here)" in (
+        lines[0])
+    assert master.greeting() == "one"
+
+
 def test_a_reload_whose_new_workers_fail_to_start_stops_there(master: Master) -> None:
     master.set_greeting("crash")
     failed = cli("reload", master.name, "root/greet")
