@@ -14,7 +14,7 @@ from protocol import Message
 from ._ref import ActorRef
 from ._shared import State
 
-__all__ = ["Actor", "ActorContext", "handler"]
+__all__ = ["Actor", "ActorContext", "handler", "no_handler"]
 
 _HANDLER_MARK = "__actors_handler__"
 
@@ -29,6 +29,11 @@ def handler(method: F) -> F:
     None) is the reply to an ``ask``; for a ``tell`` it is dropped. Both annotations are
     checked when the class is defined: the message a Message subclass (or a union of them),
     the return a Message, None, or a union of them.
+
+    A message type has one handler per actor class: two handler methods of a class (its
+    own or inherited, under different names) for one type are a ``TypeError`` when the
+    class is defined. A subclass replaces an inherited handler by defining a method of the
+    same name (its annotation then says what that name handles).
     """
     marked = method
     if not inspect.iscoroutinefunction(method):
@@ -85,6 +90,45 @@ def _union_members(annotation: object) -> tuple[object, ...]:
     return (annotation,)
 
 
+def _name(cls: type) -> str:
+    """A class's qualified name without the ``<locals>`` of a function defining it."""
+    return cls.__qualname__.rpartition("<locals>.")[2]
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def no_handler(cls: type[Actor], message_type: type[Message]) -> TypeError:
+    """The error for a message that ``cls`` has no handler for. A method that takes it but
+    is not marked ``@handler`` (the likely mistake) is named."""
+    takers = [
+        f"{_name(klass)}.{name}"
+        for klass in cls.__mro__ if issubclass(klass, Actor) and klass is not Actor
+        for name, member in vars(klass).items()
+        if inspect.isfunction(member) and not getattr(member, _HANDLER_MARK, False)
+        and _takes(member, message_type)
+    ]
+    where = f" on {_and(takers)}" if takers else ""
+    return TypeError(
+        f"{_name(cls)} has no @handler for {_name(message_type)} "
+        f"(did you forget @handler{where}?)"
+    )
+
+
+def _takes(function: Callable[..., Any], message_type: type[Message]) -> bool:
+    """True if ``function(self, msg)`` is annotated to take ``message_type``."""
+    try:
+        params = list(inspect.signature(function).parameters)
+        annotation = typing.get_type_hints(function).get(params[1]) if len(params) == 2 else None
+    except Exception:  # an annotation that does not resolve: it names nothing we know
+        return False
+    return annotation is not None and any(
+        isinstance(member, type) and issubclass(message_type, member)
+        for member in _union_members(annotation)
+    )
+
+
 class Actor:
     """Base class of actors.
 
@@ -106,18 +150,45 @@ class Actor:
     __handlers__: ClassVar[dict[type[Message], str]] = {}
     # Runtime-internal: synchronous handlers run by the task reading the channel (no mailbox).
     __inline_handlers__: ClassVar[dict[type[Message], str]] = {}
+    # The @handler methods a class body defines (name -> message types), not inherited ones.
+    _own_handlers: ClassVar[dict[str, tuple[type[Message], ...]]] = {}
     _actor_context: ActorContext | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        table: dict[type[Message], str] = {}
-        for base in reversed(cls.__mro__[1:]):
-            table.update(getattr(base, "__handlers__", {}))
-        for name, member in vars(cls).items():
-            if getattr(member, _HANDLER_MARK, False):
-                for message_type in _message_types(cls, member):
-                    table[message_type] = name
-        cls.__handlers__ = table
+        cls._own_handlers = {
+            name: tuple(_message_types(cls, member)) for name, member in vars(cls).items()
+            if getattr(member, _HANDLER_MARK, False)
+        }
+        # The class's handlers by name, the nearest definition of each name winning (as
+        # attribute lookup does): an override under the same name replaces a base's
+        # handler; a method under another name adds one.
+        by_name: dict[str, tuple[type[Actor], tuple[type[Message], ...]]] = {}
+        for klass in reversed(cls.__mro__):
+            for name, handled in klass.__dict__.get("_own_handlers", {}).items():
+                by_name[name] = (klass, handled)
+        claims: dict[type[Message], list[str]] = {}
+        for klass in cls.__mro__:  # nearest first, each class's in definition order
+            for name in klass.__dict__.get("_own_handlers", {}):
+                owner, handled = by_name[name]
+                if owner is klass:
+                    where = f"{_name(klass)}.{name}"
+                    if klass is not cls:
+                        where += " (inherited)"
+                    for message_type in handled:
+                        claims.setdefault(message_type, []).append(where)
+        for message_type, methods in claims.items():
+            if len(methods) > 1:
+                raise TypeError(
+                    f"{_name(cls)} has more than one @handler for "
+                    f"{_name(message_type)}: {_and(methods)}; a message type has one "
+                    "handler per actor class (to replace an inherited handler, define a "
+                    "method of the same name)"
+                )
+        cls.__handlers__ = {
+            message_type: name for name, (_, handled) in by_name.items()
+            for message_type in handled
+        }
 
     @classmethod
     def handler_for(cls, message_type: type[Message]) -> str | None:

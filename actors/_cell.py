@@ -13,7 +13,7 @@ import trio
 
 from protocol import Message
 
-from ._actor import Actor
+from ._actor import Actor, no_handler
 from ._asks import Reply
 from ._control import Failure, Probe, Probed
 from ._errors import ActorGone, SpawnError
@@ -378,9 +378,7 @@ class Cell:
                 return
             name = cls.handler_for(type(message))
             if name is None:
-                error = TypeError(
-                    f"{cls.__qualname__} has no handler for {type(message).__qualname__}"
-                )
+                error = no_handler(cls, type(message))
                 if reply is not None:
                     reply.fail(Failure.from_exception("remote", error, actor=self.path))
                 else:

@@ -87,6 +87,113 @@ def test_bad_handlers_fail_at_class_creation() -> None:
             async def h(self, msg) -> None: ...  # type: ignore[no-untyped-def]
 
 
+def test_two_handlers_for_one_message_type_fail_at_class_creation() -> None:
+    # In one class: two methods, or a union that overlaps another handler.
+    with pytest.raises(TypeError, match=r"Twice has more than one @handler for Add: "
+                                        r"Twice\.first and Twice\.second"):
+
+        class Twice(Actor):
+            @handler
+            async def first(self, msg: Add) -> None: ...
+
+            @handler
+            async def second(self, msg: Add) -> None: ...
+
+    with pytest.raises(TypeError, match=r"for Sub: Overlap\.arith and Overlap\.sub"):
+
+        class Overlap(Actor):
+            @handler
+            async def arith(self, msg: Add | Sub) -> None: ...
+
+            @handler
+            async def sub(self, msg: Sub) -> None: ...
+
+    # One inherited under another name: both would be handlers of the class, and only one
+    # could run (the base's is not replaced, since it is not overridden by its name).
+    with pytest.raises(TypeError, match=r"Renamed has more than one @handler for Add: "
+                                        r"Renamed\.add and Calc\.arith \(inherited\)"):
+
+        class Renamed(Calc):
+            @handler
+            async def add(self, msg: Add) -> Total: ...
+
+    # From two bases.
+    class Left(Actor):
+        @handler
+        async def left(self, msg: Add) -> None: ...
+
+    class Right(Actor):
+        @handler
+        async def right(self, msg: Add) -> None: ...
+
+    with pytest.raises(TypeError, match=r"Both has more than one @handler for Add: Left\.left "
+                                        r"\(inherited\) and Right\.right \(inherited\)"):
+
+        class Both(Left, Right):
+            pass
+
+
+class Overrides(Calc):
+    @handler
+    async def arith(self, msg: Add | Sub) -> Total:  # the same name: it replaces the base's
+        return Total(value=0)
+
+
+class Reassigns(Calc):
+    @handler
+    async def arith(self, msg: Sub) -> Total:  # now Sub only; Add is free for another
+        return Total(value=1)
+
+    @handler
+    async def add(self, msg: Add) -> Total:
+        return Total(value=2)
+
+    @handler
+    async def special(self, msg: SpecialEvent) -> Event:  # a subtype: the nearest wins
+        return Event(name="special")
+
+
+async def test_overriding_a_handler_by_its_name_is_not_a_duplicate() -> None:
+    assert Overrides.handler_for(Add) == "arith"
+    assert Reassigns.handler_for(Add) == "add"
+    assert Reassigns.handler_for(Sub) == "arith"
+    assert Reassigns.handler_for(SpecialEvent) == "special"
+    assert Reassigns.handler_for(Event) == "event"
+    async with open_system() as system:
+        overrides = await system.spawn(Overrides, name="overrides")
+        assert await overrides.ask(Add(a=1, b=1)) == Total(value=0)
+        reassigns = await system.spawn(Reassigns, name="reassigns")
+        assert await reassigns.ask(Add(a=1, b=1)) == Total(value=2)
+        assert await reassigns.ask(Sub(a=1, b=1)) == Total(value=1)
+        assert await reassigns.ask(SpecialEvent(name="x")) == Event(name="special")
+
+
+class Ping(Message):
+    pass
+
+
+class Forgetful(Actor):
+    async def ping(self, msg: Ping) -> None:  # no @handler: not a handler
+        pass
+
+
+async def test_a_message_without_a_handler_says_so_and_names_the_actor_class(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with open_system() as system:
+        forgetful = await system.spawn(Forgetful, name="forgetful")
+        with pytest.raises(RemoteError, match=r"Forgetful has no @handler for Ping \(did "
+                                              r"you forget @handler on Forgetful\.ping\?\)"):
+            await forgetful.ask(Ping())
+        calc = await system.spawn(Calc, name="calc")
+        with pytest.raises(RemoteError, match=r"Calc has no @handler for Ping \(did you "
+                                              r"forget @handler\?\)"):
+            await calc.ask(Ping())
+        await calc.tell(Ping())
+        await calc.ask(Add(a=1, b=1))  # handled after the tell: its warning is out
+    assert "actor calc dropped a message: Calc has no @handler for Ping" in caplog.text
+
+
 async def test_ask_dispatches_and_replies() -> None:
     async with open_system() as system:
         calc = await system.spawn(Calc, name="calc")
@@ -116,7 +223,7 @@ def test_errors_form_one_tree_and_print_under_the_package() -> None:
 async def test_unhandled_message_fails_the_ask_but_not_the_actor() -> None:
     async with open_system() as system:
         calc = await system.spawn(Calc, name="calc")
-        with pytest.raises(RemoteError, match="no handler for Unhandled"):
+        with pytest.raises(RemoteError, match="no @handler for Unhandled"):
             await calc.ask(Unhandled())
         assert await calc.ask(Add(a=1, b=1)) == Total(value=2)
 
