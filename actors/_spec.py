@@ -69,7 +69,11 @@ class Backoff:
 
     The n-th consecutive abnormal exit waits ``min(cap, initial * factor**(n-1))``, spread by
     ``±jitter`` (a fraction). A child that stayed up ``reset_after`` seconds starts over at
-    ``initial``. Intentional exits (a requested stop, a suicide) never advance it.
+    ``initial``. It applies after an exit the child did not choose: a worker process that
+    died (killed, crashed, unresponsive), an in-process crash, a failed start. Exits that
+    are replacements (a suicide: a process actor's handler raised, and its old worker
+    still drains; ``max_memory``; a requested replacement) and normal exits restart at
+    once and never advance it.
     """
 
     initial: float = 0.1

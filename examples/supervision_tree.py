@@ -4,9 +4,20 @@
 
 The tree: a root supervisor (one_for_one, at most 5 restarts in 10 s, with backoff) over a
 steady ``counter`` and a ``flaky`` worker, each in its own process. The master sends work to
-the flaky one by path; when it crashes, the asker gets a RemoteError, the worker asks to be
-replaced (the suicide signal), and the supervisor starts a new one while the old one drains.
-The ref by path follows the restarts.
+the flaky one by path (the ref follows the restarts). A failing job fails in one of two
+ways, and the supervisor treats them differently:
+
+- its handler raises: the asker gets a RemoteError, the worker asks to be replaced (the
+  suicide signal) and the supervisor starts the new one at once, while the old one
+  drains. Backoff does not apply (``delay 0.00 s``): the old worker is still serving what
+  it had in hand, and nothing is gained by waiting.
+- its process dies (here it kills itself, as a segfault or the OOM killer would): the
+  asker gets ActorGone, and the supervisor restarts the worker after a backoff that grows
+  with each consecutive abnormal exit (0.1 s, 0.2 s, 0.4 s, ... up to 1 s), as a failed
+  start would.
+
+Every restart counts against the intensity: with too many failures the tree gives up,
+and says so.
 """
 
 from __future__ import annotations
@@ -14,12 +25,15 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import signal
+from typing import Literal
 
 import trio
 
 from actors import (
     Actor,
     ActorExited,
+    ActorGone,
     ActorReady,
     ActorRestarted,
     ActorSuicided,
@@ -45,9 +59,13 @@ class Done(Message):
     pid: int
 
 
-def fails(seed: int, n: int, failure_rate: float) -> bool:
-    """Whether job ``n`` fails: decided by the seed and the job, whichever process runs it."""
-    return random.Random(f"{seed}:{n}").random() < failure_rate
+def failure(seed: int, n: int, failure_rate: float) -> Literal["raise", "die"] | None:
+    """Whether job ``n`` fails, and how: decided by the seed and the job, whichever process
+    runs it (half of the failures raise, the other half kill the worker's process)."""
+    draw = random.Random(f"{seed}:{n}").random()
+    if draw >= failure_rate:
+        return None
+    return "raise" if draw < failure_rate / 2 else "die"
 
 
 class Flaky(Actor):
@@ -57,8 +75,11 @@ class Flaky(Actor):
 
     @handler
     async def work(self, msg: Work) -> Done:
-        if fails(self.seed, msg.n, self.failure_rate):
+        how = failure(self.seed, msg.n, self.failure_rate)
+        if how == "raise":
             raise RuntimeError(f"flaky failed on job {msg.n}")
+        if how == "die":
+            os.kill(os.getpid(), signal.SIGKILL)
         return Done(n=msg.n, pid=os.getpid())
 
 
@@ -81,7 +102,8 @@ def describe(event: Event) -> str:
     if isinstance(event, ActorSuicided):
         return f"suicide    {event.path} (pid {event.pid}): {event.reason.detail}"
     if isinstance(event, ActorRestarted):
-        return f"restarting {event.path} (restart {event.restarts}, delay {event.delay:.2f} s)"
+        return (f"restarting {event.path} after {event.reason.kind} "
+                f"(restart {event.restarts}, delay {event.delay:.2f} s)")
     if isinstance(event, SupervisorGaveUp):
         return f"GAVE UP    {event.path}: {event.restarts} restarts within {event.within} s"
     return f"{type(event).__name__:10} {event.path}"
@@ -110,8 +132,10 @@ async def main(rounds: int, failure_rate: float, seed: int) -> None:
                 try:
                     done = await flaky.ask(Work(n=n), Done)
                     print(f"job {n}: done by pid {done.pid}", flush=True)
-                except RemoteError as exc:
+                except RemoteError as exc:  # it raised: the worker is replaced at once
                     print(f"job {n}: {exc.type_name}: {exc.message}", flush=True)
+                except ActorGone:  # its process died: restarted after the backoff
+                    print(f"job {n}: its worker died", flush=True)
                 await counter.tell(Work(n=n))
                 await trio.sleep(0.1)
             total = await counter.ask(Work(n=-1), Done)

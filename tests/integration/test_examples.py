@@ -29,28 +29,44 @@ async def test_ping_pong_runs_actors_defined_in_main() -> None:
     assert b"asks/s" in result.stdout
 
 
-async def test_supervision_tree_example_survives_its_flaky_worker() -> None:
-    # The seed decides which jobs fail: 20 jobs at 0.2 fail a few times, far fewer than the
-    # 5 restarts in 10 s the tree allows, so it must survive and count every job.
+async def test_supervision_tree_example_shows_when_backoff_applies() -> None:
+    # The seed decides which jobs fail, and how: 20 jobs at 0.25 with seed 9 raise once
+    # (a suicide) and kill their process three times, 4 restarts, fewer than the 5 in 10 s
+    # the tree allows, so it must survive and count every job.
     sys.path.insert(0, str(EXAMPLES))
     try:
-        from supervision_tree import fails
+        from supervision_tree import failure
     finally:
         sys.path.remove(str(EXAMPLES))
-    failing = [n for n in range(20) if fails(7, n, 0.2)]
-    assert 1 <= len(failing) <= 4
+    how = {n: failure(9, n, 0.25) for n in range(20)}
+    raising = [n for n, way in how.items() if way == "raise"]
+    dying = [n for n, way in how.items() if way == "die"]
+    assert len(raising) >= 1
+    assert len(dying) >= 3
+    assert len(raising) + len(dying) <= 5
     with trio.fail_after(120):
         result = await trio.run_process(
             [sys.executable, str(EXAMPLES / "supervision_tree.py"), "--rounds", "20",
-             "--failure-rate", "0.2", "--seed", "7"],
+             "--failure-rate", "0.25", "--seed", "9"],
             capture_stdout=True, capture_stderr=True, check=False,
         )
     assert result.returncode == 0, result.stderr.decode()
     out = result.stdout.decode()
     assert "ready      root/flaky" in out
     assert "counter saw 20 jobs" in out
-    assert [n for n in range(20) if f"job {n}: RuntimeError" in out] == failing
+    assert [n for n in range(20) if f"job {n}: RuntimeError" in out] == raising
+    assert [n for n in range(20) if f"job {n}: its worker died" in out] == dying
     assert "gave up" not in out
+    restarts = [line.split("restarting root/flaky after ")[1] for line in out.splitlines()
+                if "restarting root/flaky after " in line]
+    delays = {kind: [float(line.split("delay ")[1].split()[0]) for line in restarts
+                     if line.startswith(kind + " ")] for kind in ("suicide", "killed")}
+    # A suicide is replaced at once; each consecutive death waits longer (0.1, 0.2, 0.4 s
+    # give or take the jitter).
+    assert delays["suicide"] == [0.0] * len(raising), restarts
+    assert len(delays["killed"]) == len(dying), restarts
+    assert delays["killed"][0] > 0
+    assert delays["killed"] == sorted(set(delays["killed"])), restarts  # strictly growing
 
 
 @asynccontextmanager
