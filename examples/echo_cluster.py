@@ -2,19 +2,23 @@
 
     python examples/echo_cluster.py [--host 127.0.0.1] [--port 7000] [--workers N]
                                     [--policy round_robin|least_busy|shared|reuseport]
+                                    [--name echo_cluster]
 
 Prints one line once every acceptor is ready (the address, the master's pid, the policy,
 the worker pids). Ctrl-C or SIGTERM to the master drains the connections and exits 0 (a
 second Ctrl-C stops at once); SIGHUP (or ``trio-actors reload echo_cluster``) replaces the
 workers one at a time with the code on disk, without dropping a connection. A port already
-in use ends it at once with a message and exit status 1. Try it with
-``examples/echo_client.py``, and watch it with ``trio-actors status``.
+in use, or a name (``--name``) another running system has, ends it at once with one line
+and exit status 1. Try it with ``examples/echo_client.py``, and watch it with
+``trio-actors status``.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import socket
 import sys
 
 import trio
@@ -81,6 +85,22 @@ def positive(text: str) -> int:
     return value
 
 
+def in_use(host: str, port: int) -> bool:
+    """Whether ``host:port`` is taken, as the listener would find it when it binds."""
+    if port == 0:
+        return False  # any free port
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the listener
+            probe.bind(address)
+    except OSError as exc:
+        return exc.errno == errno.EADDRINUSE
+    return False
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -93,7 +113,17 @@ def main() -> int:
     try:
         trio.run(serve, arguments.host, arguments.port, arguments.workers, arguments.policy,
                  arguments.name)
-    except (RestartLimitExceeded, BindError, SystemNameTaken) as exc:
+    except SystemNameTaken:
+        # The name is checked before the port is bound: a second copy started as the first
+        # was would hear of its name only. Both clashes, and both ways out, in one line.
+        clash = f"a system named {arguments.name!r} is already running"
+        fix = "--name"
+        if in_use(arguments.host, arguments.port):
+            clash += f" and {arguments.host}:{arguments.port} is already in use"
+            fix += " and --port"
+        print(f"echo_cluster: {clash}: start this one with another {fix}", file=sys.stderr)
+        return 1
+    except (RestartLimitExceeded, BindError) as exc:
         print(f"echo_cluster: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -282,3 +282,28 @@ def test_a_port_in_use_is_one_clean_line() -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, lines
     assert "address already in use" in lines[0]
+
+
+@pytest.mark.parametrize("same_port", [True, False], ids=["name-and-port", "name"])
+async def test_a_second_echo_server_names_each_clash_in_one_line(same_port: bool) -> None:
+    name = f"echo{os.getpid()}{'p' if same_port else 'n'}"
+    first = _start_echo("--name", name)
+    try:
+        line = await trio.to_thread.run_sync(_ready_line, first)
+        port = line.split()[3].rsplit(":", 1)[1]
+        with trio.fail_after(TIMEOUT):
+            second = await trio.run_process(
+                [sys.executable, str(ROOT / "examples" / "echo_cluster.py"), "--workers", "1",
+                 "--name", name, "--port", port if same_port else "0"],
+                capture_stdout=True, capture_stderr=True, check=False,
+            )
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=30)
+    assert second.returncode == 1
+    lines = second.stderr.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert f"a system named {name!r} is already running" in lines[0]
+    assert "--name" in lines[0]
+    assert (f"127.0.0.1:{port} is already in use" in lines[0]) == same_port
+    assert ("--port" in lines[0]) == same_port
