@@ -1,14 +1,15 @@
 """``Acceptor``: the worker side of a listener; it serves the connections it gets.
 
-Depending on the listener's policy, an acceptor is handed connections one at a time by the
-master (``round_robin``, ``least_busy``: each :class:`Handoff` is answered :class:`Taken` or
-:class:`Refused`), accepts on the listening socket the master passed it (``shared``), or binds
-a ``SO_REUSEPORT`` socket of its own (``reuseport``).
+Depending on the listener's policy, an acceptor is handed connections by the master
+(``round_robin``, ``least_busy``: each :class:`Handoff`, of one or several connections, is
+answered :class:`Taken`), or accepts on a listening socket the master passed it: the
+listener's own (``shared``), or a ``SO_REUSEPORT`` socket the master keeps for this
+acceptor's place (``reuseport``). Any acceptor also takes the idle connections another one
+handed back as it drained.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import socket
@@ -16,13 +17,13 @@ from typing import ClassVar, Literal
 
 import trio
 
-from protocol import Message
+from protocol import Message, SocketHandle
 
 from ._actor import Actor, handler
 from ._errors import ActorError
-from ._handoff import AcceptorStats, Attach, Closed, GetStats, Handoff, Policy, Refused, Taken
+from ._handoff import AcceptorStats, Attach, Closed, GetStats, HandBack, Handoff, Policy, Taken
 from ._ref import ActorRef
-from ._sockets import accept_failure, bind
+from ._sockets import accept_failure, unread_bytes
 
 __all__ = ["Acceptor"]
 
@@ -44,6 +45,7 @@ class _AcceptorState:
         self.idle.set()
         self.listening: list[socket.socket] = []
         self.waiting: set[trio.SocketStream] = set()  # in receive(), between requests
+        self.woken: set[trio.SocketStream] = set()  # waiting ones the drain woke up
         self.recycle_after: int | None = None
 
 
@@ -56,11 +58,23 @@ class Acceptor(Actor):
     taking connections and lets its other connections finish (up to its shutdown time)
     before it exits. With ``on_error = "log"`` the exception is logged and the worker goes
     on. A subclass that overrides ``drain`` must await ``super().drain()``.
+
+    When an acceptor drains (a reload, a scale-down, a recycle, a stop), the connections in
+    the middle of a request finish it; at the next request boundary (:meth:`receive`), a
+    request the client already sent is still served, and an idle connection is closed, as
+    HTTP servers close idle keep-alive connections. With ``stateless_connections = True``
+    (its connections carry no state from one request to the next: no login, no selected
+    database), an idle connection is instead handed to another acceptor, with whatever the
+    client sent meanwhile, and the client never notices the drain.
     """
 
     on_error: ClassVar[Literal["suicide", "log"]] = "suicide"
     max_connections: ClassVar[int] = 100_000
     """Connections served at once before hand-offs are refused (sent to other acceptors)."""
+    stateless_connections: ClassVar[bool] = False
+    """Whether an idle connection (between requests) may move to another acceptor when
+    this one drains. After :meth:`receive` returned None, ``handle`` must then return
+    without using the stream: it may belong to another process already."""
 
     async def handle(self, stream: trio.SocketStream) -> None:
         """Serve one connection; the stream is closed when this returns."""
@@ -69,24 +83,63 @@ class Acceptor(Actor):
     async def receive(self, stream: trio.SocketStream, max_bytes: int | None = None
                       ) -> bytes | None:
         """Wait for the client's next request: its first bytes, or None once the client
-        closed the connection *or this acceptor drains* (then close it at once).
+        closed the connection *or this acceptor drains* (then return at once).
 
-        Use it where the connection is idle (between requests), as HTTP servers close
-        idle keep-alive connections when they shut down: a drain then waits only for
-        the requests in progress, not for clients that are merely connected. Reads in the
-        middle of a request should use ``stream.receive_some`` as usual.
+        Use it where the connection is idle (between requests): a drain then waits only for
+        the requests in progress, not for clients that are merely connected. A request the
+        client sent before the drain reached it is still returned (and should be served);
+        with ``stateless_connections``, an idle connection goes on in another acceptor.
+        Reads in the middle of a request should use ``stream.receive_some`` as usual.
         """
         state = self._acceptor
         if state.draining:
-            return None
-        # A drain shuts the reading side of the waiting streams down: their reads end as
-        # if the client had closed (a set entry costs far less than a cancel scope per read).
+            return await self._at_boundary(stream, max_bytes)
+        # A drain wakes the waiting streams (a set entry costs far less than a cancel scope
+        # per read): their reads end as if their socket were closing, the socket untouched.
         state.waiting.add(stream)
         try:
             data = await stream.receive_some(max_bytes)
+        except trio.ClosedResourceError:
+            if stream not in state.woken:
+                raise
+            state.woken.discard(stream)
+            return await self._at_boundary(stream, max_bytes)
         finally:
             state.waiting.discard(stream)
         return data or None
+
+    async def _at_boundary(self, stream: trio.SocketStream, max_bytes: int | None
+                           ) -> bytes | None:
+        """Between two requests while draining: the next one if the client already sent
+        it (or, for stateless connections, the connection goes to another acceptor)."""
+        sock = stream.socket
+        if sock.fileno() < 0:
+            return None
+        if self.stateless_connections and await self._hand_back(stream):
+            return None
+        try:
+            pending = unread_bytes(sock.fileno())
+        except OSError:
+            return None
+        if pending:
+            data = await stream.receive_some(max_bytes)
+            return data or None
+        return None
+
+    async def _hand_back(self, stream: trio.SocketStream) -> bool:
+        """Give an idle connection back to the listener (to go to another acceptor); False
+        if it cannot take it (then this one closes it)."""
+        listener = self._acceptor.listener
+        if listener is None:
+            return False
+        fd = stream.socket.detach()  # from here the stream is unusable: the fd moves on
+        try:
+            await listener.tell(HandBack(conns=[SocketHandle(fd)]))
+        except ActorError as exc:
+            log.debug("cannot hand a connection back: %r", exc)
+        finally:
+            os.close(fd)  # the message carries its own copy (or nobody wants it)
+        return True
 
     @property
     def _acceptor(self) -> _AcceptorState:
@@ -108,34 +161,38 @@ class Acceptor(Actor):
         state.listener = msg.listener
         state.policy = msg.policy
         state.recycle_after = msg.recycle_after
-        if msg.policy == "shared" and msg.sock is not None:
+        if msg.sock is not None:  # shared, reuseport: a listening socket to accept on
             sock = msg.sock.into_socket()
+            if state.draining:
+                sock.close()
+                return
             state.listening.append(sock)
             self.ctx.start_soon(self._accept_loop, sock)
-        elif msg.policy == "reuseport":
-            self.ctx.start_soon(self._bind_and_accept, msg.host, msg.port)
 
-    def _take_handoff(self, msg: Handoff) -> Taken | Refused:
+    def _take_handoff(self, msg: Handoff) -> Taken:
+        """Serve the connections handed over, in order, while there is room; the others are
+        refused (closed here: the master has its own copies and sends them elsewhere)."""
         state = self._acceptor
-        if state.draining or state.open >= self.max_connections:
-            msg.conn.close()
-            return Refused(reason="draining" if state.draining else "at max_connections")
-        self._serve(msg.conn.into_socket())
-        return Taken()
+        count = 0
+        refused: Literal["", "draining", "full"] = ""
+        for handle in msg.conns:
+            if not refused:
+                if state.draining:
+                    refused = "draining"
+                elif state.open >= self.max_connections:
+                    refused = "full"
+            if refused:
+                handle.close()
+            else:
+                self._serve(handle.into_socket())
+                count += 1
+        return Taken(count=count, refused=refused)
 
     @handler
     async def _on_stats(self, msg: GetStats) -> AcceptorStats:
         state = self._acceptor
         return AcceptorStats(path=self.ctx.path, pid=os.getpid(), open=state.open,
                              total=state.total)
-
-    async def _bind_and_accept(self, host: str, port: int) -> None:
-        state = self._acceptor
-        if state.draining:
-            return
-        sock = await bind(host, port, reuseport=True, listen=True)
-        state.listening.append(sock)
-        await self._accept_loop(sock)
 
     async def _accept_loop(self, listening: socket.socket) -> None:
         state = self._acceptor
@@ -220,12 +277,13 @@ class Acceptor(Actor):
         return self._acceptor.open
 
     async def drain(self) -> None:
-        """Stop taking connections, then wait for the open ones to finish."""
+        """Stop taking connections, then wait for the open ones to finish (the idle ones
+        at once: see :meth:`receive`)."""
         state = self._acceptor
         self._stop_accepting()
         for stream in list(state.waiting):  # idle connections: nothing in progress to finish
-            with contextlib.suppress(OSError):
-                stream.socket.shutdown(socket.SHUT_RD)
+            state.woken.add(stream)
+            trio.lowlevel.notify_closing(stream.socket)
         await state.idle.wait()
 
     def _stop_accepting(self) -> None:

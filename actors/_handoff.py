@@ -20,11 +20,11 @@ __all__ = [
     "Attach",
     "Closed",
     "GetStats",
+    "HandBack",
     "HandlePassed",
     "Handoff",
     "ListenerReport",
     "Policy",
-    "Refused",
     "Taken",
 ]
 
@@ -46,19 +46,27 @@ class Attach(Message, tag="actors.listener.Attach"):
 
 
 class Handoff(Message, tag="actors.listener.Handoff"):
-    """One accepted connection (round_robin, least_busy): reply Taken or Refused."""
+    """Accepted connections (round_robin, least_busy, or handed back by a draining acceptor):
+    several when several were ready at once. Answered with :class:`Taken`."""
 
-    conn: SocketHandle
+    conns: list[SocketHandle]
 
 
 class Taken(Message, tag="actors.listener.Taken"):
-    """The acceptor serves the connection handed to it (the master closes its copy)."""
+    """The acceptor serves the first ``count`` connections of a hand-off (the master closes
+    its copies); it refused the others, for ``refused``: ``"draining"`` (nothing more goes
+    to it) or ``"full"`` (at its ``max_connections`` for now)."""
+
+    count: int
+    refused: Literal["", "draining", "full"] = ""
 
 
-class Refused(Message, tag="actors.listener.Refused"):
-    """The acceptor did not take the connection (it is draining, or full): re-route it."""
+class HandBack(Message, tag="actors.listener.HandBack"):
+    """Idle connections of a draining acceptor whose connections carry no state between
+    requests (``Acceptor.stateless_connections``): to be served by another acceptor. Each
+    is at a request boundary; what the client sent since is in it, unread."""
 
-    reason: str
+    conns: list[SocketHandle]
 
 
 class Closed(Message, tag="actors.listener.Closed"):

@@ -53,22 +53,23 @@ from ._handoff import (
     Attach,
     Closed,
     GetStats,
+    HandBack,
     HandlePassed,
     Handoff,
     ListenerReport,
     Policy,
-    Refused,
     Taken,
 )
 from ._ref import ActorRef
 from ._router import Router
-from ._sockets import accept_failure, bind, claim_address
+from ._sockets import accept_failure, bind, claim_address, untouched
 from ._spec import Shutdown, SupervisorSpec, WorkerSpec, supervisor, worker
 from ._start import Starter
 from ._supervisor import ChildDown, ChildUp, Membership, Supervisor
 from ._tree import Child, Parent, stop_children
 
 __all__ = [
+    "Batch",
     "Dispatcher",
     "Listener",
     "ListenerSpec",
@@ -149,122 +150,184 @@ def listener(
     )
 
 
-# -- routing connections to acceptors (round_robin, least_busy) -------------------------------
+# -- routing connections to acceptors (round_robin, least_busy, and hand-backs) --------------
 
 
 @dataclass(eq=False)
 class Route:
-    """The listener's view of one running acceptor instance (``key``: its address)."""
+    """The listener's view of one running acceptor instance (``key``: its address).
+
+    ``gone`` is set once its process has exited: connections it held in doubt can then be
+    judged by the kernel (see :meth:`Dispatcher.settle`)."""
 
     key: str
     name: str
     ref: ActorRef
     pid: int
-    in_flight: dict[int, socket.socket] = field(default_factory=dict)
+    gone: trio.Event = field(default_factory=trio.Event)
+    in_flight: dict[int, list[tuple[socket.socket, int]]] = field(default_factory=dict)
+    pending: int = 0  # connections in flight (unanswered hand-offs)
+    doubtful: list[tuple[socket.socket, int]] = field(default_factory=list)
+    settling: bool = False  # the listener waits for its process to go, to judge them
     routable: bool = True
     open: int = 0
     total: int = 0
 
 
-Outcome = Literal["taken", "refused", "draining", "undelivered", "in_doubt"]
-"""How a hand-off ended: the acceptor took it; refused it (it is full for now); refused it
-for good (it drains: nothing more goes to it); certainly never got it (its process or
-actor was gone first); or died with it in doubt (it may have served it)."""
+@dataclass(frozen=True)
+class Batch:
+    """One hand-off to send: ``conns`` (with the attempts each had) to ``route``."""
 
-HandOff = Callable[[Route, int, socket.socket, int], None]
+    route: Route
+    id: int
+    conns: list[tuple[socket.socket, int]]
+
+
+Outcome = Literal["taken", "full", "draining", "undelivered", "in_doubt"]
+"""How a hand-off ended for the connections the acceptor did not take: it took them all;
+refused the rest (it is full for now); refused them for good (it drains: nothing more goes
+to it); certainly never got them (its process or actor was gone first); or died with them
+in doubt (it may have served them)."""
 
 
 class Dispatcher:
-    """Which acceptor gets each accepted connection, and what happens to it if refused.
+    """Which acceptor gets each connection, and what happens to those it does not take.
 
-    Pure bookkeeping: ``hand_off(route, id, conn, attempts)`` sends a hand-off, and whoever
-    gets its answer calls :meth:`answered`. A connection goes to one acceptor at a time; it
-    is re-routed only when the acceptor refused it or certainly never got it, and closed
-    when its acceptor died with it in doubt (never served twice). Connections no acceptor
-    has room for wait, in order; ``capacity`` is set whenever room may have come back.
+    Pure bookkeeping: :meth:`dispatch` returns the hand-offs to send (:class:`Batch`), and
+    whoever gets their answers calls :meth:`answered`, which returns what to send next. A
+    connection goes to one acceptor at a time; it is re-routed when the acceptor refused it
+    or certainly never got it. One whose acceptor died with it in doubt waits until that
+    acceptor's process is gone (``route.gone``); then :meth:`settle` asks the kernel: a
+    connection nobody read from or wrote to is handed on as if just accepted, any other is
+    closed (it was served in part: never by two). Connections no acceptor has room for
+    wait, in order; ``capacity`` is set whenever room may have come back.
     """
 
-    def __init__(self, policy: Policy, in_flight: int, hand_off: HandOff) -> None:
+    def __init__(self, policy: Policy, in_flight: int,
+                 untouched: Callable[[socket.socket], bool] = untouched) -> None:
         self.policy = policy
         self.cap = in_flight
-        self._hand_off = hand_off
+        self._untouched = untouched
         self.routes: dict[str, Route] = {}
         self.waiting: deque[tuple[socket.socket, int]] = deque()
         self.capacity = trio.Event()
-        self.lost = 0  # connections closed because their hand-off was in doubt
+        self.lost = 0  # connections closed because they were served in part when lost
+        self.rescued = 0  # connections in doubt that nobody had touched: handed on
         self._turn = 0
         self._ids = itertools.count(1)
 
-    def add(self, route: Route) -> None:
+    def add(self, route: Route) -> list[Batch]:
         self.routes[route.key] = route
-        self.flush()
         self.capacity.set()
+        return self.flush()
 
     def retire(self, key: str) -> None:
         """Route nothing new to ``key``; the hand-offs it has in flight still get answered."""
         route = self.routes.get(key)
         if route is not None:
             route.routable = False
-            if not route.in_flight:
-                del self.routes[key]
+            self._forget_if_done(route)
+
+    def room(self) -> int:
+        """How many more connections may be in flight now, over every acceptor."""
+        cap = self.cap
+        return sum(cap - r.pending for r in self.routes.values()
+                   if r.routable and r.pending < cap)
 
     def has_capacity(self) -> bool:
-        cap = self.cap
-        return any(r.routable and len(r.in_flight) < cap for r in self.routes.values())
+        return self.room() > 0
 
     def _pick(self, exclude: str | None) -> Route | None:
         cap = self.cap
         candidates = [
             r for r in self.routes.values()
-            if r.routable and len(r.in_flight) < cap and r.key != exclude
+            if r.routable and r.pending < cap and r.key != exclude
         ]
         if not candidates:
             return None
         if self.policy == "least_busy":
-            return min(candidates, key=lambda r: (r.open + len(r.in_flight), r.total))
+            return min(candidates, key=lambda r: (r.open + r.pending, r.total))
         self._turn += 1
         return candidates[self._turn % len(candidates)]
 
-    def dispatch(self, conn: socket.socket, attempts: int = 0, exclude: str | None = None
-                 ) -> None:
-        if attempts > 2 * max(1, len(self.routes)) + 2:
-            log.error("no acceptor would take a connection; closing it")
-            conn.close()
-            return
-        route = self._pick(exclude)
-        if route is None:
-            self.waiting.append((conn, attempts))
-            return
-        handoff_id = next(self._ids)
-        route.in_flight[handoff_id] = conn
-        self._hand_off(route, handoff_id, conn, attempts)
+    def dispatch(self, conns: list[tuple[socket.socket, int]], exclude: str | None = None
+                 ) -> list[Batch]:
+        """Route ``conns`` (each with the attempts it had): the hand-offs to send."""
+        batches: dict[str, Batch] = {}
+        limit = 2 * max(1, len(self.routes)) + 2
+        for conn, attempts in conns:
+            if attempts > limit:
+                log.error("no acceptor would take a connection; closing it")
+                conn.close()
+                continue
+            route = self._pick(exclude)
+            if route is None:
+                self.waiting.append((conn, attempts))
+                continue
+            batch = batches.get(route.key)
+            if batch is None:
+                batch = batches[route.key] = Batch(route, next(self._ids), [])
+                route.in_flight[batch.id] = batch.conns
+            batch.conns.append((conn, attempts))
+            route.pending += 1
+        return list(batches.values())
 
-    def answered(self, route: Route, handoff_id: int, attempts: int, outcome: Outcome) -> None:
-        conn = route.in_flight.pop(handoff_id, None)
-        if conn is None:
-            return
-        if outcome == "taken":
+    def answered(self, route: Route, batch_id: int, taken: int, outcome: Outcome
+                 ) -> list[Batch]:
+        """The acceptor took the first ``taken`` connections of hand-off ``batch_id``; the
+        others ended as ``outcome`` says. What to send next."""
+        conns = route.in_flight.pop(batch_id, None)
+        if conns is None:
+            return []
+        route.pending -= len(conns)
+        for conn, _ in conns[:taken]:
             route.open += 1
             route.total += 1
             conn.close()  # the acceptor has its own copy now
-        elif outcome == "in_doubt":
-            self.lost += 1
-            log.warning("acceptor %s went with a connection in doubt: closing it", route.name)
-            conn.close()
-        else:
-            if outcome in ("undelivered", "draining"):
-                route.routable = False  # gone, or going: nothing more goes to it
-            self.dispatch(conn, attempts + 1, exclude=route.key)
-        if not route.routable and not route.in_flight:
-            self.routes.pop(route.key, None)
-        self.flush()
+        rest = conns[taken:]
+        again: list[Batch] = []
+        if rest:
+            if outcome == "in_doubt":
+                route.routable = False  # its process died (or its channel broke)
+                route.doubtful.extend(rest)  # judged once its process is gone
+            else:
+                if outcome in ("undelivered", "draining"):
+                    route.routable = False  # gone, or going: nothing more goes to it
+                again = self.dispatch([(c, a + 1) for c, a in rest], exclude=route.key)
+        self._forget_if_done(route)
         self.capacity.set()
+        return again + self.flush()
 
-    def flush(self) -> None:
+    def settle(self, route: Route) -> list[Batch]:
+        """``route``'s process is gone, and with it every other reference to the
+        connections it held in doubt: hand on those nobody touched, close the others."""
+        doubtful, route.doubtful = route.doubtful, []
+        handed: list[tuple[socket.socket, int]] = []
+        for conn, attempts in doubtful:
+            if self._untouched(conn):
+                self.rescued += 1
+                handed.append((conn, attempts))
+            else:
+                self.lost += 1
+                log.warning("acceptor %s went while serving a connection: closing it",
+                            route.name)
+                conn.close()
+        route.routable = False
+        self._forget_if_done(route)
+        return self.dispatch(handed, exclude=route.key)
+
+    def _forget_if_done(self, route: Route) -> None:
+        done = not (route.routable or route.in_flight or route.doubtful)
+        if done and self.routes.get(route.key) is route:
+            del self.routes[route.key]
+
+    def flush(self) -> list[Batch]:
         """Hand over the waiting connections while some acceptor has room."""
-        while self.waiting and self.has_capacity():
-            conn, attempts = self.waiting.popleft()
-            self.dispatch(conn, attempts)
+        waiting: list[tuple[socket.socket, int]] = []
+        room = self.room()
+        while self.waiting and len(waiting) < room:
+            waiting.append(self.waiting.popleft())
+        return self.dispatch(waiting) if waiting else []
 
     def closed(self, key: str, count: int) -> None:
         route = self.routes.get(key)
@@ -274,40 +337,50 @@ class Dispatcher:
     def close_all(self) -> None:
         """The listener is gone: close every connection it still holds."""
         for route in self.routes.values():
-            for conn in route.in_flight.values():
-                conn.close()
+            for conns in route.in_flight.values():
+                for conn, _ in conns:
+                    conn.close()
             route.in_flight.clear()
+            for conn, _ in route.doubtful:
+                conn.close()
+            route.doubtful.clear()
         self.routes.clear()
         while self.waiting:
             self.waiting.popleft()[0].close()
 
 
-def _outcome(reply: Message | None, error: BaseException | None) -> Outcome:
+def _outcome(reply: Message | None, error: BaseException | None) -> tuple[int, Outcome]:
+    """How many connections of a hand-off its acceptor took, and what became of the rest."""
     if isinstance(reply, Taken):
-        return "taken"
-    if isinstance(reply, Refused):
-        return "draining" if reply.reason == "draining" else "refused"
+        return reply.count, "taken" if not reply.refused else reply.refused
     if isinstance(error, ActorGone) and not error.in_doubt:
-        return "undelivered"
+        return 0, "undelivered"
     if isinstance(error, RemoteError) and error.type_name.startswith("protocol."):
         # Its process could not take the hand-off (its fd table is full: the kernel dropped
-        # the fd): the acceptor never saw it, and lives on.
-        return "refused"
-    return "in_doubt"
+        # the fds): the acceptor never saw it, and lives on.
+        return 0, "full"
+    return 0, "in_doubt"
 
 
 # -- the listener itself ----------------------------------------------------------------------
 
 
 class _ListenerActor(Actor):
-    """The listener's own actor: acceptors report closed connections to it."""
+    """The listener's own actor: acceptors report closed connections to it, and hand back
+    the idle connections they cannot keep (they drain)."""
 
-    def __init__(self, dispatcher: Dispatcher) -> None:
+    def __init__(self, dispatcher: Dispatcher, route: Callable[[list[socket.socket]], None]
+                 ) -> None:
         self.dispatcher = dispatcher
+        self.route = route
 
     @handler
     async def closed(self, msg: Closed) -> None:
         self.dispatcher.closed(msg.address, msg.count)
+
+    @handler
+    async def hand_back(self, msg: HandBack) -> None:
+        self.route([handle.into_socket() for handle in msg.conns])
 
 
 class Listener:
@@ -345,10 +418,11 @@ class Listener:
         self.host = spec.host
         self.port = spec.port
         self.nursery: trio.Nursery
-        self.dispatcher = Dispatcher(spec.policy, spec.in_flight, self._hand_off)
+        self.dispatcher = Dispatcher(spec.policy, spec.in_flight)
         self._supervisor: Supervisor | None = None
         self._actor: Cell | None = None
         self._accepting = False
+        self._running = False  # acceptors may be routed to (it is up, and not stopping)
         self._reload_lock = trio.Lock()
 
     @property
@@ -373,8 +447,9 @@ class Listener:
                 self.nursery = nursery
                 # The actor shares the listener's path: the supervisor's events speak for both.
                 actor = self._actor = Cell(
-                    self.router, _ListenerActor(self.dispatcher), path=self.path, parent=self,
-                    shutdown_timeout=1.0, spawn=self._starter.spawn, report_events=False,
+                    self.router, _ListenerActor(self.dispatcher, self._handed_back),
+                    path=self.path, parent=self, shutdown_timeout=1.0,
+                    spawn=self._starter.spawn, report_events=False,
                 )
                 self.children.append(actor)
                 await nursery.start(actor.run)
@@ -395,16 +470,17 @@ class Listener:
                         nursery.start_soon(self._accept_loop)
                     if self.spec.report_every > 0:
                         nursery.start_soon(self._report_loop)
+                    self._running = True
                     task_status.started(self)
                     await sup.done.wait()
-                self._accepting = False
+                self._accepting = self._running = False
                 with trio.CancelScope(shield=True):
                     await stop_children(self)
                 nursery.cancel_scope.cancel()
             if failure is not None:
                 raise failure
         finally:
-            self._accepting = False
+            self._accepting = self._running = False
             if self._registry.get(self.path) is self:
                 del self._registry[self.path]
             self.dispatcher.close_all()
@@ -438,8 +514,12 @@ class Listener:
         if self.sock is not None:
             trio.lowlevel.notify_closing(self.sock)
             if self.router.stopping:
-                self._sockets.pop(self.path, None)
-                self.sock.close()
+                self._running = False
+                for key in [self.path, *(k for k in self._sockets
+                                         if k.startswith(self.path + "/"))]:
+                    sock = self._sockets.pop(key)
+                    trio.lowlevel.notify_closing(sock)
+                    sock.close()
         if self._supervisor is not None:
             await self._supervisor.shutdown(grace)
         await self.done.wait()
@@ -461,6 +541,7 @@ class Listener:
                 await sup.add_child(dataclasses.replace(template, name=str(index)))
             for name in reversed(names[count:]):
                 await sup.remove_child(name)
+                self._close_slot(name)
 
     # -- acceptors coming and going ---------------------------------------------------------
 
@@ -484,7 +565,7 @@ class Listener:
                             sock=SocketHandle.from_socket(self.sock))
         elif policy == "reuseport":
             attach = Attach(listener=self._actor.ref, policy="reuseport",
-                            host=str(self.host), port=int(self.port))
+                            sock=SocketHandle.from_socket(await self._slot(name)))
         else:
             attach = Attach(listener=self._actor.ref, policy=policy)
         limit = self.spec.max_connections_per_worker
@@ -502,24 +583,81 @@ class Listener:
                 path=self.path, acceptor=instance.path, pid=pid, host=str(self.host),
                 port=int(self.port),
             ))
-        if policy in ROUTED and key is not None:
-            self.dispatcher.add(Route(key=key, name=instance.path, ref=instance.ref, pid=pid))
+        if key is not None:
+            # Every policy routes: the master's own accepts (round_robin, least_busy), and
+            # the idle connections a draining acceptor hands back (any policy).
+            self._send(self.dispatcher.add(Route(
+                key=key, name=instance.path, ref=instance.ref, pid=pid, gone=instance.done,
+            )))
+
+    async def _slot(self, name: str) -> socket.socket:
+        """The ``reuseport`` socket of acceptor ``name``: bound and held by the master, so
+        that the connections the kernel queued on it wait for the acceptor's successor
+        (a crash, a reload) instead of being reset when the acceptor's copy closes."""
+        key = f"{self.path}/{name}"
+        sock = self._sockets.get(key)
+        if sock is None:
+            sock = self._sockets[key] = await bind(
+                str(self.host), int(self.port), reuseport=True, listen=True,
+                backlog=self.spec.backlog,
+            )
+        return sock
+
+    def _close_slot(self, name: str) -> None:
+        """Acceptor ``name`` is gone for good (scaled down): what its socket queued goes to
+        the others, then it is closed."""
+        sock = self._sockets.pop(f"{self.path}/{name}", None)
+        if sock is None:
+            return
+        taken = _accept_all(sock, self.path)
+        trio.lowlevel.notify_closing(sock)
+        sock.close()
+        self._route(taken)
 
     # -- routing ----------------------------------------------------------------------------
 
-    def _hand_off(self, route: Route, handoff_id: int, conn: socket.socket, attempts: int
-                  ) -> None:
-        def answered(reply: Message | None, error: BaseException | None) -> None:
-            self.dispatcher.answered(route, handoff_id, attempts, _outcome(reply, error))
+    def _route(self, conns: list[socket.socket]) -> None:
+        self._send(self.dispatcher.dispatch([(conn, 0) for conn in conns]))
 
-        self.router.request(route.ref, Handoff(conn=SocketHandle.from_socket(conn)), answered)
+    def _handed_back(self, conns: list[socket.socket]) -> None:
+        """Idle connections a draining acceptor could not keep: to another one, unless the
+        system is stopping (then nobody will serve them)."""
+        if self.router.stopping or not self._running:
+            for conn in conns:
+                conn.close()
+            return
+        self._route(conns)
+
+    def _send(self, batches: list[Batch]) -> None:
+        for batch in batches:
+            self._hand_off(batch)
+
+    def _hand_off(self, batch: Batch) -> None:
+        route = batch.route
+
+        def answered(reply: Message | None, error: BaseException | None) -> None:
+            taken, outcome = _outcome(reply, error)
+            self._send(self.dispatcher.answered(route, batch.id, taken, outcome))
+            if route.doubtful and not route.settling:
+                route.settling = True
+                self.nursery.start_soon(self._settle, route)
+
+        handoff = Handoff(conns=[SocketHandle.from_socket(conn) for conn, _ in batch.conns])
+        self.router.request(route.ref, handoff, answered)
+
+    async def _settle(self, route: Route) -> None:
+        """Once the process of an acceptor that died with connections in doubt is gone,
+        hand on those it never touched."""
+        await route.gone.wait()
+        self._send(self.dispatcher.settle(route))
 
     async def _accept_loop(self) -> None:
         sock = self.sock
         assert sock is not None
         dispatcher = self.dispatcher
         while self._accepting:
-            if not dispatcher.has_capacity() or dispatcher.waiting:
+            room = dispatcher.room()
+            if not room or dispatcher.waiting:
                 dispatcher.capacity = trio.Event()
                 await dispatcher.capacity.wait()  # every acceptor is at its cap: the kernel queues
                 continue
@@ -527,22 +665,16 @@ class Listener:
                 await trio.lowlevel.wait_readable(sock)
             except trio.ClosedResourceError:
                 return
-            # Take what is queued before yielding: one wake-up, many connections.
-            while self._accepting and dispatcher.has_capacity():
-                try:
-                    conn, _ = sock.accept()
-                except BlockingIOError:
-                    break
-                except OSError as exc:
-                    failure = accept_failure(exc)
-                    if failure == "closed":
-                        return
-                    if failure == "starved":
-                        log.error("%s cannot accept: %s", self.path, exc)
-                        await trio.sleep(0.1)
-                        break
-                    continue
-                dispatcher.dispatch(conn)
+            # Take what is queued before yielding (one wake-up, many connections), and hand
+            # them over together: one hand-off per acceptor, however many it gets.
+            conns, failure = _accept_some(sock, room)
+            if conns:
+                self._route(conns)
+            if failure == "closed":
+                return
+            if failure == "starved":
+                log.error("%s cannot accept: out of file descriptors or memory", self.path)
+                await trio.sleep(0.1)
 
     # -- figures and reloads ----------------------------------------------------------------
 
@@ -589,6 +721,33 @@ class Listener:
                     )
                 replaced.append(f"{self.path}/{name}")
             return replaced
+
+
+def _accept_some(sock: socket.socket, most: int
+                 ) -> tuple[list[socket.socket], Literal["closed", "starved", ""]]:
+    """Up to ``most`` connections queued on ``sock`` now (without waiting), and why it
+    stopped early if it had to."""
+    conns: list[socket.socket] = []
+    while len(conns) < most:
+        try:
+            conn, _ = sock.accept()
+        except BlockingIOError:
+            break
+        except OSError as exc:
+            failure = accept_failure(exc)
+            if failure == "aborted":
+                continue  # that client gave up: the next one
+            return conns, failure
+        conns.append(conn)
+    return conns, ""
+
+
+def _accept_all(sock: socket.socket, path: str) -> list[socket.socket]:
+    """Every connection queued on a socket about to be closed (which would reset them)."""
+    conns, failure = _accept_some(sock, 1 << 30)
+    if failure == "starved":
+        log.error("%s: out of file descriptors while taking over a socket's queue", path)
+    return conns
 
 
 def run_listeners(

@@ -1,4 +1,4 @@
-"""Listening sockets: binding one (the listener, or a ``reuseport`` acceptor)."""
+"""Sockets: binding a listening one, and what the kernel says of a connection."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import errno
 import fcntl
 import os
 import socket
+import struct
+import termios
 from pathlib import Path
 from typing import Literal
 
@@ -13,7 +15,15 @@ import trio
 
 from ._errors import BindError
 
-__all__ = ["LockedSocket", "accept_failure", "bind", "claim_address", "runtime_directory"]
+__all__ = [
+    "LockedSocket",
+    "accept_failure",
+    "bind",
+    "claim_address",
+    "runtime_directory",
+    "unread_bytes",
+    "untouched",
+]
 
 _RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
@@ -27,6 +37,45 @@ def accept_failure(exc: OSError) -> Literal["closed", "starved", "aborted"]:
     if exc.errno in _RESOURCE_ERRNOS:
         return "starved"
     return "aborted"
+
+
+# struct tcp_info (linux/tcp.h): tcpi_bytes_received is a __u64 at byte 128 (Linux >= 4.1),
+# tcpi_bytes_sent a __u64 at byte 200 (Linux >= 4.19).
+_TCPI_BYTES_RECEIVED = 128
+_TCPI_BYTES_SENT = 200
+_TCP_INFO_NEEDED = _TCPI_BYTES_SENT + 8
+_ESTABLISHED, _CLOSE_WAIT = 1, 8  # tcpi_state (the first byte)
+
+
+def unread_bytes(fd: int) -> int:
+    """Bytes waiting in a connected socket's receive queue (``SIOCINQ``)."""
+    return int(struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0])
+
+
+def untouched(conn: socket.socket) -> bool:
+    """True when nobody ever read from or wrote to the TCP connection ``conn``: every byte
+    it received is still unread, and it never sent one (nor has one waiting to go).
+
+    Only meaningful once ``conn`` is the last reference to the connection (the process it
+    was handed to is gone): then such a connection can be served by another as if it had
+    just been accepted. False whenever the kernel cannot say (not TCP, a kernel older than
+    4.19): when in doubt, a connection is not served twice."""
+    try:
+        info = conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+        if len(info) < _TCP_INFO_NEEDED:
+            return False
+        state = info[0]
+        if state not in (_ESTABLISHED, _CLOSE_WAIT):
+            return False  # this side closed or reset it: nothing to hand on
+        (received,) = struct.unpack_from("Q", info, _TCPI_BYTES_RECEIVED)
+        (sent,) = struct.unpack_from("Q", info, _TCPI_BYTES_SENT)
+        unsent = struct.unpack("i", fcntl.ioctl(conn.fileno(), termios.TIOCOUTQ,
+                                                 b"\0\0\0\0"))[0]
+        if state == _CLOSE_WAIT:
+            received -= 1  # the peer's FIN takes one sequence number, and is no data
+        return bool(sent == 0 and unsent == 0 and received == unread_bytes(conn.fileno()))
+    except OSError:
+        return False
 
 
 def runtime_directory() -> Path:

@@ -3,8 +3,11 @@
     python examples/echo_client.py --port 7000 [--connections 32] [--seconds 5]
                                    [--size 64] [--new-connection-per-request]
 
-Prints round trips/s, latency p50/p99 and errors (a refused or reset connection, a short
-or wrong echo). Exits 1 if there was any error.
+Prints round trips/s, latency p50/p99, the connections the server closed and the errors.
+A connection the server closes between two echoes (nothing of the echo came back: it
+drained an idle connection, as keep-alive servers do) is counted as closed, and the client
+reconnects and sends that request again; an error is anything else (a refused connection,
+an echo cut short or wrong). Exits 1 if there was any error.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ class Tally:
     def __init__(self) -> None:
         self.latencies: list[float] = []
         self.errors = 0
+        self.closed = 0  # connections the server closed between two echoes
         self.first_error = ""
 
     def error(self, what: str) -> None:
@@ -29,36 +33,53 @@ class Tally:
             self.first_error = what
 
 
+class Closed(Exception):
+    """The server closed the connection before any byte of the echo came back."""
+
+
 async def _round_trip(stream: trio.SocketStream, payload: bytes) -> bool:
-    await stream.send_all(payload)
+    """Send ``payload`` and read its echo: True if it came back whole and right."""
     received = b""
-    while len(received) < len(payload):
-        chunk = await stream.receive_some(len(payload) - len(received))
-        if not chunk:
-            return False
-        received += chunk
+    try:
+        await stream.send_all(payload)
+        while len(received) < len(payload):
+            chunk = await stream.receive_some(len(payload) - len(received))
+            if not chunk:
+                break
+            received += chunk
+    except (OSError, trio.BrokenResourceError) as exc:
+        if not received:
+            raise Closed(str(exc)) from exc
+        raise
+    if not received:
+        raise Closed("end of stream")
     return received == payload
 
 
 async def keep_alive(host: str, port: int, size: int, deadline: float, tally: Tally) -> None:
-    try:
-        stream = await trio.open_tcp_stream(host, port)
-    except OSError as exc:
-        tally.error(f"connect: {exc}")
-        return
-    async with stream:
-        while time.monotonic() < deadline:
-            payload = os.urandom(size)
-            start = time.perf_counter()
-            try:
-                ok = await _round_trip(stream, payload)
-            except (OSError, trio.BrokenResourceError) as exc:
-                tally.error(f"round trip: {exc}")
-                return
-            if not ok:
-                tally.error("short or wrong echo")
-                return
-            tally.latencies.append(time.perf_counter() - start)
+    payload = os.urandom(size)
+    while time.monotonic() < deadline:
+        try:
+            stream = await trio.open_tcp_stream(host, port)
+        except OSError as exc:
+            tally.error(f"connect: {exc}")
+            return
+        async with stream:
+            while time.monotonic() < deadline:
+                start = time.perf_counter()
+                try:
+                    ok = await _round_trip(stream, payload)
+                except Closed:
+                    tally.closed += 1
+                    break  # reconnect, and send this request again
+                except (OSError, trio.BrokenResourceError) as exc:
+                    tally.error(f"round trip: {exc}")
+                    return
+                if not ok:
+                    tally.error("short or wrong echo")
+                    return
+                tally.latencies.append(time.perf_counter() - start)
+                payload = os.urandom(size)
 
 
 async def one_per_request(host: str, port: int, size: int, deadline: float, tally: Tally) -> None:
@@ -68,6 +89,9 @@ async def one_per_request(host: str, port: int, size: int, deadline: float, tall
         try:
             async with await trio.open_tcp_stream(host, port) as stream:
                 ok = await _round_trip(stream, payload)
+        except Closed as exc:
+            tally.error(f"closed before the echo: {exc}")
+            continue
         except (OSError, trio.BrokenResourceError) as exc:
             tally.error(f"connection: {exc}")
             continue
@@ -97,7 +121,7 @@ async def main(arguments: argparse.Namespace) -> int:
     if done:
         line += (f", latency p50 {_percentile(tally.latencies, 0.5) * 1e6:,.0f} us"
                  f" p99 {_percentile(tally.latencies, 0.99) * 1e6:,.0f} us")
-    line += f", errors {tally.errors}"
+    line += f", closed by the server {tally.closed}, errors {tally.errors}"
     if tally.first_error:
         line += f" (first: {tally.first_error})"
     print(line)

@@ -39,8 +39,14 @@ POLICIES = ("round_robin", "least_busy", "shared", "reuseport")
 
 
 class Echo(Acceptor):
-    """Sends back every byte it receives, until the client closes (or, between two
-    requests, until the acceptor drains: an idle client does not hold up a shutdown)."""
+    """Sends back every byte it receives, until the client closes.
+
+    An echo carries nothing from one request to the next, so when this acceptor drains (a
+    reload, a scale-down) its idle connections go on in another acceptor: the client never
+    sees the reload. A protocol with state per connection (a login, a selected database)
+    leaves ``stateless_connections`` off: its idle connections are then closed."""
+
+    stateless_connections = True
 
     async def handle(self, stream: trio.SocketStream) -> None:
         while (data := await self.receive(stream)) is not None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from actors import (
     Acceptor,
@@ -408,10 +409,15 @@ class Journaled(Acceptor):
         self.journal = journal
 
     async def handle(self, stream: trio.SocketStream) -> None:
+        # Served means read from: a connection nobody read from (or wrote to) that an
+        # acceptor took just before it was killed may go on in another one.
         inode = os.fstat(stream.socket.fileno()).st_ino
-        with open(self.journal, "a") as out:  # noqa: ASYNC230 (one short line, O_APPEND)
-            out.write(f"{inode} {os.getpid()}\n")
+        first = True
         async for data in stream:
+            if first:
+                with open(self.journal, "a") as out:  # noqa: ASYNC230 (one short line)
+                    out.write(f"{inode} {os.getpid()}\n")
+                first = False
             await stream.send_all(data)
 
 
@@ -496,3 +502,222 @@ async def test_an_acceptor_at_its_fd_limit_refuses_and_keeps_serving() -> None:
                 for stream in served:
                     await stream.aclose()
             assert await echo_once(port, b"after") == b"after"
+
+
+# -- no connection lost when an acceptor dies or drains ------------------------------------
+
+
+class Stalling(Acceptor):
+    """Echoes; on ``stall`` it says its pid and blocks its whole process (a handler stuck
+    in a blocking call): what is handed to it meanwhile waits, unread, in its channel."""
+
+    stateless_connections = True
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        while (data := await self.receive(stream)) is not None:
+            if data == b"stall":
+                await stream.send_all(str(os.getpid()).encode())
+                import time
+
+                time.sleep(60)  # noqa: ASYNC251  (the point: its event loop is stuck)
+            await stream.send_all(data)
+
+
+async def _stall_one(port: int) -> tuple[trio.SocketStream, int]:
+    """A connection that stalls the acceptor serving it; that acceptor's pid."""
+    stalled = await trio.open_tcp_stream("127.0.0.1", port)
+    await stalled.send_all(b"stall")
+    return stalled, int(await stalled.receive_some())
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+async def test_connections_waiting_for_a_killed_acceptor_are_served_by_another(
+    policy: str,
+) -> None:
+    # round_robin, least_busy: hand-offs still unread in the dead worker's channel were
+    # closed as "in doubt"; the kernel says nobody touched them, so they go elsewhere.
+    # reuseport: the connections queued on the dead acceptor's socket were reset with it;
+    # the master keeps that socket for its successor. shared: the queue is the listener's.
+    spec = supervisor("root", children=[
+        listener("echo", port=0, acceptor=Stalling, count=2, policy=policy),  # type: ignore[arg-type]
+    ])
+    with trio.fail_after(TIMEOUT):
+        async with open_system(spec) as system:
+            port = system.listener("root/echo").port
+            stalled, victim = await _stall_one(port)
+            served: list[bytes] = []
+            enough = trio.Event()
+
+            async def client(i: int) -> None:
+                payload = b"hello %d" % i
+                echoed = await echo_once(port, payload)
+                served.append(echoed if echoed == payload else b"wrong: " + echoed)
+                if len(served) >= 8:
+                    enough.set()
+
+            async with stalled, trio.open_nursery() as nursery:
+                for i in range(24):
+                    nursery.start_soon(client, i)
+                await enough.wait()  # those the live acceptor got are served...
+                await trio.testing.wait_all_tasks_blocked(0.2)
+                if policy != "shared":  # (there the live one accepts them all)
+                    assert len(served) < 24  # ...the others wait for the stuck one
+                os.kill(victim, signal.SIGKILL)
+                # The connection it had begun to serve is closed, never handed on.
+                with trio.fail_after(10):
+                    try:
+                        assert await stalled.receive_some() == b""
+                    except trio.BrokenResourceError:
+                        pass  # reset: closed all the same
+            assert sorted(served) == sorted(b"hello %d" % i for i in range(24))
+
+
+class KeepAliveClients:
+    """Keep-alive clients that count what a drain does to them: connections the server
+    closed between requests (they reconnect and send that request again) and failures
+    (an echo cut short or wrong, a request lost)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.ok = 0
+        self.connects = 0
+        self.closed = 0
+        self.failures: list[str] = []
+        self.stop = trio.Event()
+        self._goal = 0
+        self._reached = trio.Event()
+
+    async def served(self, more: int) -> None:
+        self._goal = self.ok + more
+        self._reached = trio.Event()
+        await self._reached.wait()
+
+    async def run(self, i: int) -> None:
+        payload = os.urandom(64)
+        while not self.stop.is_set():
+            stream = await trio.open_tcp_stream("127.0.0.1", self.port)
+            self.connects += 1
+            async with stream:
+                while not self.stop.is_set():
+                    got = b""
+                    try:
+                        await stream.send_all(payload)
+                        while len(got) < len(payload):
+                            chunk = await stream.receive_some()
+                            if not chunk:
+                                break
+                            got += chunk
+                    except (OSError, trio.BrokenResourceError) as exc:
+                        if got:
+                            self.failures.append(f"client {i}: cut short: {exc!r}")
+                            return
+                    if not got:
+                        self.closed += 1  # closed between two requests: try again
+                        break
+                    if got != payload:
+                        self.failures.append(f"client {i}: wrong echo")
+                        return
+                    self.ok += 1
+                    if self.ok >= self._goal:
+                        self._reached.set()
+                    payload = os.urandom(64)
+
+
+class Stateless(Acceptor):
+    stateless_connections = True
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        while (data := await self.receive(stream)) is not None:
+            await stream.send_all(data)
+
+
+class Stateful(Stateless):
+    stateless_connections = False
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+async def test_stateless_connections_move_to_another_acceptor_through_reloads_and_scaling(
+    policy: str,
+) -> None:
+    spec = supervisor("root", children=[
+        listener("echo", port=0, acceptor=Stateless, count=3, policy=policy,  # type: ignore[arg-type]
+                 max_restarts=50),
+    ])
+    with trio.fail_after(TIMEOUT):
+        async with open_system(spec) as system:
+            clients = KeepAliveClients(system.listener("root/echo").port)
+            async with trio.open_nursery() as nursery:
+                for i in range(16):
+                    nursery.start_soon(clients.run, i)
+                await clients.served(200)
+                await system.reload("root/echo")
+                await clients.served(200)
+                await system.reload("root/echo")
+                await clients.served(200)
+                await system.scale("root/echo", 2)
+                await clients.served(200)
+                clients.stop.set()
+            assert clients.failures == []
+            assert (clients.closed, clients.connects) == (0, 16)  # nobody noticed
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+async def test_a_drain_serves_what_was_sent_then_closes_idle_connections(policy: str) -> None:
+    # Without stateless_connections, a drain closes idle connections; a request already
+    # sent is served first. The drain used to close them at once, dropping that request.
+    spec = supervisor("root", children=[
+        listener("echo", port=0, acceptor=Stateful, count=2, policy=policy,  # type: ignore[arg-type]
+                 max_restarts=50),
+    ])
+    with trio.fail_after(TIMEOUT):
+        async with open_system(spec) as system:
+            clients = KeepAliveClients(system.listener("root/echo").port)
+            async with trio.open_nursery() as nursery:
+                for i in range(16):
+                    nursery.start_soon(clients.run, i)
+                await clients.served(200)
+                await system.reload("root/echo")
+                await clients.served(200)
+                await system.reload("root/echo")
+                await clients.served(200)
+                clients.stop.set()
+            assert clients.failures == []
+            assert clients.closed >= 16  # the idle ones were closed (and came back)
+
+
+class Pipelined(Acceptor):
+    """Works on each request until told it may answer (a drain begins meanwhile)."""
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        while (data := await self.receive(stream, 5)) is not None:
+            if data == b"one..":
+                while not os.path.exists(os.environ["PIPELINED_GO"]):  # noqa: ASYNC110, ASYNC240
+                    await trio.sleep(0.01)
+            await stream.send_all(data)
+
+
+async def test_a_request_sent_before_a_drain_is_served_before_the_connection_closes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    go = tmp_path / "go"
+    monkeypatch.setenv("PIPELINED_GO", str(go))
+    spec = supervisor("root", children=[
+        listener("echo", port=0, acceptor=Pipelined, count=1, shutdown=20.0),
+    ])
+    with trio.fail_after(TIMEOUT):
+        async with open_system(spec) as system:
+            events = system.events()
+            port = system.listener("root/echo").port
+            (old,) = await system.acceptor_stats("root/echo")
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            async with stream, trio.open_nursery() as nursery:
+                await stream.send_all(b"one..")  # the handler works on it...
+                nursery.start_soon(system.reload, "root/echo")
+                ready = await next_event(events, ActorReady, "root/echo/0")
+                assert ready.pid != old.pid  # ...while its acceptor is replaced, and drains
+                await stream.send_all(b"two..")  # the next request, sent during the drain
+                go.touch()
+                got = b""
+                while chunk := await stream.receive_some():
+                    got += chunk
+            assert got == b"one..two.."  # both served, then the idle connection closed
