@@ -62,7 +62,7 @@ from ._handoff import (
 )
 from ._ref import ActorRef
 from ._router import Router
-from ._sockets import accept_failure, bind, claim_address, untouched
+from ._sockets import AcceptBackoff, accept_failure, bind, claim_address, untouched
 from ._spec import Shutdown, SupervisorSpec, WorkerSpec, supervisor, worker
 from ._start import Starter
 from ._supervisor import ChildDown, ChildUp, Membership, Supervisor
@@ -655,6 +655,7 @@ class Listener:
         sock = self.sock
         assert sock is not None
         dispatcher = self.dispatcher
+        backoff = AcceptBackoff(self.path)
         while self._accepting:
             room = dispatcher.room()
             if not room or dispatcher.waiting:
@@ -669,12 +670,13 @@ class Listener:
             # them over together: one hand-off per acceptor, however many it gets.
             conns, failure = _accept_some(sock, room)
             if conns:
+                backoff.accepted()
                 self._route(conns)
-            if failure == "closed":
+            if failure is None:
+                continue
+            if accept_failure(failure) == "closed":
                 return
-            if failure == "starved":
-                log.error("%s cannot accept: out of file descriptors or memory", self.path)
-                await trio.sleep(0.1)
+            await backoff.starved_by(failure)
 
     # -- figures and reloads ----------------------------------------------------------------
 
@@ -724,9 +726,10 @@ class Listener:
 
 
 def _accept_some(sock: socket.socket, most: int
-                 ) -> tuple[list[socket.socket], Literal["closed", "starved", ""]]:
-    """Up to ``most`` connections queued on ``sock`` now (without waiting), and why it
-    stopped early if it had to."""
+                 ) -> tuple[list[socket.socket], OSError | None]:
+    """Up to ``most`` connections queued on ``sock`` now (without waiting), and the error
+    that stopped it early, if one did: the socket was closed, or there is no fd or memory
+    for more (see :func:`accept_failure`)."""
     conns: list[socket.socket] = []
     while len(conns) < most:
         try:
@@ -734,18 +737,17 @@ def _accept_some(sock: socket.socket, most: int
         except BlockingIOError:
             break
         except OSError as exc:
-            failure = accept_failure(exc)
-            if failure == "aborted":
+            if accept_failure(exc) == "aborted":
                 continue  # that client gave up: the next one
-            return conns, failure
+            return conns, exc
         conns.append(conn)
-    return conns, ""
+    return conns, None
 
 
 def _accept_all(sock: socket.socket, path: str) -> list[socket.socket]:
     """Every connection queued on a socket about to be closed (which would reset them)."""
     conns, failure = _accept_some(sock, 1 << 30)
-    if failure == "starved":
+    if failure is not None and accept_failure(failure) == "starved":
         log.error("%s: out of file descriptors while taking over a socket's queue", path)
     return conns
 

@@ -42,7 +42,7 @@ from ._errors import ActorError, SystemNameTaken
 from ._events import Event, ExitReason
 from ._listener import Listener
 from ._router import Router
-from ._sockets import runtime_directory
+from ._sockets import AcceptBackoff, accept_failure, runtime_directory
 from ._supervisor import Supervisor
 from ._tree import Child
 from ._worker import WorkerHandle
@@ -167,6 +167,8 @@ class _Processes:
         except psutil.Error:
             self._seen.pop(pid, None)
             return None, None
+        except OSError:
+            return None, None  # out of fds to read /proc with: figures unknown this time
 
 
 PROCESSES = _Processes()
@@ -361,12 +363,30 @@ class ControlServer:
         self._listening = listening
 
     async def serve(self) -> None:
+        # Out of fds (idle clients by the thousand), the master backs off as its listeners
+        # do: what it serves already goes on, and the clients queued wait for their turn.
+        backoff = AcceptBackoff(f"control socket {self.path}")
         async with trio.open_nursery() as nursery:
             while True:
-                conn, _ = await self._listening.accept()
+                try:
+                    conn, _ = await self._listening.accept()
+                except OSError as exc:
+                    failure = accept_failure(exc)
+                    if failure == "closed":
+                        return
+                    if failure == "starved":
+                        await backoff.starved_by(exc)
+                    continue
+                backoff.accepted()
                 raw = socket.socket(fileno=conn.detach())
-                if _peer_uid(raw) != os.getuid():
-                    log.warning("control socket %s: refused a client of another user", self.path)
+                try:
+                    uid = _peer_uid(raw)
+                except OSError:
+                    uid = -1  # gone before it was looked at
+                if uid != os.getuid():
+                    if uid >= 0:
+                        log.warning("control socket %s: refused a client of another user",
+                                    self.path)
                     raw.close()
                     continue
                 nursery.start_soon(self._client, raw)

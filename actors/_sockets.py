@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
 import socket
 import struct
@@ -16,6 +17,7 @@ import trio
 from ._errors import BindError
 
 __all__ = [
+    "AcceptBackoff",
     "LockedSocket",
     "accept_failure",
     "bind",
@@ -24,6 +26,8 @@ __all__ = [
     "unread_bytes",
     "untouched",
 ]
+
+log = logging.getLogger("actors")
 
 _RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
@@ -76,6 +80,32 @@ def untouched(conn: socket.socket) -> bool:
         return bool(sent == 0 and unsent == 0 and received == unread_bytes(conn.fileno()))
     except OSError:
         return False
+
+
+class AcceptBackoff:
+    """How an accept loop waits out a ``"starved"`` failure: it sleeps ``delay`` and tries
+    again (the connection stays queued in the kernel meanwhile).
+
+    A full fd table can last (a thousand idle clients), and a line every ``delay`` would
+    flood the log: the first failure of an episode is logged, and its end, once."""
+
+    def __init__(self, what: str, delay: float = 0.1) -> None:
+        self.what = what
+        self.delay = delay
+        self.starved = False
+
+    async def starved_by(self, exc: OSError) -> None:
+        if not self.starved:
+            self.starved = True
+            log.error("%s: cannot accept (%s); backing off until it can", self.what,
+                      exc.strerror or exc)
+        await trio.sleep(self.delay)
+
+    def accepted(self) -> None:
+        """A connection was accepted: an episode of starvation, if any, is over."""
+        if self.starved:
+            self.starved = False
+            log.warning("%s: accepting again", self.what)
 
 
 def runtime_directory() -> Path:

@@ -376,6 +376,8 @@ class WorkerHandle:
                 rss = process.memory_info().rss
             except psutil.Error:
                 return  # it exited
+            except OSError:
+                continue  # this process is out of fds to read /proc with: look again later
             over = over + 1 if rss > limit else 0
             if over >= 2:
                 self._stop_on_release = True
