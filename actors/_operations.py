@@ -397,6 +397,9 @@ class ControlServer:
         try:
             async with open_channel(raw) as channel:
                 request = await _receive(channel)
+                if isinstance(request, str):
+                    await send_control(channel, Answer(ok=False, error=request))
+                    return
                 if not isinstance(request, Request):
                     return
                 await self._serve(channel, request)
@@ -474,10 +477,12 @@ def _path(request: Request) -> str:
 
 
 async def _until_closed(channel: Channel, scope: trio.CancelScope) -> None:
-    """The client of a stream says nothing more: return once it goes."""
+    """The client of a stream says nothing more: return once it goes. Whatever it sends
+    meanwhile is dropped, fds included (else a client could fill the master's fd table)."""
     with contextlib.suppress(Exception):
         while True:
-            await channel.receive_some()
+            for frame in await channel.receive_some():
+                frame.close_fds()
     scope.cancel()
 
 
@@ -487,9 +492,16 @@ async def send_control(channel: Channel, message: Message) -> None:
     await channel.send(data, fds)
 
 
-async def _receive(channel: Channel) -> Message:
-    frames = await channel.receive_some()
-    return decode_message(frames[0])
+async def _receive(channel: Channel) -> Message | str:
+    """A client's request, or why it is refused. A request is one frame and carries no fds:
+    fds that come with it, or with any frame after it, are closed at once."""
+    first, *rest = await channel.receive_some()
+    for frame in rest:
+        frame.close_fds()
+    if first.nfds or first.fds:
+        first.close_fds()
+        return "a control request carries no file descriptors: refused"
+    return decode_message(first)
 
 
 @asynccontextmanager

@@ -6,15 +6,20 @@ test_operations.py; the fd limits are lowered on the running master (``prlimit``
 
 from __future__ import annotations
 
+import array
+import fcntl
 import json
 import os
 import resource
 import socket
+import struct
+import termios
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from actors._operations import socket_path
+from actors._operations import Answer, Request, Status, socket_path
+from protocol import FrameDecoder, FrameKind, Message, decode_message, encode_message
 from tests.integration.test_operations import Master, cli, master
 from tests.waiting import wait_until
 
@@ -108,3 +113,74 @@ def test_the_control_server_backs_off_when_the_master_is_out_of_fds(master: Mast
                    if "control socket" in line and "cannot accept" in line]
     assert len(backing_off) == 1, err  # logged once, not once per try
     assert "Traceback" not in err
+
+
+# -- row 9: fds sent to the control socket ----------------------------------------------
+
+
+def _frame(message: Message, fds: int = 0) -> bytes:
+    """``message`` as a frame that announces ``fds`` fds."""
+    data, _ = encode_message(FrameKind.SYSTEM, message)
+    return data[:5] + bytes([fds]) + data[6:]  # the header's nfds byte
+
+
+def _send(client: socket.socket, data: bytes, fds: list[int]) -> None:
+    rights = array.array("i", fds).tobytes()
+    client.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)] if fds else [])
+
+
+def _answer(client: socket.socket) -> Message:
+    decoder = FrameDecoder()
+    while (frame := decoder.next_frame()) is None:
+        chunk = client.recv(1 << 20)
+        assert chunk, "closed without an answer"
+        decoder.feed(chunk)
+    return decode_message(frame)
+
+
+def unread(client: socket.socket) -> int:
+    """Bytes ``client`` sent that its peer has not read yet (SIOCOUTQ, as TIOCOUTQ)."""
+    queued = fcntl.ioctl(client.fileno(), termios.TIOCOUTQ, struct.pack("i", 0))
+    return int(struct.unpack("i", queued)[0])
+
+
+@contextmanager
+def control_client(running: Master) -> Iterator[socket.socket]:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(30)
+        client.connect(str(socket_path(running.name)))
+        yield client
+
+
+def test_fds_sent_to_the_control_socket_are_closed_and_refused(master: Master) -> None:
+    pid = master.process.pid
+    statuses(master)
+    settled = fd_count(pid)
+    null = os.open(os.devnull, os.O_RDONLY)
+    try:
+        many = [null] * 200
+        for _ in range(5):  # a request, and a second frame with fds in the same write
+            with control_client(master) as client:
+                status = _frame(Request(verb="status"))
+                _send(client, status + _frame(Request(verb="status"), fds=200), many)
+                assert isinstance(_answer(client), Status)
+        assert fd_count(pid) < settled + 50
+        with control_client(master) as client:  # fds with the request itself
+            _send(client, _frame(Request(verb="status"), fds=200), many)
+            refused = _answer(client)
+            assert isinstance(refused, Answer)
+            assert not refused.ok
+            assert "file descriptors" in (refused.error or "")
+        for verb in ("logs", "events"):  # frames with fds while a stream is followed
+            with control_client(master) as client:
+                _send(client, _frame(Request(verb=verb, follow=True)), [])
+                assert _answer(client) is not None  # the stream has begun
+                for _ in range(5):
+                    _send(client, _frame(Request(verb="status"), fds=200), many)
+                wait_until(lambda: unread(client) == 0, what="the master to read them")
+                wait_until(lambda: fd_count(pid) < settled + 50,
+                           what="the master to close the fds it was sent")
+    finally:
+        os.close(null)
+    assert statuses(master)["root/noter"]["pid"]  # and it serves on
+    assert master.greeting() == "one"
