@@ -526,7 +526,8 @@ class Listener:
 
     async def scale(self, count: int) -> None:
         """Run ``count`` acceptors: new ones start and take connections; removed ones (the
-        last added first) stop taking them and drain."""
+        last added first) stop taking them and drain. All or nothing: if a new one does not
+        start, those this call started are stopped again and :class:`SpawnError` says why."""
         if count < 1:
             raise ValueError("a listener needs at least one acceptor")
         sup = self._supervisor
@@ -537,8 +538,21 @@ class Listener:
             template = sup.spec.children[0]
             assert isinstance(template, WorkerSpec)
             next_index = max(map(int, names), default=-1) + 1
+            added: list[str] = []
             for index in range(next_index, next_index + count - len(names)):
-                await sup.add_child(dataclasses.replace(template, name=str(index)))
+                try:
+                    await sup.add_child(dataclasses.replace(template, name=str(index)))
+                except ActorError as exc:
+                    # All or nothing: a scale that stopped half way (out of fds, say) would
+                    # leave a count nobody asked for, and the master at the end of its means.
+                    for name in reversed(added):
+                        await sup.remove_child(name)
+                    why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    raise SpawnError(
+                        f"{why}; the {len(added)} acceptor(s) this scale started are stopped: "
+                        f"back to {len(names)} acceptors"
+                    ) from exc
+                added.append(str(index))
             for name in reversed(names[count:]):
                 await sup.remove_child(name)
                 self._close_slot(name)

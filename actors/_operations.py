@@ -436,6 +436,11 @@ class ControlServer:
                 await send_control(channel, Answer(ok=True, detail=detail))
             except (ActorError, ValueError, KeyError) as exc:
                 await send_control(channel, Answer(ok=False, error=str(exc) or type(exc).__name__))
+            except Exception as exc:
+                # Not one of the failures an operation may have (a bug, the OS refusing):
+                # logged in full, and the client still gets an answer, not a closed socket.
+                log.error("%s failed", verb, exc_info=exc)
+                await send_control(channel, Answer(ok=False, error=f"{type(exc).__name__}: {exc}"))
 
     async def _stream_events(self, channel: Channel, follow: bool) -> None:
         with self.system.events(history=True) as events:

@@ -8,6 +8,7 @@ the :class:`Spawner` seam, so that a pre-imported fork server can replace the co
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -81,8 +82,15 @@ class OutputSink(Protocol):
 
 
 def output_pipes() -> tuple[tuple[int, int], tuple[int, int]]:
-    """Two pipes, (read end, write end) each, for a child's stdout and stderr."""
-    return os.pipe2(os.O_CLOEXEC), os.pipe2(os.O_CLOEXEC)
+    """Two pipes, (read end, write end) each, for a child's stdout and stderr (the first
+    closed again if the second cannot be made)."""
+    stdout = os.pipe2(os.O_CLOEXEC)
+    try:
+        return stdout, os.pipe2(os.O_CLOEXEC)
+    except OSError:
+        os.close(stdout[0])
+        os.close(stdout[1])
+        raise
 
 
 async def relay_lines(
@@ -174,7 +182,14 @@ def start_process(
         # orchestrates shutdown), and a kill of the group reaches what the worker forked.
         process_group=0,
     )
-    return ChildProcess(popen)
+    try:
+        return ChildProcess(popen)
+    except OSError:
+        # No pidfd to watch it by (out of fds): a process nobody watches must not run on.
+        popen.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            popen.wait(timeout=1)  # SIGKILLed: a matter of milliseconds
+        raise
 
 
 class ColdSpawner:

@@ -227,7 +227,8 @@ class ActorSystem:
 
     async def scale(self, path: str, count: int) -> None:
         """Run ``count`` acceptors under the listener at ``path`` (new ones start and take
-        connections; removed ones drain), as gunicorn's TTIN/TTOU."""
+        connections; removed ones drain), as gunicorn's TTIN/TTOU. If a new one does not
+        start, the ones started for this call are stopped again (:class:`SpawnError`)."""
         await self.listener(path).scale(count)
 
     async def status(self) -> list[ActorStatus]:

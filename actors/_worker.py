@@ -147,10 +147,18 @@ class WorkerHandle:
         router = self.router
         self.started_at = trio.current_time()
         deadline = self.started_at + self.start_timeout
-        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        parent_sock: socket.socket | None = None
         failed: SpawnError | None = None
-        pipes = self._output_pipes()
+        pipes = None
         try:
+            # Out of fds (EMFILE), these fail like any other part of a start: a SpawnError
+            # once the handle is done, never a bare OSError up the supervisor.
+            parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                pipes = self._output_pipes()
+            except BaseException:
+                child_sock.close()
+                raise
             with trio.move_on_at(deadline):
                 try:
                     self.process = await self.spawner.start(
@@ -202,9 +210,11 @@ class WorkerHandle:
             raise
         except Exception as exc:
             self._explain(crash_reason(exc))
-            raise SpawnError(f"actor {self.path} failed to start: {exc!r}") from exc
+            why = str(exc) if isinstance(exc, OSError) else repr(exc)  # "[Errno 24] Too many..."
+            raise SpawnError(f"actor {self.path} failed to start: {why}") from exc
         finally:
-            parent_sock.close()
+            if parent_sock is not None:
+                parent_sock.close()
             if pipes is not None:  # the start failed before anyone read them
                 os.close(pipes[0][0])
                 os.close(pipes[1][0])

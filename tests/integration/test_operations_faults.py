@@ -184,3 +184,30 @@ def test_fds_sent_to_the_control_socket_are_closed_and_refused(master: Master) -
         os.close(null)
     assert statuses(master)["root/noter"]["pid"]  # and it serves on
     assert master.greeting() == "one"
+
+
+# -- row 10: scaling past the fd limit ----------------------------------------------------
+
+
+def acceptors(rows: dict[str, dict[str, object]]) -> dict[str, object]:
+    return {path: row["pid"] for path, row in rows.items() if row["kind"] == "acceptor"}
+
+
+def test_a_scale_past_the_fd_limit_is_answered_and_undone(master: Master) -> None:
+    pid = master.process.pid
+    before = acceptors(statuses(master))
+    stderr = Stderr(master)
+    limit_fds(pid, fd_count(pid) + 16)  # room for a few more acceptors, not 40
+    failed = cli("scale", master.name, "root/greet", "40")
+    assert failed.returncode == 1, failed
+    assert len(failed.stderr.splitlines()) == 1, failed.stderr
+    assert failed.stderr.startswith("trio-actors: scale failed: "), failed.stderr
+    assert "Too many open files" in failed.stderr
+    assert "back to 2 acceptors" in failed.stderr
+    assert acceptors(statuses(master)) == before  # the acceptors it added are gone
+    assert master.greeting() == "one"
+    assert statuses(master)["root/noter"]["pid"]  # and the next calls find it serving
+    assert json.loads(cli("stop", master.name, "--json", check=True).stdout)["ok"]
+    code, _, err = master.finish(wait=30)
+    assert code == 0
+    assert "Traceback" not in stderr.text + err
