@@ -1,6 +1,6 @@
 """``trio-actors``: operate the running systems of this user from a shell.
 
-    trio-actors ls                          the systems running (name, pid, uptime)
+    trio-actors ls                          the systems running (name, pid, state, uptime)
     trio-actors status [NAME]               one row per actor
     trio-actors top [NAME]                  the status, live
     trio-actors reload [NAME] [PATH]        new code: workers replaced one at a time
@@ -10,9 +10,11 @@
     trio-actors events [NAME] [--follow]    the lifecycle events
     trio-actors logs [NAME] [--follow]      what the workers print, with path and pid
 
-Every verb takes ``--json``. With NAME left out and exactly one system running, that one
-is meant. A failure is one line on stderr and a non-zero exit status: 1 when the operation
-failed, 2 when the command line was wrong.
+Every verb takes ``--json`` and ``--timeout S`` (how long to wait for an answer). NAME is
+the name of a control socket (``NAME.sock`` in the control directory), whether its master
+answers or not; with NAME left out and exactly one system running, that one is meant. A
+failure is one line on stderr and a non-zero exit status: 1 when the operation failed
+(the system does not answer, among others), 2 when the command line was wrong.
 """
 
 from __future__ import annotations
@@ -20,10 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import socket
+import struct
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import trio
@@ -37,6 +42,7 @@ from protocol import (
     registry,
 )
 
+from ._errors import leaves
 from ._operations import (
     Answer,
     End,
@@ -51,7 +57,8 @@ from ._operations import (
 
 __all__ = ["main"]
 
-_TIMEOUT = 10.0
+_TIMEOUT = 10.0  # for an answer, unless --timeout says otherwise
+_RELOAD_TIMEOUT = 600.0  # a reload starts new workers one at a time
 L = TypeVar("L", EventLine, LogLine)
 
 
@@ -66,17 +73,81 @@ class CliError(Exception):
 # -- talking to a system ------------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def _connect(path: str) -> AsyncIterator[Channel]:
-    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+@dataclass(frozen=True)
+class System:
+    """A system of this user, named by its control socket (``<name>.sock``) whether its
+    master answers or not: a name is never guessed from which systems answered in time."""
+
+    name: str
+    path: Path
+
+    def silent(self) -> CliError:
+        return CliError(f"system {self.name!r} does not answer (its control socket is "
+                        f"{self.path})")
+
+    def gone(self) -> CliError:
+        return CliError(f"no system named {self.name!r} is running (its control socket "
+                        f"{self.path} was left by a master that is gone)")
+
+
+def _systems() -> list[System]:
+    """Every control socket of this user, answering or not, stale or not."""
+    directory = control_directory()
+    if not directory.is_dir():
+        return []
+    return [System(path.name.removesuffix(".sock"), path)
+            for path in sorted(directory.glob("*.sock"))]
+
+
+def _attempt(system: System) -> socket.socket | None:
+    """One try at connecting (a Unix socket connects at once or not at all): the socket, or
+    None while its backlog is full (its master accepts nothing: stopped, or swamped)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
     try:
-        await sock.connect(path)
+        sock.connect(str(system.path))
+    except BlockingIOError:
+        sock.close()
+        return None
+    except (ConnectionRefusedError, FileNotFoundError):
+        sock.close()
+        raise system.gone() from None
     except OSError as exc:
         sock.close()
-        raise CliError(f"cannot reach the system at {path}: {exc.strerror or exc}") from exc
-    raw = socket.socket(fileno=sock.detach())
-    async with open_channel(raw) as channel:
-        yield channel
+        raise CliError(f"cannot reach system {system.name!r} at {system.path}: "
+                       f"{exc.strerror or exc}") from exc
+    return sock
+
+
+def _alive(system: System) -> bool:
+    """True if a master listens on the socket (whether it answers is another matter)."""
+    try:
+        sock = _attempt(system)
+    except CliError:
+        return False
+    if sock is not None:
+        sock.close()
+    return True
+
+
+async def _open(system: System) -> socket.socket:
+    """A connection to ``system``'s control socket (bound it with a cancel scope: a full
+    backlog is waited out); :meth:`System.gone` if nothing listens on it."""
+    while True:
+        sock = _attempt(system)
+        if sock is not None:
+            return sock
+        # Nothing announces room in another process's backlog: look again shortly.
+        await trio.sleep(0.05)
+
+
+@contextmanager
+def _answering(system: System, seconds: float) -> Iterator[None]:
+    """:meth:`System.silent` if the block (talking to ``system``) takes over ``seconds``."""
+    with trio.move_on_after(seconds) as scope:
+        yield
+    if scope.cancelled_caught:
+        raise system.silent()
 
 
 async def _replies(channel: Channel) -> AsyncIterator[Message]:
@@ -89,48 +160,52 @@ async def _replies(channel: Channel) -> AsyncIterator[Message]:
             yield decode_message(frame)
 
 
-async def _ask(path: str, request: Request) -> Message:
-    async with _connect(path) as channel:
+async def _exchange(system: System, sock: socket.socket, request: Request) -> Message:
+    """``request``'s answer on the connection ``sock`` (which this closes)."""
+    async with open_channel(sock) as channel:
         await send_control(channel, request)
-        with trio.fail_after(_TIMEOUT if request.verb != "reload" else 600):
-            async for reply in _replies(channel):
-                return reply
-    raise CliError(f"the system at {path} closed the connection without answering")
+        async for answer in _replies(channel):
+            return answer
+    raise CliError(f"system {system.name!r} closed the connection without answering")
 
 
-async def _running() -> list[tuple[SystemInfo, str]]:
-    """The systems of this user that answer, with their sockets."""
-    directory = control_directory()
-    found = []
-    for path in sorted(directory.glob("*.sock")) if directory.is_dir() else []:
-        try:
-            with trio.move_on_after(2):
-                info = await _ask(str(path), Request(verb="info"))
-                if isinstance(info, SystemInfo):
-                    found.append((info, str(path)))
-        except (CliError, OSError, ProtocolError):
-            continue  # a stale socket (its master was killed): not running
-    return found
+async def _ask(system: System, request: Request) -> Message:
+    return await _exchange(system, await _open(system), request)
 
 
-async def _pick(
-    name: str | None, running: list[tuple[SystemInfo, str]] | None = None
-) -> tuple[SystemInfo, str]:
-    if running is None:
-        running = await _running()
+def _pick(name: str | None) -> System:
+    """The system meant: ``name`` (its socket is there, whether it answers or not), or with
+    none given, the only one whose socket is listened on."""
+    systems = _systems()
     if name is not None:
-        for info, path in running:
-            if info.name == name:
-                return info, path
-        names = ", ".join(info.name for info, _ in running) or "none"
-        raise CliError(f"no system named {name!r} is running (running: {names})")
-    if not running:
-        raise CliError(f"no system is running (no control socket answers in "
-                       f"{control_directory()})")
-    if len(running) > 1:
-        names = ", ".join(info.name for info, _ in running)
+        found = next((system for system in systems if system.name == name), None)
+        if found is None:
+            running = ", ".join(s.name for s in systems if _alive(s)) or "none"
+            raise CliError(f"no system named {name!r} is running (running: {running})")
+        return found
+    running_systems = [system for system in systems if _alive(system)]
+    if not running_systems:
+        raise CliError(f"no system is running (no control socket in {control_directory()} "
+                       "is listened on)")
+    if len(running_systems) > 1:
+        names = ", ".join(system.name for system in running_systems)
         raise CliError(f"several systems are running ({names}): name one", status=2)
-    return running[0]
+    return running_systems[0]
+
+
+async def _info(system: System) -> SystemInfo:
+    info = await _ask(system, Request(verb="info"))
+    if not isinstance(info, SystemInfo):
+        raise CliError(f"unexpected answer: {info!r}")
+    return info
+
+
+def _peer_pid(sock: socket.socket) -> int | None:
+    """The pid of the process that listens on the other end (known even if it answers
+    nothing: the kernel says it)."""
+    credentials = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid = int(struct.unpack("3i", credentials)[0])
+    return pid or None
 
 
 def _split(arguments: Sequence[str], wanted: int) -> tuple[str | None, list[str]]:
@@ -208,26 +283,64 @@ def _console() -> Any:
 
 
 async def ls(arguments: argparse.Namespace) -> int:
-    running = await _running()
+    """Every system with a live control socket, those that do not answer included."""
+    live = [system for system in _systems() if _alive(system)]
+    seen: dict[str, tuple[SystemInfo | None, int | None]] = {}
+
+    async def look(system: System) -> None:
+        seen[system.name] = (None, None)
+        with trio.move_on_after(arguments.timeout):
+            try:
+                sock = await _open(system)
+            except CliError:
+                return  # gone meanwhile
+            pid = _peer_pid(sock)
+            seen[system.name] = (None, pid)
+            info: Message | None = None
+            try:
+                info = await _exchange(system, sock, Request(verb="info"))
+            except* (CliError, trio.BrokenResourceError, ProtocolError, OSError):
+                pass  # it went away while asked
+            if isinstance(info, SystemInfo):
+                seen[system.name] = (info, pid)
+
+    async with trio.open_nursery() as nursery:  # at once: one silent master costs one wait
+        for system in live:
+            nursery.start_soon(look, system)
     if arguments.json:
-        _print_json([info.model_dump() for info, _ in running])
+        rows = []
+        for system in live:
+            info, pid = seen[system.name]
+            if info is not None:
+                rows.append({**info.model_dump(), "answering": True})
+            else:
+                rows.append({"name": system.name, "pid": pid, "started": None,
+                             "uptime": None, "socket": str(system.path), "answering": False})
+        _print_json(rows)
         return 0
-    if not running:
+    if not live:
         print(f"no system is running (control sockets live in {control_directory()})")
         return 0
     from rich.table import Table
 
     table = Table()
-    for column in ("name", "pid", "uptime", "socket"):
+    for column in ("name", "pid", "state", "uptime", "socket"):
         table.add_column(column)
-    for info, path in running:
-        table.add_row(info.name, str(info.pid), _duration(info.uptime), path)
+    for system in live:
+        info, pid = seen[system.name]
+        if info is not None:
+            table.add_row(info.name, str(info.pid), "running", _duration(info.uptime),
+                          str(system.path))
+        else:
+            table.add_row(system.name, "-" if pid is None else str(pid), "not answering", "-",
+                          str(system.path))
     _console().print(table)
     return 0
 
 
-async def _status(path: str) -> Status:
-    reply = await _ask(path, Request(verb="status"))
+async def _status(system: System, seconds: float) -> Status:
+    with _answering(system, seconds):
+        reply = await _ask(system, Request(verb="status"))
     if not isinstance(reply, Status):
         raise CliError(f"unexpected answer: {reply!r}")
     return reply
@@ -240,8 +353,7 @@ def _status_json(found: Status) -> dict[str, Any]:
 
 async def status(arguments: argparse.Namespace) -> int:
     name, _ = _split(arguments.args, 0)
-    _, path = await _pick(name)
-    found = await _status(path)
+    found = await _status(_pick(name), arguments.timeout)
     if arguments.json:
         _print_json(_status_json(found))
     else:
@@ -251,22 +363,30 @@ async def status(arguments: argparse.Namespace) -> int:
 
 async def top(arguments: argparse.Namespace) -> int:
     name, _ = _split(arguments.args, 0)
-    _, path = await _pick(name)
+    system = _pick(name)
     if arguments.json:
         while True:
-            _print_json(_status_json(await _status(path)))
+            _print_json(_status_json(await _status(system, arguments.timeout)))
             await trio.sleep(arguments.interval)
     from rich.live import Live
 
-    with Live(status_table(await _status(path)), console=_console(), screen=False,
-              auto_refresh=False) as live:
+    with Live(status_table(await _status(system, arguments.timeout)), console=_console(),
+              screen=False, auto_refresh=False) as live:
         while True:
             await trio.sleep(arguments.interval)
-            live.update(status_table(await _status(path)), refresh=True)
+            live.update(status_table(await _status(system, arguments.timeout)), refresh=True)
 
 
-async def _operate(arguments: argparse.Namespace, request: Request, path: str) -> int:
-    reply = await _ask(path, request)
+async def _operate(arguments: argparse.Namespace, request: Request, system: System) -> int:
+    seconds = arguments.timeout
+    if request.verb == "reload":
+        # Once it answered, a reload may take its time (new code, then each worker ready
+        # before the next is replaced).
+        with _answering(system, seconds):
+            await _info(system)
+        seconds = max(seconds, _RELOAD_TIMEOUT)
+    with _answering(system, seconds):
+        reply = await _ask(system, request)
     if not isinstance(reply, Answer):
         raise CliError(f"unexpected answer: {reply!r}")
     if arguments.json:
@@ -284,12 +404,13 @@ async def reload(arguments: argparse.Namespace) -> int:
     given = list(arguments.args)
     if len(given) > 2:
         raise CliError("reload takes [NAME] [PATH]", status=2)
-    running = await _running()
-    names = {info.name for info, _ in running}
+    # A first argument that names a control socket is a NAME (answering or not); a path
+    # otherwise. Paths have a "/" from their second level on; names never do.
+    names = {system.name for system in _systems()}
     name = given.pop(0) if given and (len(given) == 2 or given[0] in names) else None
-    _, path = await _pick(name, running)
+    system = _pick(name)
     return await _operate(arguments, Request(verb="reload", path=given[0] if given else None),
-                          path)
+                          system)
 
 
 async def restart(arguments: argparse.Namespace) -> int:
@@ -297,8 +418,8 @@ async def restart(arguments: argparse.Namespace) -> int:
         name, rest = _split(arguments.args, 1)
     except CliError:
         raise CliError("restart takes [NAME] PATH", status=2) from None
-    _, path = await _pick(name)
-    return await _operate(arguments, Request(verb="restart", path=rest[0]), path)
+    system = _pick(name)
+    return await _operate(arguments, Request(verb="restart", path=rest[0]), system)
 
 
 async def scale(arguments: argparse.Namespace) -> int:
@@ -312,14 +433,14 @@ async def scale(arguments: argparse.Namespace) -> int:
         raise CliError(f"N must be a number of acceptors, not {rest[1]!r}", status=2) from None
     if count < 1:
         raise CliError("N must be at least 1", status=2)
-    _, path = await _pick(name)
-    return await _operate(arguments, Request(verb="scale", path=rest[0], count=count), path)
+    system = _pick(name)
+    return await _operate(arguments, Request(verb="scale", path=rest[0], count=count), system)
 
 
 async def stop(arguments: argparse.Namespace) -> int:
     name, _ = _split(arguments.args, 0)
-    _, path = await _pick(name)
-    return await _operate(arguments, Request(verb="stop"), path)
+    system = _pick(name)
+    return await _operate(arguments, Request(verb="stop"), system)
 
 
 async def _follow(
@@ -328,8 +449,11 @@ async def _follow(
     """The lines of a stream (``events``, ``logs``) shown one by one, until it ends (or,
     with ``--follow``, until interrupted)."""
     name, _ = _split(arguments.args, 0)
-    _, path = await _pick(name)
-    async with _connect(path) as channel:
+    system = _pick(name)
+    with _answering(system, arguments.timeout):
+        await _info(system)
+        sock = await _open(system)
+    async with open_channel(sock) as channel:
         await send_control(channel, Request(verb=verb, follow=arguments.follow))
         async for reply in _replies(channel):
             if isinstance(reply, End):
@@ -379,8 +503,25 @@ VERBS = {"ls": ls, "status": status, "top": top, "reload": reload, "restart": re
          "scale": scale, "stop": stop, "events": events, "logs": logs}
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a wrong command line is one line too (its usage is one --help away)."""
+
+    def error(self, message: str) -> NoReturn:
+        _fail(f"{message} (see {self.prog} --help)", 2)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {text}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="trio-actors", description="Operate the running actor systems of this user.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="With NAME left out and exactly one system running, that one is meant.",
@@ -400,6 +541,8 @@ def parser() -> argparse.ArgumentParser:
     for verb, (summary, arguments) in usage.items():
         sub = verbs.add_parser(verb, help=summary, description=summary)
         sub.add_argument("--json", action="store_true", help="machine-readable output")
+        sub.add_argument("--timeout", type=_seconds, default=_TIMEOUT, metavar="S",
+                         help=f"seconds to wait for a system to answer (default {_TIMEOUT:g})")
         if arguments:
             sub.add_argument("args", nargs="*", metavar=arguments)
         else:
@@ -407,7 +550,7 @@ def parser() -> argparse.ArgumentParser:
         if verb in ("events", "logs"):
             sub.add_argument("--follow", "-f", action="store_true", help="keep following")
         if verb == "top":
-            sub.add_argument("--interval", type=float, default=1.0, help="seconds between")
+            sub.add_argument("--interval", type=_seconds, default=1.0, help="seconds between")
     return parser
 
 
@@ -422,11 +565,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = parser().parse_args(argv)
     try:
         return trio.run(VERBS[arguments.verb], arguments)
-    except CliError as exc:
-        _fail(str(exc), exc.status)
-    except KeyboardInterrupt:
+    except BaseException as exc:  # (as a group too: a verb runs inside nurseries)
+        return _exit_status(arguments, exc)
+
+
+def _exit_status(arguments: argparse.Namespace, exc: BaseException) -> int:
+    """What the exception that ended a verb means: one line on stderr and 1 (2 for a wrong
+    command line), or an exit status of its own (interrupted, output closed)."""
+    found = [leaf for leaf in leaves(exc) if not isinstance(leaf, trio.Cancelled)] or [exc]
+    first = next((leaf for leaf in found if isinstance(leaf, CliError)), found[0])
+    if isinstance(first, CliError):
+        _fail(str(first), first.status)
+    if isinstance(first, KeyboardInterrupt):
         return 0 if arguments.verb in ("top", "events", "logs") else 130
-    except (trio.TooSlowError, ProtocolError) as exc:
-        _fail(f"the system did not answer properly: {exc or type(exc).__name__}", 1)
-    except BrokenPipeError:
+    if isinstance(first, BrokenPipeError):
         return 0  # piped into something that stopped reading (head, less)
+    if isinstance(first, ProtocolError):
+        _fail(f"the system did not answer properly: {first or type(first).__name__}", 1)
+    if isinstance(first, trio.BrokenResourceError | trio.ClosedResourceError):
+        _fail(f"the connection to the system broke: {first or type(first).__name__}", 1)
+    if isinstance(first, Exception):
+        _fail(f"unexpected {type(first).__name__}: {first}", 1)
+    raise exc  # SystemExit and the like

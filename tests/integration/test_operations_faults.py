@@ -11,16 +11,19 @@ import fcntl
 import json
 import os
 import resource
+import signal
 import socket
 import struct
+import subprocess
 import termios
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from actors._operations import Answer, Request, Status, socket_path
 from protocol import FrameDecoder, FrameKind, Message, decode_message, encode_message
-from tests.integration.test_operations import Master, cli, master
+from tests.integration.test_operations import Master, _wait_gone, cli, master
 from tests.waiting import wait_until
 
 __all__ = ["master"]  # the fixture, shared with test_operations
@@ -211,3 +214,64 @@ def test_a_scale_past_the_fd_limit_is_answered_and_undone(master: Master) -> Non
     code, _, err = master.finish(wait=30)
     assert code == 0
     assert "Traceback" not in stderr.text + err
+
+
+# -- row 12: a master that does not answer -----------------------------------------------
+
+
+def one_line(result: subprocess.CompletedProcess[str], status: int, text: str) -> None:
+    assert result.returncode == status, result
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("trio-actors: "), result.stderr
+    assert text in result.stderr, result.stderr
+
+
+def test_the_cli_names_a_stopped_master_and_says_it_does_not_answer(tmp_path: Path) -> None:
+    stamp = f"{os.getpid()}x{time.monotonic_ns() % 10**6}"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = Master(tmp_path / "a", f"stopped{stamp}")
+    b = Master(tmp_path / "b", f"running{stamp}")
+    try:
+        b_before = {p: r["pid"] for p, r in statuses(b).items()}
+        a_socket = str(socket_path(a.name))
+        silent = f"system {a.name!r} does not answer (its control socket is {a_socket}"
+        os.kill(a.process.pid, signal.SIGSTOP)
+        try:
+            # A NAME is a system's socket, whether it answers or not: never a path for B.
+            one_line(cli("reload", a.name), 1, silent)
+            one_line(cli("status", a.name, "--timeout", "1"), 1, silent)
+            one_line(cli("status", "--timeout", "1"), 2, "several systems are running")
+            listed = {s["name"]: s for s in json.loads(cli("ls", "--json", "--timeout", "1",
+                                                           check=True).stdout)}
+            assert listed[a.name]["answering"] is False
+            assert listed[a.name]["pid"] == a.process.pid
+            assert listed[b.name]["answering"] is True
+            with idle_clients(socket_path(a.name), 1000) as clients:
+                assert len(clients) < 1000  # its backlog is full: connect() says EAGAIN
+                one_line(cli("status", a.name, "--timeout", "1"), 1, silent)
+                one_line(cli("reload", a.name, "root/greet", "--timeout", "1"), 1, silent)
+                shown = cli("ls", "--timeout", "1")
+                assert shown.returncode == 0, shown
+                assert a.name in shown.stdout
+                assert "not answering" in shown.stdout
+                assert b.name in shown.stdout
+                assert "Traceback" not in shown.stderr
+            # B was not touched by any of it.
+            assert {p: r["pid"] for p, r in statuses(b).items()} == b_before
+            reloads = [json.loads(line) for line in cli("events", b.name, "--json",
+                                                        check=True).stdout.splitlines()]
+            assert not [e for e in reloads if e["type"] == "actors.SystemReloaded"]
+        finally:
+            os.kill(a.process.pid, signal.SIGCONT)
+        assert statuses(a)["root/noter"]["pid"]  # awake, it answers again
+        for running in (a, b):
+            assert json.loads(cli("stop", running.name, "--json", check=True).stdout)["ok"]
+            code, _, err = running.finish(wait=30)
+            assert code == 0, err
+    finally:
+        if a.process.poll() is None:
+            os.kill(a.process.pid, signal.SIGCONT)
+        a.finish()
+        b.finish()
+        _wait_gone()
