@@ -48,6 +48,7 @@ from ._operations import (
     End,
     EventLine,
     LogLine,
+    Note,
     Request,
     Status,
     SystemInfo,
@@ -447,7 +448,8 @@ async def _follow(
     arguments: argparse.Namespace, verb: str, kind: type[L], show: Callable[[L], None]
 ) -> int:
     """The lines of a stream (``events``, ``logs``) shown one by one, until it ends (or,
-    with ``--follow``, until interrupted)."""
+    with ``--follow``, until interrupted). What the system says about the stream itself
+    (lines left out) goes to stderr; a stream cut short is a failure, never a quiet end."""
     name, _ = _split(arguments.args, 0)
     system = _pick(name)
     with _answering(system, arguments.timeout):
@@ -457,10 +459,16 @@ async def _follow(
         await send_control(channel, Request(verb=verb, follow=arguments.follow))
         async for reply in _replies(channel):
             if isinstance(reply, End):
-                break
-            if isinstance(reply, kind):
+                return 0
+            if isinstance(reply, Note):
+                print(f"trio-actors: {reply.text}", file=sys.stderr, flush=True)
+            elif isinstance(reply, kind):
                 show(reply)
-    return 0
+    if arguments.follow:
+        print(f"trio-actors: system {system.name!r} ended the stream (it is stopping, or gone)",
+              file=sys.stderr, flush=True)
+        return 0
+    raise CliError(f"system {system.name!r} closed the {verb} stream before its end")
 
 
 async def events(arguments: argparse.Namespace) -> int:

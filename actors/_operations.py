@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import socket
@@ -29,6 +30,7 @@ import trio
 from protocol import (
     Channel,
     FrameKind,
+    FrameTooLarge,
     Message,
     ProtocolError,
     decode_message,
@@ -41,6 +43,7 @@ from ._control import Probe, Probed
 from ._errors import ActorError, SystemNameTaken
 from ._events import Event, ExitReason
 from ._listener import Listener
+from ._processes import LINE_LIMIT
 from ._router import Router
 from ._sockets import AcceptBackoff, accept_failure, runtime_directory
 from ._supervisor import Supervisor
@@ -50,11 +53,14 @@ from ._worker import WorkerHandle
 __all__ = [
     "ActorStatus",
     "ControlServer",
+    "LogFollower",
+    "Note",
     "Operable",
     "OutputLog",
     "SystemInfo",
     "collect_status",
     "control_directory",
+    "cut",
     "open_control_server",
     "send_control",
     "socket_path",
@@ -65,6 +71,7 @@ output_log = logging.getLogger("actors.output")
 
 _LOG_LINES = 2000  # lines of workers' output kept for `trio-actors logs`
 _FOLLOW_BUFFER = 4096
+_STATUS_TEXT = 4096  # characters of a status row's last exit (its first line, cut)
 
 
 # -- what the control socket carries -----------------------------------------------------------
@@ -143,6 +150,13 @@ class End(Message, tag="actors.ops.End"):
     """The end of a stream (``logs`` without ``--follow``)."""
 
 
+class Note(Message, tag="actors.ops.Note"):
+    """Said in a stream where something could not be: lines a slow reader missed, an item
+    too large to carry. The stream goes on after it."""
+
+    text: str
+
+
 # -- what runs ----------------------------------------------------------------------------------
 
 
@@ -172,6 +186,19 @@ class _Processes:
 
 
 PROCESSES = _Processes()
+
+
+def _described(reason: ExitReason | None) -> str | None:
+    """An exit reason in a status row: one line, cut (an exception's message has no bound,
+    a status must still fit in a frame)."""
+    return None if reason is None else cut(reason.describe(), _STATUS_TEXT)
+
+
+def cut(text: str, limit: int) -> str:
+    """``text``, or its first ``limit`` characters and a marker saying how many were cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]} … [cut: {len(text) - limit} more characters]"
 
 
 def _figures(probed: Probed | None) -> dict[str, Any]:
@@ -209,7 +236,7 @@ async def collect_status(
     async def walk(child: Child, restarts: int, acceptor: bool) -> None:
         last = last_exits.get(child.path)
         common = {"path": child.path, "uptime": round(now - child.started_at, 3),
-                  "restarts": restarts, "last_exit": None if last is None else last.describe()}
+                  "restarts": restarts, "last_exit": _described(last)}
         if isinstance(child, Listener):
             rows.append(ActorStatus(kind="listener", pid=os.getpid(), **common))
             sup = child._supervisor
@@ -262,7 +289,7 @@ async def collect_status(
         rows.append(ActorStatus(
             path=path, kind="actor", node=node,
             pid=probed.pid if probed is not None else pid, **_figures(probed),
-            last_exit=None if last is None else last.describe(),
+            last_exit=_described(last),
         ))
     return rows
 
@@ -270,14 +297,51 @@ async def collect_status(
 # -- workers' output ----------------------------------------------------------------------------
 
 
+class LogFollower:
+    """One reader of ``logs --follow``: the lines queued for it (:attr:`receive`), and how
+    many it missed since its queue was last full (:attr:`missed`). A reader too slow for
+    the output misses lines, and is told so (a :class:`Note` where they were), rather than
+    being let go: its stream never ends silently."""
+
+    def __init__(self) -> None:
+        self.send, self.receive = trio.open_memory_channel[LogLine | Note](_FOLLOW_BUFFER)
+        self.missed = 0
+
+    def offer(self, line: LogLine) -> bool:
+        """Queue ``line``, after the note of what was missed before it; False once the
+        reader is gone."""
+        try:
+            if self.missed:
+                self.send.send_nowait(self.note())
+                self.missed = 0  # (counted from here again, if the line misses its turn)
+            self.send.send_nowait(line)
+        except trio.WouldBlock:
+            self.missed += 1
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return False
+        return True
+
+    def note(self) -> Note:
+        """The note of the lines missed so far."""
+        return Note(text=f"{self.missed} line(s) of output left out here: this reader fell "
+                         f"{_FOLLOW_BUFFER} lines behind")
+
+    def __enter__(self) -> LogFollower:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.receive.close()
+
+
 class OutputLog:
-    """What the system's workers print, line by line: echoed to the master's own stdout and
-    stderr as printed (so a terminal still shows it), sent to the ``actors.output`` logger
-    (DEBUG) with the worker's path and pid, and kept (the last lines) for ``logs``."""
+    """What the system's workers print, line by line (a long line cut: see
+    ``_processes.OutputLines``): echoed to the master's own stdout and stderr as printed (so a
+    terminal still shows it), sent to the ``actors.output`` logger (DEBUG) with the
+    worker's path and pid, and kept (the last lines) for ``logs``."""
 
     def __init__(self, keep: int = _LOG_LINES) -> None:
         self.lines: deque[LogLine] = deque(maxlen=keep)
-        self._followers: list[trio.MemorySendChannel[LogLine]] = []
+        self._followers: list[LogFollower] = []
 
     def line(self, path: str, pid: int, stream: Literal["stdout", "stderr"], text: str) -> None:
         entry = LogLine(at=time.time(), path=path, pid=pid, stream=stream, text=text)
@@ -290,16 +354,15 @@ class OutputLog:
             pass  # our own stdout is gone (closed, a broken pipe): keep the rest working
         output_log.debug("[%s %d] %s", path, pid, text)
         for follower in list(self._followers):
-            try:
-                follower.send_nowait(entry)
-            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-                self._followers.remove(follower)  # too slow, or gone: let it go
-                follower.close()
+            if not follower.offer(entry):
+                self._followers.remove(follower)  # gone
 
-    def follow(self) -> trio.MemoryReceiveChannel[LogLine]:
-        send, receive = trio.open_memory_channel[LogLine](_FOLLOW_BUFFER)
-        self._followers.append(send)
-        return receive
+    def follow(self) -> LogFollower:
+        """A reader of the lines from now on (use it as a context manager: leaving it
+        unsubscribes)."""
+        follower = LogFollower()
+        self._followers.append(follower)
+        return follower
 
 
 # -- the control socket -------------------------------------------------------------------------
@@ -399,10 +462,11 @@ class ControlServer:
                 request = await _receive(channel)
                 if isinstance(request, str):
                     await send_control(channel, Answer(ok=False, error=request))
-                    return
-                if not isinstance(request, Request):
-                    return
-                await self._serve(channel, request)
+                elif isinstance(request, Request):
+                    await self._serve(channel, request)
+                # Closing drops what is still queued: the end of a long answer or stream
+                # (a status, the logs) would be cut mid-frame.
+                await channel.flush()
         except* (ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError,
                  trio.EndOfChannel, OSError) as gone:
             log.debug("control client went away: %r", gone.exceptions[0])
@@ -443,36 +507,52 @@ class ControlServer:
                 await send_control(channel, Answer(ok=False, error=f"{type(exc).__name__}: {exc}"))
 
     async def _stream_events(self, channel: Channel, follow: bool) -> None:
-        with self.system.events(history=True) as events:
+        events = self.system.events(history=True)
+        try:
             if not follow:
                 while True:
                     try:
                         event = events.receive_nowait()
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
-                    await send_control(channel, EventLine(tag=event.message_tag,
-                                                   body=event.model_dump_json()))
+                    await _send_event(channel, event)
                 await send_control(channel, End())
                 return
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_until_closed, channel, nursery.cancel_scope)
-                async for event in events:
-                    await send_control(channel, EventLine(tag=event.message_tag,
-                                                   body=event.model_dump_json()))
+                while True:
+                    async for event in events:
+                        await _send_event(channel, event)
+                    # The bus let this reader go (it fell behind, and the runtime waits for
+                    # no observer): say so, and follow on from now.
+                    events.close()
+                    events = self.system.events()
+                    await send_control(channel, Note(
+                        text="events left out here: this reader fell too far behind"))
+        finally:
+            events.close()
 
     async def _stream_logs(self, channel: Channel, follow: bool) -> None:
         output = self.system.output
         following = output.follow() if follow else None
         for line in list(output.lines):
-            await send_control(channel, line)
+            await _send_line(channel, line)
         if following is None:
             await send_control(channel, End())
             return
         with following:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_until_closed, channel, nursery.cancel_scope)
-                async for line in following:
-                    await send_control(channel, line)
+                async for item in following.receive:
+                    if isinstance(item, LogLine):
+                        await _send_line(channel, item)
+                    else:
+                        await send_control(channel, item)
+                    if following.missed and not following.receive.statistics(
+                    ).current_buffer_used:
+                        # Caught up with what it missed: say so now, not at the next line.
+                        note, following.missed = following.note(), 0
+                        await send_control(channel, note)
 
 
 def _path(request: Request) -> str:
@@ -489,6 +569,48 @@ async def _until_closed(channel: Channel, scope: trio.CancelScope) -> None:
             for frame in await channel.receive_some():
                 frame.close_fds()
     scope.cancel()
+
+
+async def _send_line(channel: Channel, line: LogLine) -> None:
+    """One line of a ``logs`` stream: cut, or left out with a note, if it is too large to
+    send (the stream goes on either way)."""
+    try:
+        await send_control(channel, line)
+    except FrameTooLarge:
+        shorter = line.model_copy(update={"text": cut(line.text, LINE_LIMIT)})
+        await _send_or_note(channel, shorter, f"a line of {line.path} ({len(line.text)} "
+                                              "characters)")
+
+
+async def _send_event(channel: Channel, event: Event) -> None:
+    """One event of an ``events`` stream: its long texts cut, or left out with a note, if
+    it is too large to send (an exception's message has no bound)."""
+    line = EventLine(tag=event.message_tag, body=event.model_dump_json())
+    try:
+        await send_control(channel, line)
+    except FrameTooLarge:
+        body = json.dumps(_cut_texts(event.model_dump(mode="json")))
+        await _send_or_note(channel, EventLine(tag=event.message_tag, body=body),
+                            f"a {type(event).__name__} event ({len(line.body)} bytes)")
+
+
+async def _send_or_note(channel: Channel, message: Message, what: str) -> None:
+    try:
+        await send_control(channel, message)
+    except FrameTooLarge as exc:
+        await send_control(channel, Note(
+            text=f"{what} left out here: too large to send ({exc.length} bytes)"))
+
+
+def _cut_texts(value: object) -> object:
+    """``value`` (JSON data) with every string cut to :data:`LINE_LIMIT` characters."""
+    if isinstance(value, str):
+        return cut(value, LINE_LIMIT)
+    if isinstance(value, list):
+        return [_cut_texts(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _cut_texts(item) for key, item in value.items()}
+    return value
 
 
 async def send_control(channel: Channel, message: Message) -> None:

@@ -20,10 +20,12 @@ from ._errors import SpawnError
 
 __all__ = [
     "CHANNEL_FD_ENV",
+    "LINE_LIMIT",
     "LOADING_MAIN_ENV",
     "PARENT_PID_ENV",
     "ChildProcess",
     "ColdSpawner",
+    "OutputLines",
     "OutputSink",
     "Spawner",
     "WorkerProcess",
@@ -93,12 +95,66 @@ def output_pipes() -> tuple[tuple[int, int], tuple[int, int]]:
         raise
 
 
+LINE_LIMIT = 64 * 1024
+"""Bytes of one line of a worker's output that are kept (the rest is counted, not kept)."""
+
+
+class OutputLines:
+    """A worker's output (bytes as they come) cut into lines, sans-IO: :meth:`feed` returns
+    the lines a chunk completed, :meth:`end` the last one when the output closes.
+
+    A line longer than ``limit`` bytes keeps its first ``limit`` and ends with a marker,
+    `` … [cut: N more bytes]``; what is cut is counted, never held, so a worker printing
+    megabytes without a newline costs this process ``limit`` bytes, and what it prints
+    after that line is not lost (nor is the line dropped as too large to carry).
+    """
+
+    def __init__(self, limit: int = LINE_LIMIT) -> None:
+        self.limit = limit
+        self._kept = bytearray()
+        self._cut = 0
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for the line not finished yet (at most ``limit``)."""
+        return len(self._kept)
+
+    def feed(self, chunk: bytes) -> list[str]:
+        lines = []
+        view = memoryview(chunk)
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0:
+            self._take(view[start:end])
+            lines.append(self._line())
+            start = end + 1
+        self._take(view[start:])
+        return lines
+
+    def end(self) -> list[str]:
+        """The line the output closed in the middle of, if any."""
+        return [self._line()] if self._kept or self._cut else []
+
+    def _take(self, piece: memoryview) -> None:
+        room = max(0, self.limit - len(self._kept))
+        self._kept += piece[:room]
+        self._cut += max(0, len(piece) - room)
+
+    def _line(self) -> str:
+        text = self._kept.decode(errors="replace")
+        if self._cut:
+            text += f" … [cut: {self._cut} more bytes]"
+        self._kept = bytearray()
+        self._cut = 0
+        return text
+
+
 async def relay_lines(
     fd: int, sink: OutputSink, path: str, pid: int, stream: Literal["stdout", "stderr"]
 ) -> None:
     """What a child writes to the pipe ``fd``, line by line, to ``sink`` as ``path``'s,
-    until every writer closed it; ``fd`` is closed then (or when cancelled)."""
-    pending = b""
+    until every writer closed it; ``fd`` is closed then (or when cancelled). Long lines are
+    cut (:class:`OutputLines`): what this holds is bounded."""
+    lines = OutputLines()
     source = trio.lowlevel.FdStream(fd)
     async with source:
         while True:
@@ -108,11 +164,10 @@ async def relay_lines(
                 chunk = b""
             if not chunk:
                 break
-            *lines, pending = (pending + chunk).split(b"\n")
-            for line in lines:
-                sink.line(path, pid, stream, line.decode(errors="replace"))
-    if pending:
-        sink.line(path, pid, stream, pending.decode(errors="replace"))
+            for line in lines.feed(chunk):
+                sink.line(path, pid, stream, line)
+    for line in lines.end():
+        sink.line(path, pid, stream, line)
 
 
 class ChildProcess:

@@ -15,18 +15,33 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import termios
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from actors._operations import Answer, Request, Status, socket_path
-from protocol import FrameDecoder, FrameKind, Message, decode_message, encode_message
-from tests.integration.test_operations import Master, _wait_gone, cli, master
-from tests.waiting import wait_until
+import pytest
+import trio
+
+from actors import Actor, ActorExited, RemoteError, handler, open_system
+from actors._operations import Answer, LogLine, Note, Request, Status, send_control, socket_path
+from protocol import (
+    FrameDecoder,
+    FrameKind,
+    Message,
+    decode_message,
+    encode_message,
+    open_channel,
+)
+from tests.events import next_event
+from tests.integration.test_operations import ROOT, Master, _wait_gone, cli, master
+from tests.waiting import eventually, wait_until
 
 __all__ = ["master"]  # the fixture, shared with test_operations
+
+TIMEOUT = 120
 
 
 def fd_count(pid: int) -> int:
@@ -275,3 +290,132 @@ def test_the_cli_names_a_stopped_master_and_says_it_does_not_answer(tmp_path: Pa
         a.finish()
         b.finish()
         _wait_gone()
+
+
+# -- row 13: lines too long to carry ------------------------------------------------------
+
+
+class Say(Message):
+    what: str
+
+
+def _binary(size: int) -> bytes:
+    return os.urandom(size).replace(b"\n", b"x")  # one line: no newline in it
+
+
+class Printer(Actor):
+    """Prints what the tests need: a 10 MiB binary line between two short ones, 20 MiB with
+    no newline at all (then, later, the end of that line), or 30,000 lines at once."""
+
+    @handler
+    async def say(self, msg: Say) -> None:
+        out = sys.stdout.buffer
+        if msg.what == "long":
+            out.write(b"before\n" + _binary(10 * 2**20) + b"\nafter\n")
+        elif msg.what == "many":
+            for i in range(30_000):
+                out.write(f"line {i:06d} {'x' * 90}\n".encode())
+        elif msg.what == "endless":
+            for _ in range(20):
+                out.write(_binary(2**20))
+                out.flush()
+        else:
+            out.write(msg.what.encode())
+        out.flush()
+
+
+class Boom(Actor):
+    @handler
+    async def boom(self, msg: Say) -> None:
+        raise RuntimeError(msg.what * (20 * 2**20))  # an exit reason over the frame limit
+
+
+async def run_cli(*arguments: str) -> subprocess.CompletedProcess[bytes]:
+    return await trio.run_process(
+        [sys.executable, "-m", "actors", *arguments], capture_stdout=True, capture_stderr=True,
+        check=False, cwd=ROOT,
+    )
+
+
+async def test_a_long_line_is_cut_and_nothing_after_it_is_lost() -> None:
+    name = f"long-lines{os.getpid()}"
+    with trio.fail_after(TIMEOUT):
+        async with open_system(name=name) as system:
+            printer = await system.spawn(Printer, name="printer", process=True)
+            await printer.ask(Say(what="long"))
+            await printer.ask(Say(what="endless"))
+            await printer.ask(Say(what="\nlater\n"))
+
+            async def printed() -> bool:
+                return any(line.text == "later" for line in system.output.lines)
+
+            await eventually(printed, what="the worker's output to reach the master")
+            result = await run_cli("logs", name, "--json")
+    assert result.returncode == 0, result.stderr
+    assert not result.stderr
+    texts = [json.loads(line)["text"] for line in result.stdout.decode().splitlines()]
+    assert texts[0] == "before"
+    assert texts[2] == "after"  # what came after the long line is all there
+    assert texts[4] == "later"
+    for cut, size in ((texts[1], 10 * 2**20), (texts[3], 20 * 2**20)):
+        kept, _, marker = cut.rpartition(" … ")
+        assert len(kept) <= 64 * 1024, len(kept)
+        assert marker == f"[cut: {size - 64 * 1024} more bytes]"
+
+
+async def test_an_event_too_large_to_send_is_cut_and_the_stream_goes_on() -> None:
+    name = f"large-events{os.getpid()}"
+    with trio.fail_after(TIMEOUT):
+        async with open_system(name=name) as system:
+            boom = await system.spawn(Boom, name="boom")
+            with pytest.raises(RemoteError):
+                await boom.ask(Say(what="x"))
+            events = system.events(history=True)
+            await next_event(events, ActorExited, "boom")
+            await system.spawn(Printer, name="after")  # an event after the large one
+            result = await run_cli("events", name, "--json")
+            status = await run_cli("status", name, "--json")
+    assert result.returncode == 0, result.stderr
+    seen = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    exited = [e for e in seen if e["type"] == "actors.ActorExited" and e["path"] == "boom"]
+    assert exited  # there, cut
+    assert len(exited[0]["reason"]["detail"]) < 100 * 1024
+    assert exited[0]["reason"]["detail"].endswith("more characters]")
+    assert any(e["path"] == "after" for e in seen)  # and the stream went on after it
+    assert status.returncode == 0, status.stderr  # a status row carries its last exit, cut
+    rows = json.loads(status.stdout)["actors"]
+    assert all(len(row["last_exit"] or "") < 100 * 1024 for row in rows)
+
+
+async def test_a_follower_too_slow_for_the_output_is_told_what_it_missed() -> None:
+    name = f"slow-follower{os.getpid()}"
+    with trio.fail_after(TIMEOUT):
+        async with open_system(name=name) as system:
+            printer = await system.spawn(Printer, name="printer", process=True)
+            client = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            await client.connect(str(socket_path(name)))
+            async with open_channel(socket.socket(fileno=client.detach())) as channel:
+                await send_control(channel, Request(verb="logs", follow=True))
+                await printer.ask(Say(what="many"))  # while this reader reads nothing
+
+                async def printed() -> bool:
+                    return system.output.lines[-1].text.startswith("line 029999")
+
+                await eventually(printed, what="the worker's output to reach the master")
+                seen: list[Message] = []
+
+                async def read_until(done: object) -> None:
+                    while True:
+                        for frame in await channel.receive_some():
+                            seen.append(decode_message(frame))
+                            if done(seen[-1]):  # type: ignore[operator]
+                                return
+
+                await read_until(lambda item: isinstance(item, Note))
+                notes = [item for item in seen if isinstance(item, Note)]
+                assert "left out" in notes[0].text
+                await printer.ask(Say(what="after\n"))  # the stream goes on after it
+                await read_until(lambda item: isinstance(item, LogLine) and item.text == "after")
+    texts = [item.text for item in seen if isinstance(item, LogLine)]
+    assert texts[0].startswith("line 000000 ")
+    assert len(texts) < 30_000  # some were left out, and said so
