@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import struct
 import sys
@@ -577,6 +578,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _exit_status(arguments, exc)
 
 
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null: what is still buffered for the closed pipe would fail
+    again, with a message, at the interpreter's last flush."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass  # no stdout to speak of
+    finally:
+        os.close(devnull)
+
+
 def _exit_status(arguments: argparse.Namespace, exc: BaseException) -> int:
     """What the exception that ended a verb means: one line on stderr and 1 (2 for a wrong
     command line), or an exit status of its own (interrupted, output closed)."""
@@ -587,7 +603,8 @@ def _exit_status(arguments: argparse.Namespace, exc: BaseException) -> int:
     if isinstance(first, KeyboardInterrupt):
         return 0 if arguments.verb in ("top", "events", "logs") else 130
     if isinstance(first, BrokenPipeError):
-        return 0  # piped into something that stopped reading (head, less)
+        _quiet_stdout()  # piped into something that stopped reading (head, less)
+        return 0
     if isinstance(first, ProtocolError):
         _fail(f"the system did not answer properly: {first or type(first).__name__}", 1)
     if isinstance(first, trio.BrokenResourceError | trio.ClosedResourceError):

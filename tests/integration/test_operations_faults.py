@@ -419,3 +419,26 @@ async def test_a_follower_too_slow_for_the_output_is_told_what_it_missed() -> No
     texts = [item.text for item in seen if isinstance(item, LogLine)]
     assert texts[0].startswith("line 000000 ")
     assert len(texts) < 30_000  # some were left out, and said so
+
+
+# -- row 21: the CLI's rough edges ---------------------------------------------------------
+
+
+async def test_logs_piped_into_head_end_quietly() -> None:
+    name = f"piped{os.getpid()}"
+    with trio.fail_after(TIMEOUT):
+        async with open_system(name=name) as system:
+            printer = await system.spawn(Printer, name="printer", process=True)
+            await printer.ask(Say(what="many"))  # far more than a pipe holds
+
+            async def printed() -> bool:
+                return system.output.lines[-1].text.startswith("line 029999")
+
+            await eventually(printed, what="the worker's output to reach the master")
+            command = (f"{sys.executable} -m actors logs {name} --json | head -1; "
+                       "exit ${PIPESTATUS[0]}")
+            result = await trio.run_process(["bash", "-c", command], capture_stdout=True,
+                                            capture_stderr=True, check=False, cwd=ROOT)
+    assert result.stderr.decode() == ""  # no BrokenPipeError, not even at exit
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["path"] == "printer"
