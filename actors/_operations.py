@@ -175,7 +175,10 @@ class _Processes:
         try:
             if process is None:
                 process = self._seen[pid] = psutil.Process(pid)
-                process.cpu_percent(None)  # the first look only starts the measure
+                # The first look only starts the measure (psutil answers 0.0, which would
+                # read as idle): no figure until there is an interval to measure over.
+                process.cpu_percent(None)
+                return process.memory_info().rss, None
             assert isinstance(process, psutil.Process)
             return process.memory_info().rss, round(process.cpu_percent(None), 1)
         except psutil.Error:

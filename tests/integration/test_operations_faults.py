@@ -442,3 +442,15 @@ async def test_logs_piped_into_head_end_quietly() -> None:
     assert result.stderr.decode() == ""  # no BrokenPipeError, not even at exit
     assert result.returncode == 0
     assert json.loads(result.stdout)["path"] == "printer"
+
+
+def test_status_shows_no_cpu_before_there_is_an_interval(master: Master) -> None:
+    first = statuses(master)
+    workers = [row for row in first.values() if row["kind"] in ("worker", "acceptor")]
+    assert workers
+    assert all(row["cpu"] is None for row in workers), workers  # not a made-up 0
+    table = cli("status", master.name, check=True).stdout
+    assert all(f" {row['pid']} " in table for row in workers)
+    second = statuses(master)
+    assert all(isinstance(row["cpu"], float) for row in second.values()
+               if row["kind"] in ("worker", "acceptor"))
