@@ -719,17 +719,19 @@ class Listener:
                 policy=self.spec.policy, acceptors=await self.stats(),
             ))
 
-    async def reload(self) -> list[str]:
-        """Replace the acceptors one at a time: start the new one, wait until it is ready,
-        then drain the old one (no connection is refused or dropped on the way). The paths
-        replaced; :class:`ReloadFailed` as soon as a new one does not start (the old ones
-        not yet replaced keep serving)."""
+    async def reload(self, only: str | None = None) -> list[str]:
+        """Replace the acceptors (``only``: the one of that name) one at a time: start the
+        new one, wait until it is ready, then drain the old one (no connection is refused
+        or dropped on the way). The paths replaced; :class:`ReloadFailed` as soon as a new
+        one does not start (the old ones not yet replaced keep serving)."""
         async with self._reload_lock:
             sup = self._supervisor
             if sup is None:
                 return []
             replaced = []
             for name in sorted(sup.instances()):
+                if only is not None and name != only:
+                    continue
                 if not await sup.replace(name):
                     raise ReloadFailed(
                         f"the new acceptor {self.path}/{name} did not start; the old one "

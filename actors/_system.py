@@ -157,8 +157,8 @@ class ActorSystem:
         """Bring new code in, without dropping a connection: start a fresh fork server from
         the code as it is on disk now, then replace one at a time (each new one ready
         before the old one drains) the acceptors of every listener and every worker whose
-        spec says ``reload=True`` (with ``path``: only that listener or worker, or what is
-        below it). The paths replaced.
+        spec says ``reload=True`` (with ``path``: only that listener, that one acceptor or
+        worker, or what is below it). The paths replaced.
 
         Raises :class:`ReloadFailed` (and publishes :class:`ReloadAborted`) as soon as the
         new code does not import or a new worker does not start: what was not replaced yet
@@ -175,8 +175,11 @@ class ActorSystem:
                 for target in self._reloadable(path):
                     if isinstance(target, Listener):
                         replaced.extend(await target.reload())
+                        continue
+                    supervisor, child = target
+                    if isinstance(supervisor, Listener):
+                        replaced.extend(await supervisor.reload(only=child))
                     else:
-                        supervisor, child = target
                         if not await supervisor.replace(child):
                             raise ReloadFailed(
                                 f"the new {child_path(supervisor.path, child)} did not start; "
@@ -190,13 +193,23 @@ class ActorSystem:
             self._router.publish(SystemReloaded(path=path or "", replaced=replaced))
             return replaced
 
-    def _reloadable(self, path: str | None) -> list[Listener | tuple[Supervisor, str]]:
-        found: list[Listener | tuple[Supervisor, str]] = []
+    def _reloadable(
+        self, path: str | None
+    ) -> list[Listener | tuple[Listener | Supervisor, str]]:
+        """What a reload of ``path`` replaces: listeners (all their acceptors), one acceptor
+        of a listener, and workers with ``reload=True``."""
+        found: list[Listener | tuple[Listener | Supervisor, str]] = []
         for child in _walk(self.children):
             if path is not None and not (child.path == path or child.path.startswith(
                     path + "/") or path.startswith(child.path + "/")):
                 continue
             if isinstance(child, Listener):
+                if path is not None and path.startswith(child.path + "/"):
+                    # One acceptor (or below it: the acceptor is what is replaced).
+                    name = path[len(child.path) + 1:].partition("/")[0]
+                    if child._supervisor is not None and name in child._supervisor.instances():
+                        found.append((child, name))
+                    continue
                 found.append(child)
             elif isinstance(child, Supervisor) and not isinstance(child.parent, Listener):
                 for name, instance in child.instances().items():

@@ -454,3 +454,13 @@ def test_status_shows_no_cpu_before_there_is_an_interval(master: Master) -> None
     second = statuses(master)
     assert all(isinstance(row["cpu"], float) for row in second.values()
                if row["kind"] in ("worker", "acceptor"))
+
+
+def test_reload_of_one_acceptor_replaces_that_one(master: Master) -> None:
+    before = acceptors(statuses(master))
+    reloaded = json.loads(cli("reload", master.name, "root/greet/0", "--json", check=True).stdout)
+    assert reloaded["detail"] == ["root/greet/0"]
+    after = acceptors(statuses(master))
+    assert after["root/greet/0"] != before["root/greet/0"]
+    assert after["root/greet/1"] == before["root/greet/1"]
+    one_line(cli("reload", master.name, "root/greet/7"), 1, "nothing to reload at 'root/greet/7'")
