@@ -719,6 +719,10 @@ class Listener:
                 policy=self.spec.policy, acceptors=await self.stats(),
             ))
 
+    def acceptors(self) -> list[str]:
+        """The names of the acceptors running now."""
+        return [] if self._supervisor is None else sorted(self._supervisor.instances())
+
     async def reload(self, only: str | None = None) -> list[str]:
         """Replace the acceptors (``only``: the one of that name) one at a time: start the
         new one, wait until it is ready, then drain the old one (no connection is refused

@@ -9,7 +9,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -145,7 +145,7 @@ class ActorSystem:
         """The running listener at ``path`` (its ``host``/``port`` are the bound address)."""
         found = self._listeners.get(path)
         if found is None:
-            raise ActorNotFound(f"no listener is running at {path!r}")
+            raise ActorNotFound(f"no listener at {path!r}{_did_you_mean(path, self._listeners)}")
         return found
 
     async def acceptor_stats(self, path: str) -> list[AcceptorStats]:
@@ -207,7 +207,7 @@ class ActorSystem:
                 if path is not None and path.startswith(child.path + "/"):
                     # One acceptor (or below it: the acceptor is what is replaced).
                     name = path[len(child.path) + 1:].partition("/")[0]
-                    if child._supervisor is not None and name in child._supervisor.instances():
+                    if name in child.acceptors():
                         found.append((child, name))
                     continue
                 found.append(child)
@@ -219,8 +219,15 @@ class ActorSystem:
                     if isinstance(spec, WorkerSpec) and spec.reload and within:
                         found.append((child, name))
         if path is not None and not found:
-            raise ActorNotFound(f"nothing to reload at {path!r} (a listener, or a worker "
-                                "with reload=True)")
+            reloadable = [
+                p for target in self._reloadable(None) for p in (
+                    [target.path, *(child_path(target.path, name) for name in target.acceptors())]
+                    if isinstance(target, Listener) else [child_path(target[0].path, target[1])]
+                )
+            ]
+            raise ActorNotFound(f"nothing to reload at {path!r}" + (
+                _did_you_mean(path, reloadable)
+                or " (a listener, one of its acceptors, or a worker with reload=True)"))
         return found
 
     async def restart(self, path: str) -> None:
@@ -236,7 +243,10 @@ class ActorSystem:
                     if not await child.replace(name):
                         raise ReloadFailed(f"the new {path} did not start; the old one runs on")
                     return
-        raise ActorNotFound(f"no supervised actor at {path!r} (restart needs one)")
+        supervised = [child_path(child.path, name) for child in _walk(self.children)
+                      if isinstance(child, Supervisor) for name in child.child_names()]
+        raise ActorNotFound(f"no supervised actor at {path!r}" + (
+            _did_you_mean(path, supervised) or " (restart needs one)"))
 
     async def scale(self, path: str, count: int) -> None:
         """Run ``count`` acceptors under the listener at ``path`` (new ones start and take
@@ -449,6 +459,13 @@ async def _start_state(
     starter.state = SharedState(LocalUpstream(service), service.local,
                                 max_size=router.max_frame_size)
     starter.state_service = cell.address
+
+
+def _did_you_mean(path: str, paths: Iterable[str]) -> str:
+    """`` (did you mean 'root/echo'?)`` when exactly one of ``paths`` ends with ``path``
+    (given without its parents), else nothing."""
+    endings = sorted({known for known in paths if known.endswith("/" + path)})
+    return f" (did you mean {endings[0]!r}?)" if len(endings) == 1 else ""
 
 
 def _walk(children: list[Child]) -> list[Child]:

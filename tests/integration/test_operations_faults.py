@@ -464,3 +464,13 @@ def test_reload_of_one_acceptor_replaces_that_one(master: Master) -> None:
     assert after["root/greet/0"] != before["root/greet/0"]
     assert after["root/greet/1"] == before["root/greet/1"]
     one_line(cli("reload", master.name, "root/greet/7"), 1, "nothing to reload at 'root/greet/7'")
+
+
+def test_a_path_not_found_suggests_the_one_it_ends(master: Master) -> None:
+    one_line(cli("scale", master.name, "greet", "3"), 1,
+             "no listener at 'greet' (did you mean 'root/greet'?)")
+    one_line(cli("restart", master.name, "noter"), 1,
+             "no supervised actor at 'noter' (did you mean 'root/noter'?)")
+    one_line(cli("reload", master.name, "greet"), 1,
+             "nothing to reload at 'greet' (did you mean 'root/greet'?)")
+    one_line(cli("scale", master.name, "nobody", "3"), 1, "no listener at 'nobody'")
