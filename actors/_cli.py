@@ -2,7 +2,7 @@
 
     trio-actors ls                          the systems running (name, pid, state, uptime)
     trio-actors status [NAME]               one row per actor
-    trio-actors top [NAME]                  the status, live
+    trio-actors top [NAME]                  the status, live (q or Ctrl-C quits)
     trio-actors reload [NAME] [PATH]        new code: workers replaced one at a time
     trio-actors restart [NAME] PATH         replace one supervised actor
     trio-actors scale [NAME] PATH N         a listener's number of acceptors
@@ -372,11 +372,53 @@ async def top(arguments: argparse.Namespace) -> int:
             await trio.sleep(arguments.interval)
     from rich.live import Live
 
-    with Live(status_table(await _status(system, arguments.timeout)), console=_console(),
-              screen=False, auto_refresh=False) as live:
-        while True:
-            await trio.sleep(arguments.interval)
-            live.update(status_table(await _status(system, arguments.timeout)), refresh=True)
+    terminal = sys.stdin.fileno() if sys.stdin is not None and sys.stdin.isatty() else None
+    with _cbreak(terminal), Live(status_table(await _status(system, arguments.timeout)),
+                                 console=_console(), screen=False, auto_refresh=False) as live:
+
+        async def refresh() -> None:
+            while True:
+                await trio.sleep(arguments.interval)
+                live.update(status_table(await _status(system, arguments.timeout)),
+                            refresh=True)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(refresh)
+            if terminal is not None:
+                nursery.start_soon(_until_quit, terminal, nursery.cancel_scope)
+    return 0
+
+
+@contextmanager
+def _cbreak(terminal: int | None) -> Iterator[None]:
+    """The terminal ``terminal`` (if any) in cbreak mode for the block: each key as it is
+    typed, not echoed (Ctrl-C still interrupts); restored as it was on the way out,
+    however the block ends."""
+    if terminal is None:
+        yield
+        return
+    import termios
+    import tty
+
+    saved = termios.tcgetattr(terminal)
+    tty.setcbreak(terminal)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(terminal, termios.TCSADRAIN, saved)
+
+
+async def _until_quit(terminal: int, scope: trio.CancelScope) -> None:
+    """Cancel ``scope`` once ``q`` is typed on ``terminal`` (or the terminal is gone).
+
+    The terminal is waited on as it is: made non-blocking, it would stay so for the shell
+    that shares it after this program ends."""
+    while True:
+        await trio.lowlevel.wait_readable(terminal)
+        typed = os.read(terminal, 64)
+        if not typed or b"q" in typed.lower():
+            scope.cancel()
+            return
 
 
 async def _operate(arguments: argparse.Namespace, request: Request, system: System) -> int:
@@ -539,7 +581,7 @@ def parser() -> argparse.ArgumentParser:
     usage = {
         "ls": ("the systems running", ""),
         "status": ("one row per actor", "[NAME]"),
-        "top": ("the status, refreshed", "[NAME]"),
+        "top": ("the status, refreshed (q or Ctrl-C quits)", "[NAME]"),
         "reload": ("new code, workers replaced one at a time", "[NAME] [PATH]"),
         "restart": ("replace one supervised actor", "[NAME] PATH"),
         "scale": ("set a listener's number of acceptors", "[NAME] PATH N"),

@@ -11,6 +11,8 @@ import fcntl
 import json
 import os
 import resource
+import shlex
+import shutil
 import signal
 import socket
 import struct
@@ -474,3 +476,44 @@ def test_a_path_not_found_suggests_the_one_it_ends(master: Master) -> None:
     one_line(cli("reload", master.name, "greet"), 1,
              "nothing to reload at 'greet' (did you mean 'root/greet'?)")
     one_line(cli("scale", master.name, "nobody", "3"), 1, "no listener at 'nobody'")
+
+
+def test_top_quits_on_q_and_on_ctrl_c_and_gives_the_terminal_back(master: Master) -> None:
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed (.ci/run installs it)")
+    # A tmux server of our own, with no configuration (a server the user runs would start
+    # the command in its own environment, and its configuration could change the screen);
+    # the environment that matters is given to the command itself.
+    tmux = ["tmux", "-L", f"top-quits-{os.getpid()}-{time.monotonic_ns()}", "-f", "/dev/null"]
+    env = " ".join(f"{key}={shlex.quote(value)}" for key, value in (
+        ("PYTHONPATH", str(ROOT)), ("XDG_RUNTIME_DIR", os.environ["XDG_RUNTIME_DIR"]),
+    ))
+    # Once top is gone: its exit status, and the terminal's modes (back to line by line,
+    # echoed: "icanon echo", not "-icanon -echo").
+    modes = "stty -a | tr ' ;' '\\n\\n' | grep -x -E -- '-?(icanon|echo)' | tr '\\n' ' '"
+    command = (f"env {env} {shlex.quote(sys.executable)} -m actors top {master.name}; "
+               f'code=$?; modes=$({modes}); echo "exited=$code $modes."; sleep 600')
+
+    def screen(session: str) -> str:
+        return subprocess.run([*tmux, "capture-pane", "-p", "-t", session],
+                              capture_output=True, text=True, check=True).stdout
+
+    def quit_with(session: str, key: str) -> str:
+        subprocess.run([*tmux, "new-session", "-d", "-s", session, "-x", "200", "-y", "50",
+                        command], check=True)
+        wait_until(lambda: "root/noter" in screen(session), what="the table in the terminal")
+        subprocess.run([*tmux, "send-keys", "-t", session, key], check=True)
+        wait_until(lambda: "exited=" in screen(session), what=f"top to quit on {key}")
+        return screen(session)
+
+    try:
+        for session, key in (("q", "q"), ("ctrl-c", "C-c")):
+            shown = quit_with(session, key)
+            assert "exited=0 icanon echo ." in shown, shown
+            assert "Traceback" not in shown, shown
+    finally:
+        found = subprocess.run([*tmux, "display-message", "-p", "#{socket_path}"],
+                               capture_output=True, text=True, check=False).stdout.strip()
+        subprocess.run([*tmux, "kill-server"], capture_output=True, check=False)
+        if found:
+            Path(found).unlink(missing_ok=True)  # (the server leaves it behind)
