@@ -102,7 +102,7 @@ def statuses(running: Master) -> dict[str, dict[str, object]]:
     return {row["path"]: row for row in found["actors"]}
 
 
-# -- row 8: accept() out of fds -------------------------------------------------------
+# -- a master out of fds -------------------------------------------------------------------
 
 
 def test_the_control_server_backs_off_when_the_master_is_out_of_fds(master: Master) -> None:
@@ -114,7 +114,7 @@ def test_the_control_server_backs_off_when_the_master_is_out_of_fds(master: Mast
     free = limit - fd_count(pid)
     with idle_clients(socket_path(master.name), 4 * limit) as clients:
         assert len(clients) > free  # more than it can take: the rest wait in its backlog
-        wait_until(lambda: "control socket" in stderr.read() or master.process.poll() is not None,
+        wait_until(lambda: "cannot accept" in stderr.read() or master.process.poll() is not None,
                    what="the master to back off")
         assert master.process.poll() is None, stderr.read()  # alive
         # A TCP client meanwhile waits in the listener's queue (the master accepts those
@@ -135,7 +135,7 @@ def test_the_control_server_backs_off_when_the_master_is_out_of_fds(master: Mast
     assert "Traceback" not in err
 
 
-# -- row 9: fds sent to the control socket ----------------------------------------------
+# -- fds sent to the control socket --------------------------------------------------------
 
 
 def _frame(message: Message, fds: int = 0) -> bytes:
@@ -206,7 +206,7 @@ def test_fds_sent_to_the_control_socket_are_closed_and_refused(master: Master) -
     assert master.greeting() == "one"
 
 
-# -- row 10: scaling past the fd limit ----------------------------------------------------
+# -- scaling past the fd limit -------------------------------------------------------------
 
 
 def acceptors(rows: dict[str, dict[str, object]]) -> dict[str, object]:
@@ -233,7 +233,7 @@ def test_a_scale_past_the_fd_limit_is_answered_and_undone(master: Master) -> Non
     assert "Traceback" not in stderr.text + err
 
 
-# -- row 12: a master that does not answer -----------------------------------------------
+# -- a master that does not answer ---------------------------------------------------------
 
 
 def one_line(result: subprocess.CompletedProcess[str], status: int, text: str) -> None:
@@ -294,7 +294,7 @@ def test_the_cli_names_a_stopped_master_and_says_it_does_not_answer(tmp_path: Pa
         _wait_gone()
 
 
-# -- row 13: lines too long to carry ------------------------------------------------------
+# -- lines and events too long to carry, readers too slow ----------------------------------
 
 
 class Say(Message):
@@ -423,7 +423,7 @@ async def test_a_follower_too_slow_for_the_output_is_told_what_it_missed() -> No
     assert len(texts) < 30_000  # some were left out, and said so
 
 
-# -- row 21: the CLI's rough edges ---------------------------------------------------------
+# -- the CLI's rough edges -----------------------------------------------------------------
 
 
 async def test_logs_piped_into_head_end_quietly() -> None:
