@@ -47,6 +47,7 @@ class _AcceptorState:
         self.waiting: set[trio.SocketStream] = set()  # in receive(), between requests
         self.woken: set[trio.SocketStream] = set()  # waiting ones the drain woke up
         self.recycle_after: int | None = None
+        self.family = socket.AF_INET  # of the connections handed over
 
 
 class Acceptor(Actor):
@@ -161,6 +162,7 @@ class Acceptor(Actor):
         state.listener = msg.listener
         state.policy = msg.policy
         state.recycle_after = msg.recycle_after
+        state.family = socket.AddressFamily(msg.family)
         if msg.sock is not None:  # shared, reuseport: a listening socket to accept on
             sock = msg.sock.into_socket()
             if state.draining:
@@ -184,7 +186,9 @@ class Acceptor(Actor):
             if refused:
                 handle.close()
             else:
-                self._serve(handle.into_socket())
+                # Family and type given: the kernel is not asked what it is (three calls).
+                self._serve(socket.socket(state.family, socket.SOCK_STREAM, 0,
+                                          fileno=handle.detach()))
                 count += 1
         return Taken(count=count, refused=refused)
 
@@ -238,8 +242,7 @@ class Acceptor(Actor):
 
     async def _connection(self, conn: socket.socket) -> None:
         state = self._acceptor
-        conn.setblocking(False)
-        stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))  # (non-blocking now)
         try:
             await self.handle(stream)
         except (trio.BrokenResourceError, ConnectionError) as exc:

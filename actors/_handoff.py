@@ -39,9 +39,8 @@ class Attach(Message, tag="actors.listener.Attach"):
 
     listener: ActorRef
     policy: Policy
-    sock: SocketHandle | None = None  # shared: the listening socket itself
-    host: str = ""
-    port: int = 0  # reuseport: where to bind
+    sock: SocketHandle | None = None  # shared, reuseport: the socket to accept on
+    family: int = 2  # of the connections handed over (AF_INET; AF_INET6 is 10)
     recycle_after: int | None = None  # connections before it asks to be replaced
 
 

@@ -574,14 +574,15 @@ class Listener:
         policy = self.spec.policy
         pid = getattr(instance, "pid", None) or 0
         key = getattr(instance, "address", None)
+        family = int(self.sock.family)
         if policy == "shared":
-            attach = Attach(listener=self._actor.ref, policy="shared",
+            attach = Attach(listener=self._actor.ref, policy="shared", family=family,
                             sock=SocketHandle.from_socket(self.sock))
         elif policy == "reuseport":
-            attach = Attach(listener=self._actor.ref, policy="reuseport",
+            attach = Attach(listener=self._actor.ref, policy="reuseport", family=family,
                             sock=SocketHandle.from_socket(await self._slot(name)))
         else:
-            attach = Attach(listener=self._actor.ref, policy=policy)
+            attach = Attach(listener=self._actor.ref, policy=policy, family=family)
         limit = self.spec.max_connections_per_worker
         if limit is not None:
             attach = attach.model_copy(
