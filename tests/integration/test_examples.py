@@ -211,3 +211,35 @@ async def test_shared_config_set_changes_the_greeting_of_the_running_server() ->
 
 async def _greets(port: int, text: str) -> bool:
     return await _greeting(port) == text
+
+
+async def test_the_readme_reload_demo_fails_no_keep_alive_client() -> None:
+    # As the README tells it: the keep-alive echo_client running, then two reloads (SIGHUP).
+    # The client once reported 32 errors ("short or wrong echo") and exited 1.
+    with trio.fail_after(120):
+        async with _running(
+            [sys.executable, str(EXAMPLES / "echo_cluster.py"), "--port", "0", "--workers", "2"]
+        ) as (process, stdout):
+            seen = bytearray()
+            port = _port(await _read_until(stdout, b"echo_cluster listening on", seen))
+            client = [sys.executable, str(EXAMPLES / "echo_client.py"), "--port", str(port),
+                      "--connections", "32", "--seconds", "6"]
+            async with trio.open_nursery() as nursery:
+                results: list[trio.CompletedProcess[bytes]] = []
+
+                async def run_client() -> None:
+                    results.append(await trio.run_process(client, capture_stdout=True,
+                                                          check=False))
+
+                nursery.start_soon(run_client)
+                for _ in range(2):
+                    await trio.sleep(1.0)  # the client under way
+                    process.send_signal(signal.SIGHUP)
+                    await _read_until(stdout, b"reloaded: pids=", seen)
+                    del seen[:]
+            (result,) = results
+            assert result.returncode == 0, result.stdout
+            assert b"closed by the server 0, errors 0" in result.stdout, result.stdout
+            process.send_signal(signal.SIGTERM)
+            assert await process.wait() == 0
+    assert not descendants()
