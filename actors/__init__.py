@@ -1,91 +1,83 @@
 """A supervised, typed, multi-process actor runtime on trio.
 
-The package is flat private modules behind this façade (trio's way), in layers: a module
-imports only from its own layer or below (``tests/test_layering.py`` holds the table and
-checks every import, ``TYPE_CHECKING`` and function-local ones included). Lowest first:
+The runtime is private subpackages behind this façade (trio's way), one or more per layer, a
+module importing only from its own layer or below (``tests/test_layering.py`` checks every
+import, ``TYPE_CHECKING`` and function-local ones included). Lowest first:
 
-L0, plain data and interfaces: errors (``_errors``), lifecycle events (``_events``), control
-    messages (``_control``), the listener's messages (``_handoff``), ``Actor`` and the
-    ``ActorContext`` interface (``_actor``), ``ActorRef`` over a ``Sender`` (``_ref``), child
-    specs (``_spec``), argument validation (``_arguments``), the tree's interfaces (``_tree``),
-    the shared state's interface (``_shared``).
-L1, the per-process machinery: links (``_link``), the name registry (``_names``), pending
-    asks (``_asks``), routing (``_router``), OS processes (``_processes``), sockets
-    (``_sockets``).
-L2, running things: cells, in-process actors (``_cell``); worker handles, process actors
-    (``_worker``); the fork server (``_forkserver``).
-L3, supervision: the pure restart decision (``_restart``), the supervisor (``_supervisor``),
-    starting a child (``_start``).
-L4, listeners (master side, ``_listener``) and acceptors (worker side, ``_acceptor``);
-    shared state (``_state``: replicas, the master's service; ``_stores``: memory, SQLite,
-    Redis).
-L5, composition: ``open_system`` (``_system``), the worker's bootstrap (``_bootstrap``), the
-    fork server's process (``_zygote``).
+L0 ``_base``: plain data and interfaces (errors, events, control messages, ``Actor``,
+    ``ActorRef``, child specs, the tree's and the shared state's interfaces).
+L1 ``_messaging``: the message core (links, routing, lanes, the sending side, pending asks,
+    names).
+L2 ``_running``: running things (cells, worker processes, the fork server, OS processes).
+L3 ``_supervision``: the restart decision, supervisors, starting children.
+L4 ``_listening`` (listeners, acceptors), ``_state`` (replicas, the service, the stores),
+    ``_operations`` (status, output, the control socket, metrics).
+L5 ``_system``: composition (``open_system``, a worker's bootstrap, the fork server's process,
+    the CLI).
 
-A lower layer that needs something of a higher one declares a Protocol and has it injected
-(a ``Sender`` for ``ActorRef``, a ``Mailbox`` for the router, ``StartChild``/``SpawnChild``
-for supervisors and actor contexts).
+ARCHITECTURE.md, at the repository's root, says what each layer owns and follows a message,
+a connection, a worker and a state change through the functions they pass.
 """
 
-from ._acceptor import Acceptor as Acceptor
-from ._actor import Actor as Actor
-from ._actor import ActorContext as ActorContext
-from ._actor import handler as handler
-from ._errors import ActorError as ActorError
-from ._errors import ActorGone as ActorGone
-from ._errors import ActorNotFound as ActorNotFound
-from ._errors import BindError as BindError
-from ._errors import CallingSelf as CallingSelf
-from ._errors import InvalidArguments as InvalidArguments
-from ._errors import InvalidKey as InvalidKey
-from ._errors import InvalidStoredValue as InvalidStoredValue
-from ._errors import ReloadFailed as ReloadFailed
-from ._errors import RemoteError as RemoteError
-from ._errors import RestartLimitExceeded as RestartLimitExceeded
-from ._errors import SpawnError as SpawnError
-from ._errors import StateError as StateError
-from ._errors import StoreInUse as StoreInUse
-from ._errors import StoreUnavailable as StoreUnavailable
-from ._errors import SystemNameTaken as SystemNameTaken
-from ._errors import UnexpectedReply as UnexpectedReply
-from ._events import ActorDrained as ActorDrained
-from ._events import ActorExited as ActorExited
-from ._events import ActorReady as ActorReady
-from ._events import ActorRestarted as ActorRestarted
-from ._events import ActorStarted as ActorStarted
-from ._events import ActorSuicided as ActorSuicided
-from ._events import Event as Event
-from ._events import ExitReason as ExitReason
-from ._events import ReloadAborted as ReloadAborted
-from ._events import StoreDisconnected as StoreDisconnected
-from ._events import StoreReconnected as StoreReconnected
-from ._events import StoreReset as StoreReset
-from ._events import SupervisorGaveUp as SupervisorGaveUp
-from ._events import SystemReloaded as SystemReloaded
-from ._handoff import AcceptorStats as AcceptorStats
-from ._handoff import HandlePassed as HandlePassed
-from ._handoff import ListenerReport as ListenerReport
-from ._listener import Listener as Listener
-from ._listener import ListenerSpec as ListenerSpec
-from ._listener import listener as listener
-from ._operations import ActorStatus as ActorStatus
-from ._operations import SystemInfo as SystemInfo
-from ._ref import ActorRef as ActorRef
-from ._restart import Decision as Decision
-from ._restart import RestartHistory as RestartHistory
-from ._restart import decide as decide
-from ._shared import Entry as Entry
-from ._shared import State as State
-from ._shared import StateChanged as StateChanged
-from ._shared import StateResynced as StateResynced
-from ._spec import Backoff as Backoff
-from ._spec import SupervisorSpec as SupervisorSpec
-from ._spec import WorkerSpec as WorkerSpec
-from ._spec import supervisor as supervisor
-from ._spec import worker as worker
-from ._state import SharedState as SharedState
-from ._system import ActorSystem as ActorSystem
-from ._system import open_system as open_system
+from ._base._actor import Actor as Actor
+from ._base._actor import ActorContext as ActorContext
+from ._base._actor import handler as handler
+from ._base._errors import ActorError as ActorError
+from ._base._errors import ActorGone as ActorGone
+from ._base._errors import ActorNotFound as ActorNotFound
+from ._base._errors import BindError as BindError
+from ._base._errors import CallingSelf as CallingSelf
+from ._base._errors import InvalidArguments as InvalidArguments
+from ._base._errors import InvalidKey as InvalidKey
+from ._base._errors import InvalidStoredValue as InvalidStoredValue
+from ._base._errors import ReloadFailed as ReloadFailed
+from ._base._errors import RemoteError as RemoteError
+from ._base._errors import RestartLimitExceeded as RestartLimitExceeded
+from ._base._errors import SpawnError as SpawnError
+from ._base._errors import StateError as StateError
+from ._base._errors import StoreInUse as StoreInUse
+from ._base._errors import StoreUnavailable as StoreUnavailable
+from ._base._errors import SystemNameTaken as SystemNameTaken
+from ._base._errors import UnexpectedReply as UnexpectedReply
+from ._base._events import ActorDrained as ActorDrained
+from ._base._events import ActorExited as ActorExited
+from ._base._events import ActorReady as ActorReady
+from ._base._events import ActorRestarted as ActorRestarted
+from ._base._events import ActorStarted as ActorStarted
+from ._base._events import ActorSuicided as ActorSuicided
+from ._base._events import Event as Event
+from ._base._events import ExitReason as ExitReason
+from ._base._events import ReloadAborted as ReloadAborted
+from ._base._events import StoreDisconnected as StoreDisconnected
+from ._base._events import StoreReconnected as StoreReconnected
+from ._base._events import StoreReset as StoreReset
+from ._base._events import SupervisorGaveUp as SupervisorGaveUp
+from ._base._events import SystemReloaded as SystemReloaded
+from ._base._handoff import AcceptorStats as AcceptorStats
+from ._base._handoff import HandlePassed as HandlePassed
+from ._base._handoff import ListenerReport as ListenerReport
+from ._base._ref import ActorRef as ActorRef
+from ._base._shared import Entry as Entry
+from ._base._shared import State as State
+from ._base._shared import StateChanged as StateChanged
+from ._base._shared import StateResynced as StateResynced
+from ._base._spec import Backoff as Backoff
+from ._base._spec import SupervisorSpec as SupervisorSpec
+from ._base._spec import WorkerSpec as WorkerSpec
+from ._base._spec import supervisor as supervisor
+from ._base._spec import worker as worker
+from ._listening._acceptor import Acceptor as Acceptor
+from ._listening._listener import Listener as Listener
+from ._listening._listener import ListenerSpec as ListenerSpec
+from ._listening._listener import listener as listener
+from ._operations._server import ActorStatus as ActorStatus
+from ._operations._server import SystemInfo as SystemInfo
+from ._state._service import SharedState as SharedState
+from ._supervision._restart import Decision as Decision
+from ._supervision._restart import RestartHistory as RestartHistory
+from ._supervision._restart import decide as decide
+from ._system._open import ActorSystem as ActorSystem
+from ._system._open import open_system as open_system
 
 __all__ = [
     "Acceptor",
@@ -149,7 +141,7 @@ __all__ = [
     "worker",
 ]
 
-# Public names print as ``actors.ActorGone``, not ``actors._errors.ActorGone`` (as trio does).
+# Public names print as ``actors.ActorGone``, not ``actors._base._errors.ActorGone`` (as trio does).
 # Message classes keep their module: their wire tags are fixed when they are defined.
 for _name in __all__:
     _obj = globals()[_name]

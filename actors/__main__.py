@@ -1,8 +1,8 @@
-"""``python -m actors``: the ``trio-actors`` command (see ``actors._cli``)."""
+"""``python -m actors``: the ``trio-actors`` command (see ``actors._system._cli``)."""
 
 import sys
 
-from ._cli import main
+from ._system._cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

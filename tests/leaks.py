@@ -60,7 +60,7 @@ def descendants() -> dict[int, str]:
 def _is_fork_server_image(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return b"actors._zygote" in handle.read()
+            return b"actors._system._zygote" in handle.read()
     except OSError:
         return False
 
@@ -68,7 +68,7 @@ def _is_fork_server_image(pid: int) -> bool:
 def workers() -> dict[int, str]:
     """The descendants that run actors: every one but fork servers.
 
-    A fork server runs ``actors._zygote``; so do the workers it forks, but their parent is
+    A fork server runs ``actors._system._zygote``; so do the workers it forks, but their parent is
     a fork server.
     """
     table = _processes()

@@ -1,4 +1,5 @@
-"""The package rules from DESIGN.md, checked by reading the source."""
+"""The package rules of ARCHITECTURE.md (layers, one way imports, no pickle), checked by reading
+the source."""
 
 from __future__ import annotations
 
@@ -25,63 +26,88 @@ def _imports(package: str) -> set[str]:
     return found
 
 
-# The layers of actors/, lowest first (the package docstring says what each is for). A
-# module may import from its own layer or below, never above, by any import: at the top,
-# under TYPE_CHECKING, or inside a function.
+# The layers of actors/, lowest first: each layer is one or more folders (subpackages), and
+# ARCHITECTURE.md says what each owns. A module may import from its own layer or below, never
+# above, by any import: at the top, under TYPE_CHECKING, or inside a function.
 LAYERS: dict[str, int] = {
-    **dict.fromkeys(
-        ["_errors", "_events", "_control", "_handoff", "_actor", "_ref", "_spec",
-         "_arguments", "_tree", "_shared"], 0),
-    **dict.fromkeys(["_link", "_names", "_asks", "_router", "_processes", "_sockets"], 1),
-    **dict.fromkeys(["_cell", "_worker", "_forkserver"], 2),
-    **dict.fromkeys(["_restart", "_supervisor", "_start"], 3),
-    **dict.fromkeys(
-        ["_listener", "_acceptor", "_state", "_stores", "_operations", "_metrics"], 4),
-    **dict.fromkeys(["_system", "_bootstrap", "_zygote", "_cli", "__main__", "__init__"], 5),
+    "_base": 0,
+    "_messaging": 1,
+    "_running": 2,
+    "_supervision": 3,
+    "_listening": 4,
+    "_state": 4,
+    "_operations": 4,
+    "_system": 5,
+    "": 6,  # the package itself: actors/__init__.py (the façade) and actors/__main__.py
 }
 
 
 def _runtime_modules() -> dict[str, Path]:
-    return {path.stem: path for path in (ROOT / "actors").glob("*.py")}
-
-
-def _runtime_imports(path: Path) -> set[str]:
-    """The actors modules ``path`` imports, wherever the import statement is."""
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.ImportFrom):
-            if node.level == 1 and node.module:
-                found.add(node.module.split(".")[0])
-            elif node.level == 1:
-                found.update(alias.name for alias in node.names)
-            elif node.level == 0 and node.module and node.module.startswith("actors."):
-                found.add(node.module.split(".")[1])
-            elif node.level == 0 and node.module == "actors":
-                found.add("__init__")
-        elif isinstance(node, ast.Import):
-            for alias in node.names:
-                if alias.name == "actors":
-                    found.add("__init__")
-                elif alias.name.startswith("actors."):
-                    found.add(alias.name.split(".")[1])
+    """Every module of the runtime, by its path in the package (``_base/_errors``)."""
+    found = {}
+    for path in (ROOT / "actors").rglob("*.py"):
+        relative = path.relative_to(ROOT / "actors").with_suffix("")
+        found["/".join(relative.parts)] = path
     return found
 
 
-def test_every_runtime_module_has_a_layer() -> None:
-    assert set(_runtime_modules()) == set(LAYERS)
+def _layer(module: str) -> int:
+    folder = module.rpartition("/")[0]
+    return LAYERS[folder]
+
+
+def _runtime_imports(module: str, path: Path) -> set[str]:
+    """The actors modules ``module`` imports (``folder/name``), wherever the import is."""
+    folder = module.rpartition("/")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                parts = (node.module or "").split(".")
+                if parts[0] == "actors":
+                    found.add("/".join(parts[1:]) or "__init__")
+                continue
+            base = folder.split("/") if folder else []
+            base = base[: len(base) - (node.level - 1)] if node.level > 1 else base
+            names = (node.module or "").split(".") if node.module else []
+            if names:
+                found.add("/".join([*base, *names]))
+            else:
+                found.update("/".join([*base, alias.name]) for alias in node.names)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] == "actors":
+                    found.add("/".join(parts[1:]) or "__init__")
+    modules = _runtime_modules()
+    # A folder imported as a package means its __init__.
+    return {f"{name}/__init__" if f"{name}/__init__" in modules else name for name in found}
+
+
+def test_every_runtime_module_is_in_a_layer_folder() -> None:
+    for module in _runtime_modules():
+        folder = module.rpartition("/")[0]
+        assert folder in LAYERS, f"{module} is in no layer folder (see LAYERS)"
+        assert "/" not in folder, f"{module}: one level of folders, as the layers are"
+    folders = {p.name for p in (ROOT / "actors").iterdir()
+               if p.is_dir() and p.name != "__pycache__"}
+    assert folders == {f for f in LAYERS if f}
 
 
 def test_no_import_points_up_a_layer() -> None:
     upward = []
-    for name, path in _runtime_modules().items():
-        for target in _runtime_imports(path):
-            if LAYERS[target] > LAYERS[name]:
-                upward.append(f"{name} (L{LAYERS[name]}) imports {target} (L{LAYERS[target]})")
+    modules = _runtime_modules()
+    for name, path in modules.items():
+        for target in _runtime_imports(name, path):
+            assert target in modules, f"{name} imports {target}, which is not a module"
+            if _layer(target) > _layer(name):
+                upward.append(f"{name} (L{_layer(name)}) imports {target} (L{_layer(target)})")
     assert not upward
 
 
 def test_no_import_cycle_in_the_runtime() -> None:
-    graph = {name: _runtime_imports(path) - {name} for name, path in _runtime_modules().items()}
+    graph = {name: _runtime_imports(name, path) - {name}
+             for name, path in _runtime_modules().items()}
     visiting: list[str] = []
     done: set[str] = set()
 

@@ -36,7 +36,7 @@ def test_each_python_block_runs_as_written(index: int, tmp_path: Path) -> None:
 
 
 def test_the_shell_commands_name_what_exists() -> None:
-    from actors._cli import parser
+    from actors._system._cli import parser
 
     verbs = set(parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
     for block in SHELL:

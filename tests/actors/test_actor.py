@@ -211,7 +211,7 @@ def test_errors_form_one_tree_and_print_under_the_package() -> None:
 
     assert issubclass(BindError, SpawnError)
     assert issubclass(UnexpectedReply, ActorError)
-    assert "BindError" in (actors._errors.__doc__ or "")
+    assert "BindError" in (actors._base._errors.__doc__ or "")
     for name in actors.__all__:
         exported = getattr(actors, name)
         if isinstance(exported, type) and issubclass(exported, Exception):

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from actors._listener import Batch, Dispatcher, Outcome, Route
-from actors._ref import ActorRef
+from actors._base._ref import ActorRef
+from actors._listening._listener import Batch, Dispatcher, Outcome, Route
 
 
 class Sent:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from actors._processes import OutputLines
+from actors._running._processes import OutputLines
 
 
 def test_lines_come_whole_however_the_bytes_are_split() -> None:

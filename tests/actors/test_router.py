@@ -18,12 +18,12 @@ import trio
 import trio.testing
 
 from actors import ActorGone, ActorNotFound, ActorRef, ActorStarted, Event, RemoteError
-from actors._asks import Reply
-from actors._control import EventReport, Failure, NameRegistered
-from actors._events import EventBus
-from actors._link import Link
-from actors._names import NameRegistry
-from actors._router import Router
+from actors._base._control import EventReport, Failure, NameRegistered
+from actors._base._events import EventBus
+from actors._messaging._asks import Reply
+from actors._messaging._link import Link
+from actors._messaging._names import NameRegistry
+from actors._messaging._router import Router
 from protocol import Message, open_channel
 
 

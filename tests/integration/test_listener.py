@@ -749,5 +749,6 @@ async def test_recycled_acceptors_hand_their_idle_connections_on() -> None:
                 await clients.served(100)
                 clients.stop.set()
                 churn.stop.set()
-            assert clients.failures == [] and churn.failures == []
+            assert clients.failures == []
+            assert churn.failures == []
             assert (clients.closed, clients.connects) == (0, 8)

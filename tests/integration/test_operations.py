@@ -486,7 +486,7 @@ async def test_metrics_are_served_in_the_prometheus_format() -> None:
 
 async def test_a_second_reuseport_system_on_the_same_port_fails_to_bind() -> None:
     from actors import BindError
-    from actors._sockets import runtime_directory
+    from actors._listening._sockets import runtime_directory
 
     with trio.fail_after(TIMEOUT):
         async with open_system(tree(policy="reuseport"), name="first") as system:

@@ -313,7 +313,7 @@ def _fork_server_pid() -> int:
     for pid in child_processes():
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                if b"actors._zygote" in handle.read():
+                if b"actors._system._zygote" in handle.read():
                     return pid
         except OSError:
             continue

@@ -510,7 +510,7 @@ def _fork_server() -> int:
                 line = cmd.read()
         except OSError:
             continue
-        if ppid == me and b"actors._zygote" in line:
+        if ppid == me and b"actors._system._zygote" in line:
             return int(pid)
     raise AssertionError("no fork server")
 

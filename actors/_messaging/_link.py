@@ -17,7 +17,7 @@ import trio
 
 from protocol import Channel, FrameKind, Message, encode_message
 
-from ._control import Credit
+from .._base._control import Credit
 
 __all__ = ["CREDIT_GRANT", "TELL_WINDOW", "Link"]
 

@@ -43,8 +43,7 @@ from protocol import (
     registry,
 )
 
-from ._asks import Answered, Pending, PendingAsks, Reply, to_exception
-from ._control import (
+from .._base._control import (
     Credit,
     EventReport,
     Failure,
@@ -54,11 +53,12 @@ from ._control import (
     NameUnregistered,
     SystemStopping,
 )
-from ._errors import ActorGone, ActorNotFound, CallingSelf
-from ._events import ActorExited, Event, EventSink, ExitReason
+from .._base._errors import ActorGone, ActorNotFound, CallingSelf
+from .._base._events import ActorExited, Event, EventSink, ExitReason
+from .._base._ref import SENDER_CONTEXT_KEY, ActorRef
+from ._asks import Answered, Pending, PendingAsks, Reply, to_exception
 from ._link import Link
 from ._names import NameRegistry
-from ._ref import SENDER_CONTEXT_KEY, ActorRef
 
 __all__ = ["MASTER_NODE", "Mailbox", "Router", "current_actor"]
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import trio
 
-from ._errors import RestartLimitExceeded, SpawnError, leaves, unwrap_actor_errors
-from ._events import (
+from .._base._errors import RestartLimitExceeded, SpawnError, leaves, unwrap_actor_errors
+from .._base._events import (
     ActorExited,
     ActorReady,
     ActorRestarted,
@@ -32,11 +32,11 @@ from ._events import (
     crash_reason,
     exit_reason,
 )
-from ._ref import ActorRef
+from .._base._ref import ActorRef
+from .._base._spec import ChildSpec, SupervisorSpec, grace_of, validate_name
+from .._base._tree import Child, Notice, Parent, StartChild, stop_children
+from .._messaging._router import Router
 from ._restart import RestartHistory, decide
-from ._router import Router
-from ._spec import ChildSpec, SupervisorSpec, grace_of, validate_name
-from ._tree import Child, Notice, Parent, StartChild, stop_children
 
 __all__ = ["ChildDown", "ChildUp", "Membership", "Supervisor", "child_path"]
 

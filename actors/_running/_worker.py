@@ -22,8 +22,8 @@ import trio
 
 from protocol import PROTOCOL_VERSION, Message, ProtocolError, VersionMismatch, open_channel
 
-from ._actor import Actor
-from ._control import (
+from .._base._actor import Actor
+from .._base._control import (
     Failure,
     Hello,
     Ready,
@@ -35,8 +35,8 @@ from ._control import (
     Stopping,
     Suicide,
 )
-from ._errors import SpawnError
-from ._events import (
+from .._base._errors import SpawnError
+from .._base._events import (
     ActorExited,
     ActorReady,
     ActorStarted,
@@ -46,7 +46,10 @@ from ._events import (
     crash_reason,
     exit_reason,
 )
-from ._link import Link
+from .._base._ref import ActorRef
+from .._base._tree import Child, Notice, Parent
+from .._messaging._link import Link
+from .._messaging._router import Router
 from ._processes import (
     OutputSink,
     Spawner,
@@ -56,9 +59,6 @@ from ._processes import (
     output_pipes,
     relay_lines,
 )
-from ._ref import ActorRef
-from ._router import Router
-from ._tree import Child, Notice, Parent
 
 __all__ = ["WorkerHandle"]
 

@@ -12,18 +12,18 @@ from typing import Any, Protocol
 
 import trio
 
-from ._actor import Actor
-from ._cell import Cell
-from ._errors import ActorError, SpawnError
-from ._events import crash_reason
-from ._processes import OutputSink, Spawner
-from ._ref import ActorRef
-from ._router import Router
-from ._shared import State
-from ._spec import ChildSpec, SupervisorSpec, WorkerSpec, grace_of, validate_name, worker
+from .._base._actor import Actor
+from .._base._errors import ActorError, SpawnError
+from .._base._events import crash_reason
+from .._base._ref import ActorRef
+from .._base._shared import State
+from .._base._spec import ChildSpec, SupervisorSpec, WorkerSpec, grace_of, validate_name, worker
+from .._base._tree import Child, Notice, Parent
+from .._messaging._router import Router
+from .._running._cell import Cell
+from .._running._processes import OutputSink, Spawner
+from .._running._worker import WorkerHandle
 from ._supervisor import Supervisor, child_path
-from ._tree import Child, Notice, Parent
-from ._worker import WorkerHandle
 
 __all__ = ["Runnable", "Starter", "SupervisorKind"]
 

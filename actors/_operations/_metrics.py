@@ -22,8 +22,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from ._cell import ASK_BUCKETS
-from ._operations import ActorStatus
+from .._running._cell import ASK_BUCKETS
+from ._server import ActorStatus
 
 __all__ = ["Measurable", "open_metrics_server", "render"]
 

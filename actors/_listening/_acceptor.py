@@ -19,10 +19,19 @@ import trio
 
 from protocol import Message, SocketHandle
 
-from ._actor import Actor, handler
-from ._errors import ActorError
-from ._handoff import AcceptorStats, Attach, Closed, GetStats, HandBack, Handoff, Policy, Taken
-from ._ref import ActorRef
+from .._base._actor import Actor, handler
+from .._base._errors import ActorError
+from .._base._handoff import (
+    AcceptorStats,
+    Attach,
+    Closed,
+    GetStats,
+    HandBack,
+    Handoff,
+    Policy,
+    Taken,
+)
+from .._base._ref import ActorRef
 from ._sockets import accept_failure, unread_bytes
 
 __all__ = ["Acceptor"]

@@ -2,11 +2,11 @@
 
 A cold worker pays for a fresh interpreter and the imports of trio, pydantic, the runtime and
 the user's script (hundreds of milliseconds); a fork of a process that has done all that is
-ready in a few. The master starts one fork server (``python -m actors._zygote``) per
+ready in a few. The master starts one fork server (``python -m actors._system._zygote``) per
 system. It imports everything a worker needs, loads the main script as ``__mp_main__`` and
 then waits, single-threaded and with no event loop, for requests on its control socket: a
 ``ForkRequest`` frame carrying the new worker's channel fd. It forks; the child becomes a
-worker exactly as ``actors._bootstrap`` would (own process group, dies with its parent, own
+worker exactly as ``actors._system._bootstrap`` would (own process group, dies with its parent, own
 trio loop). The server reaps its children and reports each exit status to the master, which
 sees these workers through :class:`ForkedProcess`.
 
@@ -38,7 +38,7 @@ from protocol import (
     open_channel,
 )
 
-from ._errors import SpawnError
+from .._base._errors import SpawnError
 from ._processes import (
     ChildProcess,
     ColdSpawner,
@@ -347,7 +347,7 @@ async def _run_fork_server(
     pipes = None if output is None else output_pipes()
     try:
         process = start_process(
-            [sys.executable, "-m", "actors._zygote"], fd=theirs.fileno(), extra_env={},
+            [sys.executable, "-m", "actors._system._zygote"], fd=theirs.fileno(), extra_env={},
             output=None if pipes is None else (pipes[0][1], pipes[1][1]),
         )
     except BaseException:

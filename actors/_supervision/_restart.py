@@ -10,8 +10,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ._events import ExitReason
-from ._spec import ChildSpec, SupervisorSpec
+from .._base._events import ExitReason
+from .._base._spec import ChildSpec, SupervisorSpec
 
 __all__ = ["Decision", "RestartHistory", "decide", "should_restart"]
 

@@ -1,4 +1,4 @@
-"""Entry point of a worker process: ``python -m actors._bootstrap``.
+"""Entry point of a worker process: ``python -m actors._system._bootstrap``.
 
 The worker reads its channel's fd from ``ACTORS_CHANNEL_FD``, arranges to die with its parent
 (``PR_SET_PDEATHSIG`` plus the channel's EOF), ignores SIGINT (the master orchestrates
@@ -35,10 +35,9 @@ from protocol import (
     open_channel,
 )
 
-from ._actor import Actor
-from ._arguments import arguments_from_json
-from ._cell import Cell
-from ._control import (
+from .._base._actor import Actor
+from .._base._arguments import arguments_from_json
+from .._base._control import (
     Failure,
     Heartbeat,
     Hello,
@@ -51,22 +50,23 @@ from ._control import (
     Stopping,
     Suicide,
 )
-from ._errors import SpawnError
-from ._link import Link
-from ._listener import run_listeners
-from ._names import NameRegistry
-from ._processes import (
+from .._base._errors import SpawnError
+from .._base._ref import ActorRef
+from .._base._tree import Root
+from .._listening._listener import run_listeners
+from .._messaging._link import Link
+from .._messaging._names import NameRegistry
+from .._messaging._router import Router
+from .._running._cell import Cell
+from .._running._processes import (
     CHANNEL_FD_ENV,
     LOADING_MAIN_ENV,
     PARENT_PID_ENV,
     ColdSpawner,
     unguarded_main,
 )
-from ._ref import ActorRef
-from ._router import Router
-from ._start import Starter
-from ._state import RemoteUpstream, Replica, ReplicaActor, SharedState
-from ._tree import Root
+from .._state._service import RemoteUpstream, Replica, ReplicaActor, SharedState
+from .._supervision._start import Starter
 
 _PR_SET_PDEATHSIG = 1
 # The parent-death signal of a worker forked by the fork server: caught, not fatal.

@@ -1,6 +1,6 @@
 """OS processes: starting a worker's interpreter, watching it, and finding the main script.
 
-A worker is a clean interpreter running ``python -m actors._bootstrap`` (or a fork of the
+A worker is a clean interpreter running ``python -m actors._system._bootstrap`` (or a fork of the
 fork server). The parent passes it one end of a socketpair by fd number (named in
 ``ACTORS_CHANNEL_FD``, as Node passes ``NODE_CHANNEL_FD``). Starting processes goes through
 the :class:`Spawner` seam, so that a pre-imported fork server can replace the cold start.
@@ -16,7 +16,7 @@ from typing import Literal, Protocol
 
 import trio
 
-from ._errors import SpawnError
+from .._base._errors import SpawnError
 
 __all__ = [
     "CHANNEL_FD_ENV",
@@ -50,7 +50,8 @@ def unguarded_main(path: str) -> str:
         "processes import it to find the actors it defines: put the code that starts the "
         "system under `if __name__ == \"__main__\":` (as with multiprocessing)"
     )
-_RUNTIME_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The directory that holds the actors package (this file is actors/_running/_processes.py).
+_RUNTIME_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class WorkerProcess(Protocol):
@@ -248,10 +249,10 @@ def start_process(
 
 
 class ColdSpawner:
-    """A fresh interpreter per worker: ``sys.executable -m actors._bootstrap``."""
+    """A fresh interpreter per worker: ``sys.executable -m actors._system._bootstrap``."""
 
     async def start(self, fd: int, output: tuple[int, int] | None = None) -> WorkerProcess:
-        process = start_process([sys.executable, "-m", "actors._bootstrap"], fd=fd,
+        process = start_process([sys.executable, "-m", "actors._system._bootstrap"], fd=fd,
                                 extra_env={}, output=output)
         await trio.lowlevel.checkpoint()
         return process

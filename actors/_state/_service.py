@@ -40,15 +40,15 @@ import trio
 
 from protocol import FrameTooLarge, Message, ProtocolError, registry
 
-from ._actor import Actor, handler
-from ._errors import (
+from .._base._actor import Actor, handler
+from .._base._errors import (
     ActorError,
     InvalidStoredValue,
     RemoteError,
     StateError,
     StoreUnavailable,
 )
-from ._events import (
+from .._base._events import (
     ActorExited,
     Event,
     EventBus,
@@ -56,9 +56,9 @@ from ._events import (
     StoreReconnected,
     StoreReset,
 )
-from ._ref import ActorRef
-from ._router import Router
-from ._shared import Entry, StateChanged, StateResynced, check_key
+from .._base._ref import ActorRef
+from .._base._shared import Entry, StateChanged, StateResynced, check_key
+from .._messaging._router import Router
 from ._stores import Disconnected, EpochChanged, Reconnected, Record, Reset, Store
 
 __all__ = [

@@ -43,8 +43,8 @@ from protocol import (
     registry,
 )
 
-from ._errors import leaves
-from ._operations import (
+from .._base._errors import leaves
+from .._operations._server import (
     Answer,
     End,
     EventLine,

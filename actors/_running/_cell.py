@@ -13,11 +13,10 @@ import trio
 
 from protocol import Message
 
-from ._actor import Actor, no_handler
-from ._asks import Reply
-from ._control import Failure, Probe, Probed
-from ._errors import ActorGone, SpawnError
-from ._events import (
+from .._base._actor import Actor, no_handler
+from .._base._control import Failure, Probe, Probed
+from .._base._errors import ActorGone, SpawnError
+from .._base._events import (
     ActorDrained,
     ActorExited,
     ActorReady,
@@ -25,11 +24,12 @@ from ._events import (
     ExitReason,
     exit_reason,
 )
-from ._ref import ActorRef
-from ._router import Router, current_actor
-from ._shared import State
-from ._spec import ChildSpec
-from ._tree import Child, Parent, SpawnChild, stop_children
+from .._base._ref import ActorRef
+from .._base._shared import State
+from .._base._spec import ChildSpec
+from .._base._tree import Child, Parent, SpawnChild, stop_children
+from .._messaging._asks import Reply
+from .._messaging._router import Router, current_actor
 
 __all__ = ["ASK_BUCKETS", "Cell", "drain_budget"]
 

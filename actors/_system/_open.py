@@ -18,9 +18,8 @@ import trio
 
 from protocol import DEFAULT_MAX_FRAME_SIZE
 
-from ._actor import Actor
-from ._cell import Cell
-from ._errors import (
+from .._base._actor import Actor
+from .._base._errors import (
     ActorError,
     ActorNotFound,
     ReloadFailed,
@@ -28,22 +27,35 @@ from ._errors import (
     SpawnError,
     leaves,
 )
-from ._events import Event, EventBus, ReloadAborted, SystemReloaded
-from ._forkserver import open_lazy_fork_server
-from ._handoff import AcceptorStats
-from ._listener import Listener, run_listeners
-from ._metrics import open_metrics_server
-from ._names import NameRegistry
-from ._operations import ActorStatus, OutputLog, SystemInfo, collect_status, open_control_server
-from ._processes import LOADING_MAIN_ENV, ColdSpawner, Spawner, main_script, unguarded_main
-from ._ref import ActorRef
-from ._router import MASTER_NODE, Router
-from ._spec import ChildSpec, SupervisorSpec, WorkerSpec, validate_name
-from ._start import Runnable, Starter
-from ._state import LocalUpstream, SharedState, StateService, StateServiceActor
-from ._stores import Store, check_store_url, open_store
-from ._supervisor import Supervisor, child_path
-from ._tree import Child, Root, stop_children
+from .._base._events import Event, EventBus, ReloadAborted, SystemReloaded
+from .._base._handoff import AcceptorStats
+from .._base._ref import ActorRef
+from .._base._spec import ChildSpec, SupervisorSpec, WorkerSpec, validate_name
+from .._base._tree import Child, Root, stop_children
+from .._listening._listener import Listener, run_listeners
+from .._messaging._names import NameRegistry
+from .._messaging._router import MASTER_NODE, Router
+from .._operations._metrics import open_metrics_server
+from .._operations._server import (
+    ActorStatus,
+    OutputLog,
+    SystemInfo,
+    collect_status,
+    open_control_server,
+)
+from .._running._cell import Cell
+from .._running._forkserver import open_lazy_fork_server
+from .._running._processes import (
+    LOADING_MAIN_ENV,
+    ColdSpawner,
+    Spawner,
+    main_script,
+    unguarded_main,
+)
+from .._state._service import LocalUpstream, SharedState, StateService, StateServiceActor
+from .._state._stores import Store, check_store_url, open_store
+from .._supervision._start import Runnable, Starter
+from .._supervision._supervisor import Supervisor, child_path
 
 __all__ = ["ActorSystem", "open_system"]
 

@@ -16,8 +16,8 @@ import trio
 
 from protocol import Message
 
-from ._control import Failure
-from ._errors import ActorError, ActorGone, ActorNotFound, RemoteError
+from .._base._control import Failure
+from .._base._errors import ActorError, ActorGone, ActorNotFound, RemoteError
 from ._link import Link
 
 __all__ = ["Answered", "Pending", "PendingAsks", "Reply", "ReplyTransport", "to_exception"]

@@ -41,12 +41,10 @@ import trio
 
 from protocol import Message, SocketHandle
 
-from ._acceptor import Acceptor
-from ._actor import Actor, handler
-from ._cell import Cell
-from ._errors import ActorError, ActorGone, ReloadFailed, RemoteError, SpawnError
-from ._events import ExitReason, exit_reason
-from ._handoff import (
+from .._base._actor import Actor, handler
+from .._base._errors import ActorError, ActorGone, ReloadFailed, RemoteError, SpawnError
+from .._base._events import ExitReason, exit_reason
+from .._base._handoff import (
     POLICIES,
     ROUTED,
     AcceptorStats,
@@ -60,13 +58,15 @@ from ._handoff import (
     Policy,
     Taken,
 )
-from ._ref import ActorRef
-from ._router import Router
+from .._base._ref import ActorRef
+from .._base._spec import Shutdown, SupervisorSpec, WorkerSpec, supervisor, worker
+from .._base._tree import Child, Parent, stop_children
+from .._messaging._router import Router
+from .._running._cell import Cell
+from .._supervision._start import Starter
+from .._supervision._supervisor import ChildDown, ChildUp, Membership, Supervisor
+from ._acceptor import Acceptor
 from ._sockets import AcceptBackoff, accept_failure, bind, claim_address, untouched
-from ._spec import Shutdown, SupervisorSpec, WorkerSpec, supervisor, worker
-from ._start import Starter
-from ._supervisor import ChildDown, ChildUp, Membership, Supervisor
-from ._tree import Child, Parent, stop_children
 
 __all__ = [
     "Batch",

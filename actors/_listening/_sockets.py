@@ -14,7 +14,7 @@ from typing import Literal
 
 import trio
 
-from ._errors import BindError
+from .._base._errors import BindError
 
 __all__ = [
     "AcceptBackoff",

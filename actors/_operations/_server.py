@@ -38,17 +38,17 @@ from protocol import (
     open_channel,
 )
 
-from ._cell import Cell
-from ._control import Probe, Probed
-from ._errors import ActorError, SystemNameTaken
-from ._events import Event, ExitReason
-from ._listener import Listener
-from ._processes import LINE_LIMIT
-from ._router import Router
-from ._sockets import AcceptBackoff, accept_failure, runtime_directory
-from ._supervisor import Supervisor
-from ._tree import Child
-from ._worker import WorkerHandle
+from .._base._control import Probe, Probed
+from .._base._errors import ActorError, SystemNameTaken
+from .._base._events import Event, ExitReason
+from .._base._tree import Child
+from .._listening._listener import Listener
+from .._listening._sockets import AcceptBackoff, accept_failure, runtime_directory
+from .._messaging._router import Router
+from .._running._cell import Cell
+from .._running._processes import LINE_LIMIT
+from .._running._worker import WorkerHandle
+from .._supervision._supervisor import Supervisor
 
 __all__ = [
     "ActorStatus",
@@ -226,7 +226,7 @@ async def collect_status(
     async def probe(address: str | None) -> Probed | None:
         if address is None:
             return None
-        from ._ref import ActorRef
+        from .._base._ref import ActorRef
 
         with trio.move_on_after(1):
             try:

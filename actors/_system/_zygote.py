@@ -1,4 +1,4 @@
-"""The fork server's own process: ``python -m actors._zygote`` (see ``_forkserver``).
+"""The fork server's own process: ``python -m actors._system._zygote`` (see ``_forkserver``).
 
 Single-threaded and without an event loop: it preloads, then forks a worker per request and
 reports each worker's exit status. Kept apart from ``_forkserver`` (which the package imports)
@@ -25,9 +25,9 @@ from protocol import (
     encode_message,
 )
 
+from .._running._forkserver import ChildExited, Forked, ForkFailed, ForkRequest, Preload, Preloaded
+from .._running._processes import CHANNEL_FD_ENV, PARENT_PID_ENV
 from ._bootstrap import _die_with_parent, load_main, run_worker
-from ._forkserver import ChildExited, Forked, ForkFailed, ForkRequest, Preload, Preloaded
-from ._processes import CHANNEL_FD_ENV, PARENT_PID_ENV
 
 
 def _serve_forever(sock: socket.socket, parent_pid: int) -> None:

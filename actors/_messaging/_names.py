@@ -12,8 +12,8 @@ import logging
 
 import trio
 
-from ._control import NameRegistered, NameUnregistered
-from ._errors import ActorError, SpawnError
+from .._base._control import NameRegistered, NameUnregistered
+from .._base._errors import ActorError, SpawnError
 from ._link import Link
 
 __all__ = ["NameRegistry"]

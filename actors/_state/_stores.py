@@ -25,7 +25,7 @@ import trio
 
 from protocol import Message
 
-from ._errors import StoreInUse, StoreUnavailable
+from .._base._errors import StoreInUse, StoreUnavailable
 
 __all__ = [
     "Disconnected",
