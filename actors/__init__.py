@@ -72,7 +72,7 @@ from ._listening._listener import ListenerSpec as ListenerSpec
 from ._listening._listener import listener as listener
 from ._operations._server import ActorStatus as ActorStatus
 from ._operations._server import SystemInfo as SystemInfo
-from ._state._service import SharedState as SharedState
+from ._state._api import SharedState as SharedState
 from ._supervision._restart import Decision as Decision
 from ._supervision._restart import RestartHistory as RestartHistory
 from ._supervision._restart import decide as decide

@@ -65,7 +65,9 @@ from .._running._processes import (
     ColdSpawner,
     unguarded_main,
 )
-from .._state._service import RemoteUpstream, Replica, ReplicaActor, SharedState
+from .._state._actors import RemoteUpstream, ReplicaActor
+from .._state._api import SharedState
+from .._state._replica import Replica
 from .._supervision._start import Starter
 
 _PR_SET_PDEATHSIG = 1

@@ -52,8 +52,11 @@ from .._running._processes import (
     main_script,
     unguarded_main,
 )
-from .._state._service import LocalUpstream, SharedState, StateService, StateServiceActor
-from .._state._stores import Store, check_store_url, open_store
+from .._state._actors import StateServiceActor
+from .._state._api import SharedState
+from .._state._service import LocalUpstream, StateService
+from .._state._store import Store
+from .._state._stores import check_store_url, open_store
 from .._supervision._start import Runnable, Starter
 from .._supervision._supervisor import Supervisor, child_path
 
