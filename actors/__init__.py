@@ -70,8 +70,8 @@ from ._listening._acceptor import Acceptor as Acceptor
 from ._listening._listener import Listener as Listener
 from ._listening._listener import ListenerSpec as ListenerSpec
 from ._listening._listener import listener as listener
-from ._operations._server import ActorStatus as ActorStatus
-from ._operations._server import SystemInfo as SystemInfo
+from ._operations._protocol import ActorStatus as ActorStatus
+from ._operations._protocol import SystemInfo as SystemInfo
 from ._state._api import SharedState as SharedState
 from ._supervision._restart import Decision as Decision
 from ._supervision._restart import RestartHistory as RestartHistory

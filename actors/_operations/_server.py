@@ -6,6 +6,7 @@ Every system opens a control socket: a Unix socket in a directory only its user 
 protocol is the runtime's own framing and typed messages: a request, then its answer (or,
 for ``events`` and ``logs``, a stream of them until the client goes). The console script
 ``trio-actors`` (``_cli``) is its client.
+
 """
 
 from __future__ import annotations
@@ -17,356 +18,51 @@ import logging
 import os
 import socket
 import struct
-import sys
-import time
-from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Protocol
 
 import trio
 
 from protocol import (
     Channel,
-    FrameKind,
     FrameTooLarge,
     Message,
     ProtocolError,
-    decode_message,
-    encode_message,
     open_channel,
 )
 
-from .._base._control import Probe, Probed
 from .._base._errors import ActorError, SystemNameTaken
-from .._base._events import Event, ExitReason
-from .._base._tree import Child
-from .._listening._listener import Listener
+from .._base._events import Event
 from .._listening._sockets import AcceptBackoff, accept_failure, runtime_directory
-from .._messaging._router import Router
-from .._running._cell import Cell
 from .._running._processes import LINE_LIMIT
-from .._running._worker import WorkerHandle
-from .._supervision._supervisor import Supervisor
+from ._output import OutputLog
+from ._protocol import (
+    ActorStatus,
+    Answer,
+    End,
+    EventLine,
+    LogLine,
+    Note,
+    Request,
+    Status,
+    SystemInfo,
+    receive_request,
+    send_control,
+)
+from ._status import cut
 
 __all__ = [
-    "ActorStatus",
     "ControlServer",
-    "LogFollower",
-    "Note",
     "Operable",
-    "OutputLog",
-    "SystemInfo",
-    "collect_status",
     "control_directory",
-    "cut",
     "open_control_server",
-    "send_control",
     "socket_path",
 ]
 
 log = logging.getLogger("actors")
 output_log = logging.getLogger("actors.output")
-
-_LOG_LINES = 2000  # lines of workers' output kept for `trio-actors logs`
-_FOLLOW_BUFFER = 4096
-_STATUS_TEXT = 4096  # characters of a status row's last exit (its first line, cut)
-
-
-# -- what the control socket carries -----------------------------------------------------------
-
-
-class SystemInfo(Message, tag="actors.ops.SystemInfo"):
-    """A running system: its name, its master's pid, since when it runs."""
-
-    name: str
-    pid: int
-    started: float  # time.time() when it started
-    uptime: float
-    socket: str
-
-
-class ActorStatus(Message, tag="actors.ops.ActorStatus"):
-    """One row of ``trio-actors status``."""
-
-    path: str
-    kind: Literal["supervisor", "listener", "acceptor", "worker", "actor"]
-    pid: int | None = None
-    node: str = "0"
-    state: Literal["running", "starting", "stopping"] = "running"
-    uptime: float | None = None
-    restarts: int = 0
-    last_exit: str | None = None
-    mailbox: int | None = None
-    rss: int | None = None
-    cpu: float | None = None
-    open: int | None = None
-    total: int | None = None
-    handled: int | None = None
-    asks: int | None = None
-    ask_seconds: float | None = None  # the time its handlers took on asks, in all
-    ask_buckets: list[int] | None = None  # how many took at most each of ASK_BUCKETS
-
-
-class Status(Message, tag="actors.ops.Status"):
-    system: SystemInfo
-    actors: list[ActorStatus]
-
-
-class Request(Message, tag="actors.ops.Request"):
-    """What a client wants (``verb``), with its arguments."""
-
-    verb: Literal["info", "status", "reload", "restart", "scale", "stop", "events", "logs"]
-    path: str | None = None
-    count: int | None = None
-    follow: bool = False
-
-
-class Answer(Message, tag="actors.ops.Answer"):
-    """The outcome of a request that does not stream: ``error`` set if it failed."""
-
-    ok: bool
-    error: str | None = None
-    detail: list[str] = []
-
-
-class EventLine(Message, tag="actors.ops.EventLine"):
-    tag: str
-    body: str
-
-
-class LogLine(Message, tag="actors.ops.LogLine"):
-    """One line of a worker's output."""
-
-    at: float
-    path: str
-    pid: int
-    stream: Literal["stdout", "stderr"]
-    text: str
-
-
-class End(Message, tag="actors.ops.End"):
-    """The end of a stream (``logs`` without ``--follow``)."""
-
-
-class Note(Message, tag="actors.ops.Note"):
-    """Said in a stream where something could not be: lines a slow reader missed, an item
-    too large to carry. The stream goes on after it."""
-
-    text: str
-
-
-# -- what runs ----------------------------------------------------------------------------------
-
-
-class _Processes:
-    """psutil views of the workers, kept so that CPU% compares with the last look."""
-
-    def __init__(self) -> None:
-        self._seen: dict[int, object] = {}
-
-    def figures(self, pid: int | None) -> tuple[int | None, float | None]:
-        import psutil
-
-        if pid is None:
-            return None, None
-        process = self._seen.get(pid)
-        try:
-            if process is None:
-                process = self._seen[pid] = psutil.Process(pid)
-                # The first look only starts the measure (psutil answers 0.0, which would
-                # read as idle): no figure until there is an interval to measure over.
-                process.cpu_percent(None)
-                return process.memory_info().rss, None
-            assert isinstance(process, psutil.Process)
-            return process.memory_info().rss, round(process.cpu_percent(None), 1)
-        except psutil.Error:
-            self._seen.pop(pid, None)
-            return None, None
-        except OSError:
-            return None, None  # out of fds to read /proc with: figures unknown this time
-
-
-PROCESSES = _Processes()
-
-
-def _described(reason: ExitReason | None) -> str | None:
-    """An exit reason in a status row: one line, cut (an exception's message has no bound,
-    a status must still fit in a frame)."""
-    return None if reason is None else cut(reason.describe(), _STATUS_TEXT)
-
-
-def cut(text: str, limit: int) -> str:
-    """``text``, or its first ``limit`` characters and a marker saying how many were cut."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]} … [cut: {len(text) - limit} more characters]"
-
-
-def _figures(probed: Probed | None) -> dict[str, Any]:
-    """A probed actor's own figures, as ActorStatus fields (none if it did not answer)."""
-    if probed is None:
-        return {}
-    return {"mailbox": probed.mailbox, "handled": probed.handled, "asks": probed.asks,
-            "ask_seconds": probed.ask_seconds, "ask_buckets": probed.ask_buckets}
-
-
-async def collect_status(
-    router: Router,
-    children: list[Child],
-    last_exits: dict[str, ExitReason],
-) -> list[ActorStatus]:
-    """One row per actor: the supervision tree walked from ``children``, then the actors
-    registered by worker processes (their own children)."""
-    rows: list[ActorStatus] = []
-    now = trio.current_time()
-    pids: dict[str, int] = {}  # worker node -> pid
-
-    async def probe(address: str | None) -> Probed | None:
-        if address is None:
-            return None
-        from .._base._ref import ActorRef
-
-        with trio.move_on_after(1):
-            try:
-                reply = await ActorRef(router, address=address).ask(Probe())
-            except ActorError:
-                return None
-            return reply if isinstance(reply, Probed) else None
-        return None
-
-    async def walk(child: Child, restarts: int, acceptor: bool) -> None:
-        last = last_exits.get(child.path)
-        common = {"path": child.path, "uptime": round(now - child.started_at, 3),
-                  "restarts": restarts, "last_exit": _described(last)}
-        if isinstance(child, Listener):
-            rows.append(ActorStatus(kind="listener", pid=os.getpid(), **common))
-            sup = child._supervisor
-            if sup is not None:
-                stats = {s.path: s for s in await child.stats()}
-                for name, instance in sorted(sup.instances().items()):
-                    await walk(instance, sup.restart_counts.get(name, 0), True)
-                    if rows[-1].path in stats:
-                        figures = stats[rows[-1].path]
-                        rows[-1] = rows[-1].model_copy(
-                            update={"open": figures.open, "total": figures.total})
-        elif isinstance(child, Supervisor):
-            rows.append(ActorStatus(kind="supervisor", pid=os.getpid(), **common))
-            for name, instance in sorted(child.instances().items(),
-                                         key=lambda item: child.child_names().index(item[0])):
-                await walk(instance, child.restart_counts.get(name, 0), False)
-        elif isinstance(child, WorkerHandle):
-            rss, cpu = PROCESSES.figures(child.pid)
-            probed = await probe(child.address)
-            if child.pid is not None:
-                pids[child.node_id] = child.pid
-            state = "running" if child.address is not None else "starting"
-            if child._stop_requested or (child.link is not None and child.link.closing):
-                state = "stopping"
-            rows.append(ActorStatus(
-                kind="acceptor" if acceptor else "worker", pid=child.pid, node=child.node_id,
-                state=state, rss=rss, cpu=cpu, **_figures(probed), **common,
-            ))
-        elif isinstance(child, Cell):
-            rows.append(ActorStatus(
-                kind="actor", pid=os.getpid(), node=router.id,
-                state="running" if child.accepting else "stopping",
-                mailbox=child.mailbox_depth, handled=child.handled, asks=child.asks,
-                ask_seconds=round(child.ask_seconds, 6), ask_buckets=list(child.ask_buckets),
-                **common,
-            ))
-            for grandchild in list(child.children):
-                await walk(grandchild, 0, False)
-
-    for child in list(children):
-        await walk(child, 0, False)
-    known = {row.path for row in rows}
-    for path, address in sorted(router.names.names.items()):
-        if path in known:
-            continue
-        node = address.partition("/")[0]
-        pid = next((p for n, p in pids.items() if node == n or node.startswith(n + ".")), None)
-        probed = await probe(address)
-        last = last_exits.get(path)
-        rows.append(ActorStatus(
-            path=path, kind="actor", node=node,
-            pid=probed.pid if probed is not None else pid, **_figures(probed),
-            last_exit=_described(last),
-        ))
-    return rows
-
-
-# -- workers' output ----------------------------------------------------------------------------
-
-
-class LogFollower:
-    """One reader of ``logs --follow``: the lines queued for it (:attr:`receive`), and how
-    many it missed since its queue was last full (:attr:`missed`). A reader too slow for
-    the output misses lines, and is told so (a :class:`Note` where they were), rather than
-    being let go: its stream never ends silently."""
-
-    def __init__(self) -> None:
-        self.send, self.receive = trio.open_memory_channel[LogLine | Note](_FOLLOW_BUFFER)
-        self.missed = 0
-
-    def offer(self, line: LogLine) -> bool:
-        """Queue ``line``, after the note of what was missed before it; False once the
-        reader is gone."""
-        try:
-            if self.missed:
-                self.send.send_nowait(self.note())
-                self.missed = 0  # (counted from here again, if the line misses its turn)
-            self.send.send_nowait(line)
-        except trio.WouldBlock:
-            self.missed += 1
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return False
-        return True
-
-    def note(self) -> Note:
-        """The note of the lines missed so far."""
-        return Note(text=f"{self.missed} line(s) of output left out here: this reader fell "
-                         f"{_FOLLOW_BUFFER} lines behind")
-
-    def __enter__(self) -> LogFollower:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.receive.close()
-
-
-class OutputLog:
-    """What the system's workers print, line by line (a long line cut: see
-    ``_processes.OutputLines``): echoed to the master's own stdout and stderr as printed (so a
-    terminal still shows it), sent to the ``actors.output`` logger (DEBUG) with the
-    worker's path and pid, and kept (the last lines) for ``logs``."""
-
-    def __init__(self, keep: int = _LOG_LINES) -> None:
-        self.lines: deque[LogLine] = deque(maxlen=keep)
-        self._followers: list[LogFollower] = []
-
-    def line(self, path: str, pid: int, stream: Literal["stdout", "stderr"], text: str) -> None:
-        entry = LogLine(at=time.time(), path=path, pid=pid, stream=stream, text=text)
-        self.lines.append(entry)
-        target = sys.stdout if stream == "stdout" else sys.stderr
-        try:
-            target.write(text + "\n")
-            target.flush()
-        except (OSError, ValueError):
-            pass  # our own stdout is gone (closed, a broken pipe): keep the rest working
-        output_log.debug("[%s %d] %s", path, pid, text)
-        for follower in list(self._followers):
-            if not follower.offer(entry):
-                self._followers.remove(follower)  # gone
-
-    def follow(self) -> LogFollower:
-        """A reader of the lines from now on (use it as a context manager: leaving it
-        unsubscribes)."""
-        follower = LogFollower()
-        self._followers.append(follower)
-        return follower
-
 
 # -- the control socket -------------------------------------------------------------------------
 
@@ -462,7 +158,7 @@ class ControlServer:
         garbage), the system is not affected."""
         try:
             async with open_channel(raw) as channel:
-                request = await _receive(channel)
+                request = await receive_request(channel)
                 if isinstance(request, str):
                     await send_control(channel, Answer(ok=False, error=request))
                 elif isinstance(request, Request):
@@ -615,23 +311,6 @@ def _cut_texts(value: object) -> object:
         return {key: _cut_texts(item) for key, item in value.items()}
     return value
 
-
-async def send_control(channel: Channel, message: Message) -> None:
-    """Send one message on a control connection (either side)."""
-    data, fds = encode_message(FrameKind.SYSTEM, message, max_frame_size=channel.max_frame_size)
-    await channel.send(data, fds)
-
-
-async def _receive(channel: Channel) -> Message | str:
-    """A client's request, or why it is refused. A request is one frame and carries no fds:
-    fds that come with it, or with any frame after it, are closed at once."""
-    first, *rest = await channel.receive_some()
-    for frame in rest:
-        frame.close_fds()
-    if first.nfds or first.fds:
-        first.close_fds()
-        return "a control request carries no file descriptors: refused"
-    return decode_message(first)
 
 
 @asynccontextmanager

@@ -44,7 +44,7 @@ from protocol import (
 )
 
 from .._base._errors import leaves
-from .._operations._server import (
+from .._operations._protocol import (
     Answer,
     End,
     EventLine,
@@ -53,9 +53,9 @@ from .._operations._server import (
     Request,
     Status,
     SystemInfo,
-    control_directory,
     send_control,
 )
+from .._operations._server import control_directory
 
 __all__ = ["main"]
 

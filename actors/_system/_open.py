@@ -36,13 +36,10 @@ from .._listening._listener import Listener, run_listeners
 from .._messaging._names import NameRegistry
 from .._messaging._router import MASTER_NODE, Router
 from .._operations._metrics import open_metrics_server
-from .._operations._server import (
-    ActorStatus,
-    OutputLog,
-    SystemInfo,
-    collect_status,
-    open_control_server,
-)
+from .._operations._output import OutputLog
+from .._operations._protocol import ActorStatus, SystemInfo
+from .._operations._server import open_control_server
+from .._operations._status import collect_status
 from .._running._cell import Cell
 from .._running._forkserver import open_lazy_fork_server
 from .._running._processes import (

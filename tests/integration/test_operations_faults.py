@@ -28,15 +28,8 @@ import pytest
 import trio
 
 from actors import Actor, ActorExited, RemoteError, handler, open_system
-from actors._operations._server import (
-    Answer,
-    LogLine,
-    Note,
-    Request,
-    Status,
-    send_control,
-    socket_path,
-)
+from actors._operations._protocol import Answer, LogLine, Note, Request, Status, send_control
+from actors._operations._server import socket_path
 from protocol import (
     FrameDecoder,
     FrameKind,
