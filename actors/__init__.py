@@ -68,8 +68,8 @@ from ._base._spec import supervisor as supervisor
 from ._base._spec import worker as worker
 from ._listening._acceptor import Acceptor as Acceptor
 from ._listening._listener import Listener as Listener
-from ._listening._listener import ListenerSpec as ListenerSpec
-from ._listening._listener import listener as listener
+from ._listening._spec import ListenerSpec as ListenerSpec
+from ._listening._spec import listener as listener
 from ._operations._protocol import ActorStatus as ActorStatus
 from ._operations._protocol import SystemInfo as SystemInfo
 from ._state._api import SharedState as SharedState

@@ -32,7 +32,8 @@ from .._base._handoff import (
     Taken,
 )
 from .._base._ref import ActorRef
-from ._sockets import accept_failure, unread_bytes
+from ._accepting import accept_loop
+from ._sockets import AcceptBackoff, unread_bytes
 
 __all__ = ["Acceptor"]
 
@@ -209,32 +210,20 @@ class Acceptor(Actor):
 
     async def _accept_loop(self, listening: socket.socket) -> None:
         state = self._acceptor
-        while not state.draining:
-            try:
-                await trio.lowlevel.wait_readable(listening)
-            except trio.ClosedResourceError:
-                return
-            # Take a few queued connections per wake-up (fewer system calls), but not all of
-            # them: the other acceptors sharing the socket were woken too and should get some.
-            for _ in range(_SHARED_ACCEPT_BATCH):
-                if state.draining or state.open >= self.max_connections:
-                    break
-                try:
-                    conn, _ = listening.accept()
-                except BlockingIOError:
-                    break
-                except OSError as exc:
-                    failure = accept_failure(exc)
-                    if failure == "closed":
-                        return  # by drain
-                    if failure == "starved":
-                        log.error("acceptor %s cannot accept: %s", self.ctx.path, exc)
-                        await trio.sleep(0.1)
-                        break
-                    continue
+
+        def room() -> int:
+            # A few queued connections per wake-up (fewer system calls), not all of them:
+            # the other acceptors sharing the socket were woken too and should get some.
+            if state.draining:
+                return -1
+            return max(0, min(_SHARED_ACCEPT_BATCH, self.max_connections - state.open))
+
+        def take(conns: list[socket.socket]) -> None:
+            for conn in conns:
                 self._serve(conn)
-            if state.open >= self.max_connections:
-                await state.idle.wait()
+
+        await accept_loop(listening, room=room, wait_for_room=state.idle.wait, take=take,
+                          backoff=AcceptBackoff(f"acceptor {self.ctx.path}"))
 
     def _serve(self, conn: socket.socket) -> None:
         state = self._acceptor

@@ -26,26 +26,20 @@ the connections the kernel had queued on it are reset, not moved to the others.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
 import math
-import os
 import random
 import socket
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
 
 import trio
 
 from protocol import Message, SocketHandle
 
 from .._base._actor import Actor, handler
-from .._base._errors import ActorError, ActorGone, ReloadFailed, RemoteError, SpawnError
+from .._base._errors import ActorError, ReloadFailed, SpawnError
 from .._base._events import ExitReason, exit_reason
 from .._base._handoff import (
-    POLICIES,
     ROUTED,
     AcceptorStats,
     Attach,
@@ -55,311 +49,22 @@ from .._base._handoff import (
     HandlePassed,
     Handoff,
     ListenerReport,
-    Policy,
-    Taken,
 )
 from .._base._ref import ActorRef
-from .._base._spec import Shutdown, SupervisorSpec, WorkerSpec, supervisor, worker
+from .._base._spec import SupervisorSpec, WorkerSpec
 from .._base._tree import Child, Parent, stop_children
 from .._messaging._router import Router
 from .._running._cell import Cell
 from .._supervision._start import Starter
 from .._supervision._supervisor import ChildDown, ChildUp, Membership, Supervisor
-from ._acceptor import Acceptor
-from ._sockets import AcceptBackoff, accept_failure, bind, claim_address, untouched
+from ._accepting import accept_all, accept_loop
+from ._dispatcher import Batch, Dispatcher, Route, outcome
+from ._sockets import AcceptBackoff, bind, claim_address
+from ._spec import ListenerSpec
 
-__all__ = [
-    "Batch",
-    "Dispatcher",
-    "Listener",
-    "ListenerSpec",
-    "Outcome",
-    "Route",
-    "listener",
-    "run_listeners",
-]
+__all__ = ["Listener", "run_listeners"]
 
 log = logging.getLogger("actors")
-
-
-
-@dataclass(frozen=True)
-class ListenerSpec(SupervisorSpec):
-    """A listener: the socket, the policy, and ``count`` acceptors (its children)."""
-
-    host: str = "127.0.0.1"
-    port: int = 0
-    policy: Policy = "round_robin"
-    in_flight: int = 64
-    backlog: int = 1024
-    report_every: float = 5.0
-    max_connections_per_worker: int | None = None
-
-
-def listener(
-    name: str,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    acceptor: type[Acceptor],
-    count: int | None = None,
-    policy: Policy = "round_robin",
-    in_flight: int = 64,
-    backlog: int = 1024,
-    shutdown: Shutdown = 10.0,
-    max_restarts: int = 10,
-    within: float = 10.0,
-    report_every: float = 5.0,
-    max_memory: int | None = None,
-    max_connections_per_worker: int | None = None,
-    **kwargs: Any,
-) -> ListenerSpec:
-    """Spec of a listener on ``host:port`` (port 0: any free port) served by ``count``
-    acceptor processes (default: the number of CPUs). ``kwargs`` go to the acceptor's
-    ``__init__``; ``shutdown`` is each acceptor's time to drain its connections.
-
-    ``max_memory`` (bytes): an acceptor whose resident memory stays above it is replaced
-    (its successor first). ``max_connections_per_worker``: an acceptor is replaced after
-    about that many connections (each gets up to 10% more, at random, so that they do not
-    all go at once), as gunicorn's ``max_requests``."""
-    if not (isinstance(acceptor, type) and issubclass(acceptor, Acceptor)):
-        raise TypeError(f"listener() takes an Acceptor subclass, not {acceptor!r}")
-    if policy not in POLICIES:
-        raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")
-    if count is None:
-        count = os.cpu_count() or 1
-    if count < 1:
-        raise ValueError("a listener needs at least one acceptor")
-    if not 0 <= port <= 65535:
-        raise ValueError(f"port must be in 0..65535, not {port}")
-    if in_flight < 1:
-        raise ValueError("in_flight must be >= 1")
-    if max_connections_per_worker is not None and max_connections_per_worker < 1:
-        raise ValueError("max_connections_per_worker must be >= 1 (or None)")
-    children = tuple(
-        worker(acceptor, name=str(i), process=True, shutdown=shutdown,
-               max_memory=max_memory, **kwargs)
-        for i in range(count)
-    )
-    checked = supervisor(name, max_restarts=max_restarts, within=within, children=children)
-    return ListenerSpec(
-        name=checked.name, strategy="one_for_one", max_restarts=checked.max_restarts,
-        within=checked.within, children=checked.children, shutdown="infinity",
-        host=host, port=port, policy=policy, in_flight=in_flight, backlog=backlog,
-        report_every=report_every, max_connections_per_worker=max_connections_per_worker,
-    )
-
-
-# -- routing connections to acceptors (round_robin, least_busy, and hand-backs) --------------
-
-
-@dataclass(eq=False)
-class Route:
-    """The listener's view of one running acceptor instance (``key``: its address).
-
-    ``gone`` is set once its process has exited: connections it held in doubt can then be
-    judged by the kernel (see :meth:`Dispatcher.settle`)."""
-
-    key: str
-    name: str
-    ref: ActorRef
-    pid: int
-    gone: trio.Event = field(default_factory=trio.Event)
-    in_flight: dict[int, list[tuple[socket.socket, int]]] = field(default_factory=dict)
-    pending: int = 0  # connections in flight (unanswered hand-offs)
-    doubtful: list[tuple[socket.socket, int]] = field(default_factory=list)
-    settling: bool = False  # the listener waits for its process to go, to judge them
-    routable: bool = True
-    open: int = 0
-    total: int = 0
-
-
-@dataclass(frozen=True)
-class Batch:
-    """One hand-off to send: ``conns`` (with the attempts each had) to ``route``."""
-
-    route: Route
-    id: int
-    conns: list[tuple[socket.socket, int]]
-
-
-Outcome = Literal["taken", "full", "draining", "undelivered", "in_doubt"]
-"""How a hand-off ended for the connections the acceptor did not take: it took them all;
-refused the rest (it is full for now); refused them for good (it drains: nothing more goes
-to it); certainly never got them (its process or actor was gone first); or died with them
-in doubt (it may have served them)."""
-
-
-class Dispatcher:
-    """Which acceptor gets each connection, and what happens to those it does not take.
-
-    Pure bookkeeping: :meth:`dispatch` returns the hand-offs to send (:class:`Batch`), and
-    whoever gets their answers calls :meth:`answered`, which returns what to send next. A
-    connection goes to one acceptor at a time; it is re-routed when the acceptor refused it
-    or certainly never got it. One whose acceptor died with it in doubt waits until that
-    acceptor's process is gone (``route.gone``); then :meth:`settle` asks the kernel: a
-    connection nobody read from or wrote to is handed on as if just accepted, any other is
-    closed (it was served in part: never by two). Connections no acceptor has room for
-    wait, in order; ``capacity`` is set whenever room may have come back.
-    """
-
-    def __init__(self, policy: Policy, in_flight: int,
-                 untouched: Callable[[socket.socket], bool] = untouched) -> None:
-        self.policy = policy
-        self.cap = in_flight
-        self._untouched = untouched
-        self.routes: dict[str, Route] = {}
-        self.waiting: deque[tuple[socket.socket, int]] = deque()
-        self.capacity = trio.Event()
-        self.lost = 0  # connections closed because they were served in part when lost
-        self.rescued = 0  # connections in doubt that nobody had touched: handed on
-        self._turn = 0
-        self._ids = itertools.count(1)
-
-    def add(self, route: Route) -> list[Batch]:
-        self.routes[route.key] = route
-        self.capacity.set()
-        return self.flush()
-
-    def retire(self, key: str) -> None:
-        """Route nothing new to ``key``; the hand-offs it has in flight still get answered."""
-        route = self.routes.get(key)
-        if route is not None:
-            route.routable = False
-            self._forget_if_done(route)
-
-    def room(self) -> int:
-        """How many more connections may be in flight now, over every acceptor."""
-        cap = self.cap
-        return sum(cap - r.pending for r in self.routes.values()
-                   if r.routable and r.pending < cap)
-
-    def has_capacity(self) -> bool:
-        return self.room() > 0
-
-    def _pick(self, exclude: str | None) -> Route | None:
-        cap = self.cap
-        candidates = [
-            r for r in self.routes.values()
-            if r.routable and r.pending < cap and r.key != exclude
-        ]
-        if not candidates:
-            return None
-        if self.policy == "least_busy":
-            return min(candidates, key=lambda r: (r.open + r.pending, r.total))
-        self._turn += 1
-        return candidates[self._turn % len(candidates)]
-
-    def dispatch(self, conns: list[tuple[socket.socket, int]], exclude: str | None = None
-                 ) -> list[Batch]:
-        """Route ``conns`` (each with the attempts it had): the hand-offs to send."""
-        batches: dict[str, Batch] = {}
-        limit = 2 * max(1, len(self.routes)) + 2
-        for conn, attempts in conns:
-            if attempts > limit:
-                log.error("no acceptor would take a connection; closing it")
-                conn.close()
-                continue
-            route = self._pick(exclude)
-            if route is None:
-                self.waiting.append((conn, attempts))
-                continue
-            batch = batches.get(route.key)
-            if batch is None:
-                batch = batches[route.key] = Batch(route, next(self._ids), [])
-                route.in_flight[batch.id] = batch.conns
-            batch.conns.append((conn, attempts))
-            route.pending += 1
-        return list(batches.values())
-
-    def answered(self, route: Route, batch_id: int, taken: int, outcome: Outcome
-                 ) -> list[Batch]:
-        """The acceptor took the first ``taken`` connections of hand-off ``batch_id``; the
-        others ended as ``outcome`` says. What to send next."""
-        conns = route.in_flight.pop(batch_id, None)
-        if conns is None:
-            return []
-        route.pending -= len(conns)
-        for conn, _ in conns[:taken]:
-            route.open += 1
-            route.total += 1
-            conn.close()  # the acceptor has its own copy now
-        rest = conns[taken:]
-        again: list[Batch] = []
-        if rest:
-            if outcome == "in_doubt":
-                route.routable = False  # its process died (or its channel broke)
-                route.doubtful.extend(rest)  # judged once its process is gone
-            else:
-                if outcome in ("undelivered", "draining"):
-                    route.routable = False  # gone, or going: nothing more goes to it
-                again = self.dispatch([(c, a + 1) for c, a in rest], exclude=route.key)
-        self._forget_if_done(route)
-        self.capacity.set()
-        return again + self.flush()
-
-    def settle(self, route: Route) -> list[Batch]:
-        """``route``'s process is gone, and with it every other reference to the
-        connections it held in doubt: hand on those nobody touched, close the others."""
-        doubtful, route.doubtful = route.doubtful, []
-        handed: list[tuple[socket.socket, int]] = []
-        for conn, attempts in doubtful:
-            if self._untouched(conn):
-                self.rescued += 1
-                handed.append((conn, attempts))
-            else:
-                self.lost += 1
-                log.warning("acceptor %s went while serving a connection: closing it",
-                            route.name)
-                conn.close()
-        route.routable = False
-        self._forget_if_done(route)
-        return self.dispatch(handed, exclude=route.key)
-
-    def _forget_if_done(self, route: Route) -> None:
-        done = not (route.routable or route.in_flight or route.doubtful)
-        if done and self.routes.get(route.key) is route:
-            del self.routes[route.key]
-
-    def flush(self) -> list[Batch]:
-        """Hand over the waiting connections while some acceptor has room."""
-        waiting: list[tuple[socket.socket, int]] = []
-        room = self.room()
-        while self.waiting and len(waiting) < room:
-            waiting.append(self.waiting.popleft())
-        return self.dispatch(waiting) if waiting else []
-
-    def closed(self, key: str, count: int) -> None:
-        route = self.routes.get(key)
-        if route is not None:
-            route.open = max(0, route.open - count)
-
-    def close_all(self) -> None:
-        """The listener is gone: close every connection it still holds."""
-        for route in self.routes.values():
-            for conns in route.in_flight.values():
-                for conn, _ in conns:
-                    conn.close()
-            route.in_flight.clear()
-            for conn, _ in route.doubtful:
-                conn.close()
-            route.doubtful.clear()
-        self.routes.clear()
-        while self.waiting:
-            self.waiting.popleft()[0].close()
-
-
-def _outcome(reply: Message | None, error: BaseException | None) -> tuple[int, Outcome]:
-    """How many connections of a hand-off its acceptor took, and what became of the rest."""
-    if isinstance(reply, Taken):
-        return reply.count, "taken" if not reply.refused else reply.refused
-    if isinstance(error, ActorGone) and not error.in_doubt:
-        return 0, "undelivered"
-    if isinstance(error, RemoteError) and error.type_name.startswith("protocol."):
-        # Its process could not take the hand-off (its fd table is full: the kernel dropped
-        # the fds): the acceptor never saw it, and lives on.
-        return 0, "full"
-    return 0, "in_doubt"
 
 
 # -- the listener itself ----------------------------------------------------------------------
@@ -624,7 +329,7 @@ class Listener:
         sock = self._sockets.pop(f"{self.path}/{name}", None)
         if sock is None:
             return
-        taken = _accept_all(sock, self.path)
+        taken = accept_all(sock, self.path)
         trio.lowlevel.notify_closing(sock)
         sock.close()
         self._route(taken)
@@ -651,8 +356,8 @@ class Listener:
         route = batch.route
 
         def answered(reply: Message | None, error: BaseException | None) -> None:
-            taken, outcome = _outcome(reply, error)
-            self._send(self.dispatcher.answered(route, batch.id, taken, outcome))
+            taken, how = outcome(reply, error)
+            self._send(self.dispatcher.answered(route, batch.id, taken, how))
             if route.doubtful and not route.settling:
                 route.settling = True
                 self.nursery.start_soon(self._settle, route)
@@ -667,31 +372,22 @@ class Listener:
         self._send(self.dispatcher.settle(route))
 
     async def _accept_loop(self) -> None:
-        sock = self.sock
-        assert sock is not None
+        assert self.sock is not None
         dispatcher = self.dispatcher
-        backoff = AcceptBackoff(self.path)
-        while self._accepting:
-            room = dispatcher.room()
-            if not room or dispatcher.waiting:
-                dispatcher.capacity = trio.Event()
-                await dispatcher.capacity.wait()  # every acceptor is at its cap: the kernel queues
-                continue
-            try:
-                await trio.lowlevel.wait_readable(sock)
-            except trio.ClosedResourceError:
-                return
-            # Take what is queued before yielding (one wake-up, many connections), and hand
-            # them over together: one hand-off per acceptor, however many it gets.
-            conns, failure = _accept_some(sock, room)
-            if conns:
-                backoff.accepted()
-                self._route(conns)
-            if failure is None:
-                continue
-            if accept_failure(failure) == "closed":
-                return
-            await backoff.starved_by(failure)
+
+        def room() -> int:
+            # (connections already waiting for room go first: the kernel queues the rest)
+            if not self._accepting:
+                return -1
+            return 0 if dispatcher.waiting else dispatcher.room()
+
+        async def wait_for_room() -> None:
+            dispatcher.capacity = trio.Event()
+            await dispatcher.capacity.wait()  # every acceptor is at its cap
+
+        # What is queued goes over together: one hand-off per acceptor, however many it gets.
+        await accept_loop(self.sock, room=room, wait_for_room=wait_for_room, take=self._route,
+                          backoff=AcceptBackoff(self.path))
 
     # -- figures and reloads ----------------------------------------------------------------
 
@@ -744,33 +440,6 @@ class Listener:
                     )
                 replaced.append(f"{self.path}/{name}")
             return replaced
-
-
-def _accept_some(sock: socket.socket, most: int
-                 ) -> tuple[list[socket.socket], OSError | None]:
-    """Up to ``most`` connections queued on ``sock`` now (without waiting), and the error
-    that stopped it early, if one did: the socket was closed, or there is no fd or memory
-    for more (see :func:`accept_failure`)."""
-    conns: list[socket.socket] = []
-    while len(conns) < most:
-        try:
-            conn, _ = sock.accept()
-        except BlockingIOError:
-            break
-        except OSError as exc:
-            if accept_failure(exc) == "aborted":
-                continue  # that client gave up: the next one
-            return conns, exc
-        conns.append(conn)
-    return conns, None
-
-
-def _accept_all(sock: socket.socket, path: str) -> list[socket.socket]:
-    """Every connection queued on a socket about to be closed (which would reset them)."""
-    conns, failure = _accept_some(sock, 1 << 30)
-    if failure is not None and accept_failure(failure) == "starved":
-        log.error("%s: out of file descriptors while taking over a socket's queue", path)
-    return conns
 
 
 def run_listeners(

@@ -115,7 +115,6 @@ class Note(Message, tag="actors.ops.Note"):
     text: str
 
 
-
 async def send_control(channel: Channel, message: Message) -> None:
     """Send one message on a control connection (either side)."""
     data, fds = encode_message(FrameKind.SYSTEM, message, max_frame_size=channel.max_frame_size)

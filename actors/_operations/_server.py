@@ -312,7 +312,6 @@ def _cut_texts(value: object) -> object:
     return value
 
 
-
 @asynccontextmanager
 async def open_control_server(
     system: Operable, name: str

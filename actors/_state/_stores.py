@@ -20,7 +20,6 @@ __all__ = [
 ]
 
 
-
 def check_store_url(url: str | None) -> tuple[str, str]:
     """What ``url`` names: ``("memory", "")``, ``("sqlite", path)`` or ``("redis", url)``;
     ValueError (or ImportError, for Redis without coredis) if it names nothing usable.

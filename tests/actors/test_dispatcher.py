@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from actors._base._ref import ActorRef
-from actors._listening._listener import Batch, Dispatcher, Outcome, Route
+from actors._listening._dispatcher import Batch, Dispatcher, Outcome, Route
 
 
 class Sent:

@@ -1,0 +1,91 @@
+"""What a listener is, as a child spec: its socket, its policy, its acceptors."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from .._base._handoff import (
+    POLICIES,
+    Policy,
+)
+from .._base._spec import Shutdown, SupervisorSpec, supervisor, worker
+from ._acceptor import Acceptor
+
+__all__ = [
+    "ListenerSpec",
+    "listener",
+]
+
+log = logging.getLogger("actors")
+
+
+@dataclass(frozen=True)
+class ListenerSpec(SupervisorSpec):
+    """A listener: the socket, the policy, and ``count`` acceptors (its children)."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    policy: Policy = "round_robin"
+    in_flight: int = 64
+    backlog: int = 1024
+    report_every: float = 5.0
+    max_connections_per_worker: int | None = None
+
+
+def listener(
+    name: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    acceptor: type[Acceptor],
+    count: int | None = None,
+    policy: Policy = "round_robin",
+    in_flight: int = 64,
+    backlog: int = 1024,
+    shutdown: Shutdown = 10.0,
+    max_restarts: int = 10,
+    within: float = 10.0,
+    report_every: float = 5.0,
+    max_memory: int | None = None,
+    max_connections_per_worker: int | None = None,
+    **kwargs: Any,
+) -> ListenerSpec:
+    """Spec of a listener on ``host:port`` (port 0: any free port) served by ``count``
+    acceptor processes (default: the number of CPUs). ``kwargs`` go to the acceptor's
+    ``__init__``; ``shutdown`` is each acceptor's time to drain its connections.
+
+    ``max_memory`` (bytes): an acceptor whose resident memory stays above it is replaced
+    (its successor first). ``max_connections_per_worker``: an acceptor is replaced after
+    about that many connections (each gets up to 10% more, at random, so that they do not
+    all go at once), as gunicorn's ``max_requests``."""
+    if not (isinstance(acceptor, type) and issubclass(acceptor, Acceptor)):
+        raise TypeError(f"listener() takes an Acceptor subclass, not {acceptor!r}")
+    if policy not in POLICIES:
+        raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")
+    if count is None:
+        count = os.cpu_count() or 1
+    if count < 1:
+        raise ValueError("a listener needs at least one acceptor")
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port must be in 0..65535, not {port}")
+    if in_flight < 1:
+        raise ValueError("in_flight must be >= 1")
+    if max_connections_per_worker is not None and max_connections_per_worker < 1:
+        raise ValueError("max_connections_per_worker must be >= 1 (or None)")
+    children = tuple(
+        worker(acceptor, name=str(i), process=True, shutdown=shutdown,
+               max_memory=max_memory, **kwargs)
+        for i in range(count)
+    )
+    checked = supervisor(name, max_restarts=max_restarts, within=within, children=children)
+    return ListenerSpec(
+        name=checked.name, strategy="one_for_one", max_restarts=checked.max_restarts,
+        within=checked.within, children=checked.children, shutdown="infinity",
+        host=host, port=port, policy=policy, in_flight=in_flight, backlog=backlog,
+        report_every=report_every, max_connections_per_worker=max_connections_per_worker,
+    )
+
+
