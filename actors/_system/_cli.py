@@ -22,23 +22,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
-import struct
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import trio
 
 from protocol import (
-    Channel,
     Message,
     ProtocolError,
-    decode_message,
     open_channel,
     registry,
 )
@@ -56,229 +50,28 @@ from .._operations._protocol import (
     send_control,
 )
 from .._operations._server import control_directory
+from ._client import (
+    RELOADTIMEOUT,
+    TIMEOUT,
+    CliError,
+    System,
+    alive,
+    answering,
+    ask,
+    exchange,
+    info,
+    open_socket,
+    peer_pid,
+    pick,
+    replies,
+    split,
+    systems,
+)
+from ._tables import console, duration, print_json, status_table
 
 __all__ = ["main"]
 
-_TIMEOUT = 10.0  # for an answer, unless --timeout says otherwise
-_RELOAD_TIMEOUT = 600.0  # a reload starts new workers one at a time
 L = TypeVar("L", EventLine, LogLine)
-
-
-class CliError(Exception):
-    """One line for stderr; ``status`` is the exit status."""
-
-    def __init__(self, text: str, status: int = 1) -> None:
-        super().__init__(text)
-        self.status = status
-
-
-# -- talking to a system ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class System:
-    """A system of this user, named by its control socket (``<name>.sock``) whether its
-    master answers or not: a name is never guessed from which systems answered in time."""
-
-    name: str
-    path: Path
-
-    def silent(self) -> CliError:
-        return CliError(f"system {self.name!r} does not answer (its control socket is "
-                        f"{self.path})")
-
-    def gone(self) -> CliError:
-        return CliError(f"no system named {self.name!r} is running (its control socket "
-                        f"{self.path} was left by a master that is gone)")
-
-
-def _systems() -> list[System]:
-    """Every control socket of this user, answering or not, stale or not."""
-    directory = control_directory()
-    if not directory.is_dir():
-        return []
-    return [System(path.name.removesuffix(".sock"), path)
-            for path in sorted(directory.glob("*.sock"))]
-
-
-def _attempt(system: System) -> socket.socket | None:
-    """One try at connecting (a Unix socket connects at once or not at all): the socket, or
-    None while its backlog is full (its master accepts nothing: stopped, or swamped)."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.setblocking(False)
-    try:
-        sock.connect(str(system.path))
-    except BlockingIOError:
-        sock.close()
-        return None
-    except (ConnectionRefusedError, FileNotFoundError):
-        sock.close()
-        raise system.gone() from None
-    except OSError as exc:
-        sock.close()
-        raise CliError(f"cannot reach system {system.name!r} at {system.path}: "
-                       f"{exc.strerror or exc}") from exc
-    return sock
-
-
-def _alive(system: System) -> bool:
-    """True if a master listens on the socket (whether it answers is another matter)."""
-    try:
-        sock = _attempt(system)
-    except CliError:
-        return False
-    if sock is not None:
-        sock.close()
-    return True
-
-
-async def _open(system: System) -> socket.socket:
-    """A connection to ``system``'s control socket (bound it with a cancel scope: a full
-    backlog is waited out); :meth:`System.gone` if nothing listens on it."""
-    while True:
-        sock = _attempt(system)
-        if sock is not None:
-            return sock
-        # Nothing announces room in another process's backlog: look again shortly.
-        await trio.sleep(0.05)
-
-
-@contextmanager
-def _answering(system: System, seconds: float) -> Iterator[None]:
-    """:meth:`System.silent` if the block (talking to ``system``) takes over ``seconds``."""
-    with trio.move_on_after(seconds) as scope:
-        yield
-    if scope.cancelled_caught:
-        raise system.silent()
-
-
-async def _replies(channel: Channel) -> AsyncIterator[Message]:
-    while True:
-        try:
-            frames = await channel.receive_some()
-        except trio.EndOfChannel:
-            return
-        for frame in frames:
-            yield decode_message(frame)
-
-
-async def _exchange(system: System, sock: socket.socket, request: Request) -> Message:
-    """``request``'s answer on the connection ``sock`` (which this closes)."""
-    async with open_channel(sock) as channel:
-        await send_control(channel, request)
-        async for answer in _replies(channel):
-            return answer
-    raise CliError(f"system {system.name!r} closed the connection without answering")
-
-
-async def _ask(system: System, request: Request) -> Message:
-    return await _exchange(system, await _open(system), request)
-
-
-def _pick(name: str | None) -> System:
-    """The system meant: ``name`` (its socket is there, whether it answers or not), or with
-    none given, the only one whose socket is listened on."""
-    systems = _systems()
-    if name is not None:
-        found = next((system for system in systems if system.name == name), None)
-        if found is None:
-            running = ", ".join(s.name for s in systems if _alive(s)) or "none"
-            raise CliError(f"no system named {name!r} is running (running: {running})")
-        return found
-    running_systems = [system for system in systems if _alive(system)]
-    if not running_systems:
-        raise CliError(f"no system is running (no control socket in {control_directory()} "
-                       "is listened on)")
-    if len(running_systems) > 1:
-        names = ", ".join(system.name for system in running_systems)
-        raise CliError(f"several systems are running ({names}): name one", status=2)
-    return running_systems[0]
-
-
-async def _info(system: System) -> SystemInfo:
-    info = await _ask(system, Request(verb="info"))
-    if not isinstance(info, SystemInfo):
-        raise CliError(f"unexpected answer: {info!r}")
-    return info
-
-
-def _peer_pid(sock: socket.socket) -> int | None:
-    """The pid of the process that listens on the other end (known even if it answers
-    nothing: the kernel says it)."""
-    credentials = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid = int(struct.unpack("3i", credentials)[0])
-    return pid or None
-
-
-def _split(arguments: Sequence[str], wanted: int) -> tuple[str | None, list[str]]:
-    """(NAME, the rest) from ``[NAME] ARG...`` where ``wanted`` ARGs are required: one
-    argument more than that, and the first is the NAME."""
-    given = list(arguments)
-    if len(given) == wanted + 1:
-        return given[0], given[1:]
-    if len(given) == wanted:
-        return None, given
-    raise CliError(f"expected {wanted} argument(s) after [NAME], got {given}", status=2)
-
-
-# -- output ---------------------------------------------------------------------------------
-
-
-def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=None, sort_keys=True), flush=True)
-
-
-def _size(value: int | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value / 2**20:.0f}M" if value < 2**30 * 10 else f"{value / 2**30:.1f}G"
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
-def status_table(status: Status) -> Any:
-    """The status as a table that fits 100 columns (``--json`` has every figure)."""
-    from rich import box
-    from rich.table import Table
-
-    info = status.system
-    table = Table(title=f"{info.name}  (master {info.pid}, up {_duration(info.uptime)})",
-                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    right = {"pid", "up", "restarts", "mbox", "rss", "cpu%"}
-    for column in ("path", "kind", "pid", "state", "up", "restarts", "last exit", "mbox",
-                   "rss", "cpu%", "conns"):
-        table.add_column(column, no_wrap=True, justify="right" if column in right else "left")
-    for row in status.actors:
-        table.add_row(
-            row.path, row.kind, "-" if row.pid is None else str(row.pid), row.state,
-            _duration(row.uptime), str(row.restarts),
-            row.last_exit.split(" - ")[0] if row.last_exit else "-",
-            "-" if row.mailbox is None else str(row.mailbox), _size(row.rss),
-            "-" if row.cpu is None else f"{row.cpu:.0f}",
-            "-" if row.open is None else f"{row.open}/{row.total}",
-        )
-    return table
-
-
-def _console() -> Any:
-    from rich.console import Console
-
-    console = Console()
-    if not console.is_terminal:
-        # Piped to a file or another program: no screen to fit (and COLUMNS, which some
-        # parents export, describes theirs), so nothing is cut short; a table is as wide as
-        # its widest row, not padded to this.
-        console = Console(width=1000)
-    return console
 
 
 # -- the verbs ------------------------------------------------------------------------------
@@ -286,21 +79,21 @@ def _console() -> Any:
 
 async def ls(arguments: argparse.Namespace) -> int:
     """Every system with a live control socket, those that do not answer included."""
-    live = [system for system in _systems() if _alive(system)]
+    live = [system for system in systems() if alive(system)]
     seen: dict[str, tuple[SystemInfo | None, int | None]] = {}
 
     async def look(system: System) -> None:
         seen[system.name] = (None, None)
         with trio.move_on_after(arguments.timeout):
             try:
-                sock = await _open(system)
+                sock = await open_socket(system)
             except CliError:
                 return  # gone meanwhile
-            pid = _peer_pid(sock)
+            pid = peer_pid(sock)
             seen[system.name] = (None, pid)
             info: Message | None = None
             try:
-                info = await _exchange(system, sock, Request(verb="info"))
+                info = await exchange(system, sock, Request(verb="info"))
             except* (CliError, trio.BrokenResourceError, ProtocolError, OSError):
                 pass  # it went away while asked
             if isinstance(info, SystemInfo):
@@ -318,7 +111,7 @@ async def ls(arguments: argparse.Namespace) -> int:
             else:
                 rows.append({"name": system.name, "pid": pid, "started": None,
                              "uptime": None, "socket": str(system.path), "answering": False})
-        _print_json(rows)
+        print_json(rows)
         return 0
     if not live:
         print(f"no system is running (control sockets live in {control_directory()})")
@@ -331,18 +124,18 @@ async def ls(arguments: argparse.Namespace) -> int:
     for system in live:
         info, pid = seen[system.name]
         if info is not None:
-            table.add_row(info.name, str(info.pid), "running", _duration(info.uptime),
+            table.add_row(info.name, str(info.pid), "running", duration(info.uptime),
                           str(system.path))
         else:
             table.add_row(system.name, "-" if pid is None else str(pid), "not answering", "-",
                           str(system.path))
-    _console().print(table)
+    console().print(table)
     return 0
 
 
 async def _status(system: System, seconds: float) -> Status:
-    with _answering(system, seconds):
-        reply = await _ask(system, Request(verb="status"))
+    with answering(system, seconds):
+        reply = await ask(system, Request(verb="status"))
     if not isinstance(reply, Status):
         raise CliError(f"unexpected answer: {reply!r}")
     return reply
@@ -354,27 +147,27 @@ def _status_json(found: Status) -> dict[str, Any]:
 
 
 async def status(arguments: argparse.Namespace) -> int:
-    name, _ = _split(arguments.args, 0)
-    found = await _status(_pick(name), arguments.timeout)
+    name, _ = split(arguments.args, 0)
+    found = await _status(pick(name), arguments.timeout)
     if arguments.json:
-        _print_json(_status_json(found))
+        print_json(_status_json(found))
     else:
-        _console().print(status_table(found))
+        console().print(status_table(found))
     return 0
 
 
 async def top(arguments: argparse.Namespace) -> int:
-    name, _ = _split(arguments.args, 0)
-    system = _pick(name)
+    name, _ = split(arguments.args, 0)
+    system = pick(name)
     if arguments.json:
         while True:
-            _print_json(_status_json(await _status(system, arguments.timeout)))
+            print_json(_status_json(await _status(system, arguments.timeout)))
             await trio.sleep(arguments.interval)
     from rich.live import Live
 
     terminal = sys.stdin.fileno() if sys.stdin is not None and sys.stdin.isatty() else None
     with _cbreak(terminal), Live(status_table(await _status(system, arguments.timeout)),
-                                 console=_console(), screen=False, auto_refresh=False) as live:
+                                 console=console(), screen=False, auto_refresh=False) as live:
 
         async def refresh() -> None:
             while True:
@@ -426,15 +219,15 @@ async def _operate(arguments: argparse.Namespace, request: Request, system: Syst
     if request.verb == "reload":
         # Once it answered, a reload may take its time (new code, then each worker ready
         # before the next is replaced).
-        with _answering(system, seconds):
-            await _info(system)
-        seconds = max(seconds, _RELOAD_TIMEOUT)
-    with _answering(system, seconds):
-        reply = await _ask(system, request)
+        with answering(system, seconds):
+            await info(system)
+        seconds = max(seconds, RELOADTIMEOUT)
+    with answering(system, seconds):
+        reply = await ask(system, request)
     if not isinstance(reply, Answer):
         raise CliError(f"unexpected answer: {reply!r}")
     if arguments.json:
-        _print_json(reply.model_dump())
+        print_json(reply.model_dump())
     elif reply.ok:
         done = {"reload": "reloaded", "restart": "restarted", "scale": "scaled",
                 "stop": "stopping"}[request.verb]
@@ -450,25 +243,25 @@ async def reload(arguments: argparse.Namespace) -> int:
         raise CliError("reload takes [NAME] [PATH]", status=2)
     # A first argument that names a control socket is a NAME (answering or not); a path
     # otherwise. Paths have a "/" from their second level on; names never do.
-    names = {system.name for system in _systems()}
+    names = {system.name for system in systems()}
     name = given.pop(0) if given and (len(given) == 2 or given[0] in names) else None
-    system = _pick(name)
+    system = pick(name)
     return await _operate(arguments, Request(verb="reload", path=given[0] if given else None),
                           system)
 
 
 async def restart(arguments: argparse.Namespace) -> int:
     try:
-        name, rest = _split(arguments.args, 1)
+        name, rest = split(arguments.args, 1)
     except CliError:
         raise CliError("restart takes [NAME] PATH", status=2) from None
-    system = _pick(name)
+    system = pick(name)
     return await _operate(arguments, Request(verb="restart", path=rest[0]), system)
 
 
 async def scale(arguments: argparse.Namespace) -> int:
     try:
-        name, rest = _split(arguments.args, 2)
+        name, rest = split(arguments.args, 2)
     except CliError:
         raise CliError("scale takes [NAME] PATH N", status=2) from None
     try:
@@ -477,13 +270,13 @@ async def scale(arguments: argparse.Namespace) -> int:
         raise CliError(f"N must be a number of acceptors, not {rest[1]!r}", status=2) from None
     if count < 1:
         raise CliError("N must be at least 1", status=2)
-    system = _pick(name)
+    system = pick(name)
     return await _operate(arguments, Request(verb="scale", path=rest[0], count=count), system)
 
 
 async def stop(arguments: argparse.Namespace) -> int:
-    name, _ = _split(arguments.args, 0)
-    system = _pick(name)
+    name, _ = split(arguments.args, 0)
+    system = pick(name)
     return await _operate(arguments, Request(verb="stop"), system)
 
 
@@ -493,14 +286,14 @@ async def _follow(
     """The lines of a stream (``events``, ``logs``) shown one by one, until it ends (or,
     with ``--follow``, until interrupted). What the system says about the stream itself
     (lines left out) goes to stderr; a stream cut short is a failure, never a quiet end."""
-    name, _ = _split(arguments.args, 0)
-    system = _pick(name)
-    with _answering(system, arguments.timeout):
-        await _info(system)
-        sock = await _open(system)
+    name, _ = split(arguments.args, 0)
+    system = pick(name)
+    with answering(system, arguments.timeout):
+        await info(system)
+        sock = await open_socket(system)
     async with open_channel(sock) as channel:
         await send_control(channel, Request(verb=verb, follow=arguments.follow))
-        async for reply in _replies(channel):
+        async for reply in replies(channel):
             if isinstance(reply, End):
                 return 0
             if isinstance(reply, Note):
@@ -542,7 +335,7 @@ def _brief(fields: dict[str, Any]) -> str:
 async def logs(arguments: argparse.Namespace) -> int:
     def show(line: LogLine) -> None:
         if arguments.json:
-            _print_json(line.model_dump())
+            print_json(line.model_dump())
         else:
             stream = sys.stdout if line.stream == "stdout" else sys.stderr
             print(f"[{line.path} {line.pid}] {line.text}", file=stream, flush=True)
@@ -592,8 +385,8 @@ def parser() -> argparse.ArgumentParser:
     for verb, (summary, arguments) in usage.items():
         sub = verbs.add_parser(verb, help=summary, description=summary)
         sub.add_argument("--json", action="store_true", help="machine-readable output")
-        sub.add_argument("--timeout", type=_seconds, default=_TIMEOUT, metavar="S",
-                         help=f"seconds to wait for a system to answer (default {_TIMEOUT:g})")
+        sub.add_argument("--timeout", type=_seconds, default=TIMEOUT, metavar="S",
+                         help=f"seconds to wait for a system to answer (default {TIMEOUT:g})")
         if arguments:
             sub.add_argument("args", nargs="*", metavar=arguments)
         else:
