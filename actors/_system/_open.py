@@ -41,7 +41,7 @@ from .._operations._protocol import ActorStatus, SystemInfo
 from .._operations._server import open_control_server
 from .._operations._status import collect_status
 from .._running._cell import Cell
-from .._running._forkserver import open_lazy_fork_server
+from .._running._lazyserver import open_lazy_fork_server
 from .._running._processes import (
     LOADING_MAIN_ENV,
     ColdSpawner,
