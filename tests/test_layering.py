@@ -155,3 +155,21 @@ def test_exports_are_exact_and_sorted(module: object) -> None:
     assert set(exported) == public
     for name in exported:
         assert getattr(module, name) is not None
+
+
+def test_architecture_lists_the_folders_and_their_modules() -> None:
+    """ARCHITECTURE.md's table of layers names every folder with its layer, and every
+    module of each folder: the document and the package move together."""
+    text = (ROOT / "ARCHITECTURE.md").read_text()
+    table = text.split("## The layers", 1)[1].split("\n\n", 2)[1]
+    rows = {}
+    for line in table.splitlines()[2:]:
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        rows[cells[0].strip("`")] = (int(cells[1].removeprefix("L")), cells[2])
+    assert {folder: layer for folder, (layer, _) in rows.items()} == {
+        folder: layer for folder, layer in LAYERS.items() if folder
+    }
+    for module in _runtime_modules():
+        folder, _, name = module.rpartition("/")
+        if folder and name != "__init__":
+            assert f"`{name}`" in rows[folder][1], f"ARCHITECTURE.md does not mention {module}"
