@@ -1,4 +1,5 @@
-"""Shared fixtures: every test checks that it leaves no fd, child process or zombie behind."""
+"""Shared fixtures: every test checks that it leaves no fd, child process or zombie behind.
+And the order the tests run in, as README.md's "Tests" section states it."""
 
 from __future__ import annotations
 
@@ -7,10 +8,14 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from tests.layers import TEST_FOLDERS
 from tests.leaks import descendants, open_fds
+
+TESTS = Path(__file__).parent
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -22,6 +27,26 @@ def pytest_configure(config: pytest.Config) -> None:
     os.chmod(runtime, 0o711)
     os.environ["XDG_RUNTIME_DIR"] = runtime
     config.add_cleanup(lambda: shutil.rmtree(runtime, ignore_errors=True))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """tests/actors/ and tests/integration/ each run layer by layer, lowest first (base,
+    messaging, running, ...; collected alphabetically, they would not be), so that a
+    failure shows first where it starts. Everything else keeps the order it was collected
+    in: the folders and files of tests/ alphabetically, the tests of a file as written."""
+    tops: dict[str, int] = {}
+
+    def place(item: pytest.Item) -> tuple[int, int]:
+        try:
+            parts = item.path.relative_to(TESTS).parts
+        except ValueError:
+            return len(tops), 0  # a test outside tests/ (none today): last
+        top = tops.setdefault(parts[0], len(tops))
+        if parts[0] in ("actors", "integration") and len(parts) > 2:
+            return top, TEST_FOLDERS.index(parts[1]) if parts[1] in TEST_FOLDERS else 0
+        return top, 0
+
+    items.sort(key=place)
 
 
 @pytest.fixture(autouse=True)

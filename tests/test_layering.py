@@ -10,6 +10,7 @@ import pytest
 
 import actors
 import protocol
+from tests.layers import LAYERS, TEST_FOLDERS
 
 ROOT = Path(__file__).parents[1]
 
@@ -24,22 +25,6 @@ def _imports(package: str) -> set[str]:
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 found.add(node.module.split(".")[0])
     return found
-
-
-# The layers of actors/, lowest first: each layer is one or more folders (subpackages), and
-# ARCHITECTURE.md says what each owns. A module may import from its own layer or below, never
-# above, by any import: at the top, under TYPE_CHECKING, or inside a function.
-LAYERS: dict[str, int] = {
-    "_base": 0,
-    "_messaging": 1,
-    "_running": 2,
-    "_supervision": 3,
-    "_listening": 4,
-    "_state": 4,
-    "_operations": 4,
-    "_system": 5,
-    "": 6,  # the package itself: actors/__init__.py (the façade) and actors/__main__.py
-}
 
 
 def _runtime_modules() -> dict[str, Path]:
@@ -92,6 +77,16 @@ def test_every_runtime_module_is_in_a_layer_folder() -> None:
     folders = {p.name for p in (ROOT / "actors").iterdir()
                if p.is_dir() and p.name != "__pycache__"}
     assert folders == {f for f in LAYERS if f}
+
+
+@pytest.mark.parametrize("kind", ["actors", "integration"])
+def test_the_tests_mirror_the_layers(kind: str) -> None:
+    # tests/actors/ (in-process) and tests/integration/ (processes, sockets, servers) hold
+    # one folder per layer folder of actors/, named after it, and no test outside them.
+    tests = ROOT / "tests" / kind
+    folders = {p.name for p in tests.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    assert folders <= set(TEST_FOLDERS), folders - set(TEST_FOLDERS)
+    assert not list(tests.glob("test_*.py")), "a test belongs in the folder of its layer"
 
 
 def test_no_import_points_up_a_layer() -> None:

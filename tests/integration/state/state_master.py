@@ -1,5 +1,5 @@
 """A master process for the shared-state tests that need several masters, or a master
-that dies: run as ``python -m tests.integration.state_master --store URL ROLE ...``.
+that dies: run as ``python -m tests.integration.state.state_master --store URL ROLE ...``.
 
 Roles (each prints one line per fact, flushed, for the test to read):
 - ``write --count N``: puts ``k0..kN-1``; prints ``acked <key> <version>`` after each

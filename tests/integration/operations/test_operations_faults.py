@@ -1,7 +1,7 @@
 """Operations under faults: a master out of file descriptors, clients that send what they
 should not, masters that do not answer, outputs too large to carry, pipes that close.
 
-Real masters (tests/integration/ops_master.py) and real CLI subprocesses, as in
+Real masters (tests/integration/operations/ops_master.py) and real CLI subprocesses, as in
 test_operations.py; the fd limits are lowered on the running master (``prlimit``)."""
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from protocol import (
     open_channel,
 )
 from tests.events import next_event
-from tests.integration.test_operations import ROOT, Master, _wait_gone, cli, master
+from tests.integration.operations.test_operations import ROOT, Master, _wait_gone, cli, master
 from tests.waiting import eventually, wait_until
 
 __all__ = ["master"]  # the fixture, shared with test_operations

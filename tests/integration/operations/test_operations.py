@@ -27,12 +27,12 @@ from actors import (
     supervisor,
 )
 from tests.events import next_event, received
-from tests.integration.test_listener import Echo, Keeper, echo_once
+from tests.integration.listening.test_listener import Echo, Keeper, echo_once
 from tests.leaks import descendants
 from tests.waiting import wait_until
 
 TIMEOUT = 120
-ROOT = Path(__file__).parents[2]
+ROOT = Path(__file__).parents[3]
 SCRIPT = Path(__file__).with_name("ops_master.py")
 
 
@@ -44,8 +44,8 @@ def cli(*arguments: str, check: bool = False) -> subprocess.CompletedProcess[str
 
 
 class Master:
-    """tests/integration/ops_master.py, run as a user runs a script (in its own directory,
-    next to the greeting module it imports)."""
+    """tests/integration/operations/ops_master.py, run as a user runs a script (in its own
+    directory, next to the greeting module it imports)."""
 
     def __init__(self, directory: Path, name: str) -> None:
         self.directory = directory
@@ -458,7 +458,7 @@ async def test_new_connections_are_refused_at_once_while_the_system_stops() -> N
 
 
 async def test_metrics_are_served_in_the_prometheus_format() -> None:
-    from tests.integration.test_process_actors import Add, Adder
+    from tests.integration.running.test_process_actors import Add, Adder
 
     with trio.fail_after(TIMEOUT):
         async with open_system(tree(), name="metrics-test",

@@ -16,7 +16,7 @@ from tests.leaks import descendants
 from tests.redis_server import redis_server
 from tests.waiting import eventually
 
-EXAMPLES = Path(__file__).parents[2] / "examples"
+EXAMPLES = Path(__file__).parents[3] / "examples"
 
 
 async def test_ping_pong_runs_actors_defined_in_main() -> None:

@@ -32,7 +32,7 @@ from protocol import FdHandle, Message
 from tests.events import next_event
 
 TIMEOUT = 60
-ROOT = Path(__file__).parents[2]
+ROOT = Path(__file__).parents[3]
 
 
 class Colour(enum.Enum):

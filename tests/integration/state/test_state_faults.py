@@ -30,19 +30,19 @@ from actors import (
 )
 from protocol import Message
 from tests.events import next_event
-from tests.integration.state_master import Counter, Text
+from tests.integration.state.state_master import Counter, Text
 from tests.processes import wait_exited
 from tests.redis_server import RedisServer, redis_server, unique_prefix
 from tests.waiting import eventually
 
 TIMEOUT = 90
-ROOT = Path(__file__).parents[2]
+ROOT = Path(__file__).parents[3]
 
 
 def master(store: str, *arguments: str, prefix: list[str] | None = None
            ) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [*(prefix or []), sys.executable, "-m", "tests.integration.state_master",
+        [*(prefix or []), sys.executable, "-m", "tests.integration.state.state_master",
          "--store", store, *arguments],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
