@@ -63,17 +63,9 @@ def no_leaks() -> Iterator[None]:
             pid: state for pid, state in descendants().items()
             if pid not in children_before
         }
-        leaked_fds = open_fds() - fds_before
+        leaked_fds = {fd: what for fd, what in open_fds().items() if fd not in fds_before}
         if (not leaked_children and not leaked_fds) or time.monotonic() > deadline:
             break
         time.sleep(0.02)
-    details = {fd: _describe(fd) for fd in leaked_fds}
     assert not leaked_children, f"child processes left behind: {leaked_children}"
-    assert not leaked_fds, f"file descriptors leaked: {details}"
-
-
-def _describe(fd: int) -> str:
-    try:
-        return os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        return "?"
+    assert not leaked_fds, f"file descriptors leaked: {leaked_fds}"

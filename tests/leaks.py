@@ -5,16 +5,16 @@ from __future__ import annotations
 import os
 
 
-def open_fds() -> set[int]:
-    """The fds open in this process (the one os.listdir opens to list them is not kept)."""
-    fds = set()
+def open_fds() -> dict[int, str]:
+    """The fds open in this process, each with what it refers to (a path, ``socket:[...]``,
+    ``pipe:[...]``). The fd ``os.listdir`` reads ``/proc/self/fd`` with is closed by the
+    time it is looked at, so it drops out."""
+    fds = {}
     for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
         try:
-            os.fstat(fd)
+            fds[int(name)] = os.readlink(f"/proc/self/fd/{name}")
         except OSError:
             continue  # the directory handle of the listing itself, closed by now
-        fds.add(fd)
     return fds
 
 

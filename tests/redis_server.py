@@ -85,12 +85,18 @@ class RedisServer:
                 process.wait()
 
 
-@contextmanager
-def redis_server() -> Iterator[RedisServer]:
+def require_redis_server() -> None:
+    """Skip the test (saying why) where redis-server is not installed."""
     if shutil.which("redis-server") is None:
-        import pytest
+        import pytest  # here: the benchmarks use this module too
 
         pytest.skip("redis-server is not installed (.ci/run installs it)")
+
+
+@contextmanager
+def redis_server() -> Iterator[RedisServer]:
+    """A redis-server on a free loopback port, in a temporary directory, for the block."""
+    require_redis_server()
     with tempfile.TemporaryDirectory(prefix="redis-") as directory:
         server = RedisServer(Path(directory))
         server.start()

@@ -11,8 +11,7 @@ import pytest
 import actors
 import protocol
 from tests.layers import LAYERS, TEST_FOLDERS
-
-ROOT = Path(__file__).parents[1]
+from tests.repository import ROOT
 
 
 def _imports(package: str) -> set[str]:

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).parents[1]
+from tests.repository import ROOT
+from tests.waiting import TIMEOUT
+
 README = (ROOT / "README.md").read_text()
 BLOCKS = re.findall(r"```(\w+)\n(.*?)```", README, flags=re.DOTALL)
 PYTHON = [code for language, code in BLOCKS if language == "python"]
@@ -29,7 +31,7 @@ def test_each_python_block_runs_as_written(index: int, tmp_path: Path) -> None:
     script.write_text(PYTHON[index])
     result = subprocess.run(
         [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
-        timeout=120, check=False, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        timeout=TIMEOUT, check=False, env=dict(os.environ, PYTHONPATH=str(ROOT)),
     )
     assert result.returncode == 0, result.stderr  # (a crash it shows is logged, once)
     assert result.stdout.strip(), "every block shows what it does"
@@ -49,7 +51,7 @@ def test_the_shell_commands_name_what_exists() -> None:
                     assert (ROOT / words[1]).exists(), words[1]
                     help_text = subprocess.run(
                         [sys.executable, str(ROOT / words[1]), "--help"], capture_output=True,
-                        text=True, timeout=60, check=True,
+                        text=True, timeout=TIMEOUT, check=True,
                     ).stdout
                     for flag in (w for w in words[2:] if w.startswith("--")):
                         assert flag in help_text, f"{words[1]} has no {flag}"

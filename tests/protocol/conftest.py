@@ -2,25 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 
 import pytest
 
-
-def open_fds() -> dict[int, str]:
-    """The descriptors open in this process, each with what it refers to.
-
-    The descriptor ``os.listdir`` uses to read ``/proc/self/fd`` is listed too, but it is
-    closed by the time ``readlink`` runs, so it drops out here.
-    """
-    fds = {}
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            fds[int(name)] = os.readlink(f"/proc/self/fd/{name}")
-        except OSError:
-            continue
-    return fds
+from tests.leaks import open_fds
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ from protocol import (
     open_channel,
 )
 from tests.leaks import open_fds
+from tests.sockets import socketpair
 
 pytestmark = pytest.mark.usefixtures("no_fd_leak")
 
@@ -46,10 +47,6 @@ class Greeting(Message):
 
 class Carrier(Message):
     fds: list[FdHandle]
-
-
-def socketpair() -> tuple[socket.socket, socket.socket]:
-    return socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
 
 
 @asynccontextmanager

@@ -22,6 +22,7 @@ from protocol import (
     decode_message,
     encode_message,
 )
+from tests.sockets import socketpair
 
 pytestmark = pytest.mark.usefixtures("no_fd_leak")
 
@@ -59,7 +60,7 @@ def pipe() -> Iterator[tuple[int, int]]:
 
 @pytest.fixture
 def socket_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    a, b = socketpair()
     with a, b:
         yield a, b
 

@@ -23,6 +23,7 @@ from actors import (
 )
 from protocol import Message
 from tests.events import next_event, received
+from tests.trees import three
 
 
 class Crash(Message):
@@ -58,14 +59,6 @@ class Member(Actor):
         return Address(address=self.ctx.ref.wire())
 
 
-def three(strategy: str, **flags: object):  # type: ignore[no-untyped-def]
-    return supervisor(
-        "root", strategy=strategy, children=[  # type: ignore[arg-type]
-            worker(Member, name=name) for name in ("a", "b", "c")
-        ], **flags,  # type: ignore[arg-type]
-    )
-
-
 async def addresses(system) -> dict[str, str]:  # type: ignore[no-untyped-def]
     found = {}
     for name in ("a", "b", "c"):
@@ -85,7 +78,7 @@ async def crash(system, name: str) -> None:  # type: ignore[no-untyped-def]
 async def test_strategies_restart_the_right_children(
     autojump_clock: trio.testing.MockClock, strategy: str, restarted: set[str]
 ) -> None:
-    async with open_system(three(strategy, max_restarts=5)) as system:
+    async with open_system(three(Member, strategy, max_restarts=5)) as system:
         events = system.events()
         before = await addresses(system)
         await crash(system, "b")
@@ -194,7 +187,7 @@ async def test_a_failed_start_counts_as_a_restart(
 async def test_restarts_are_counted_and_evented(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_system(three("one_for_one", max_restarts=5)) as system:
+    async with open_system(three(Member, max_restarts=5)) as system:
         events = system.events()
         await crash(system, "b")
         restarted = await next_event(events, ActorRestarted, "root/b")

@@ -27,8 +27,8 @@ from actors import (
 )
 from tests.events import next_event, received
 from tests.leaks import descendants
+from tests.waiting import TIMEOUT
 
-TIMEOUT = 90
 POLICIES = ["round_robin", "least_busy", "shared", "reuseport"]
 
 

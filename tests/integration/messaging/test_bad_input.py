@@ -26,8 +26,7 @@ from protocol import (
     UnknownMessageType,
     encode_frame,
 )
-
-TIMEOUT = 20
+from tests.waiting import TIMEOUT
 
 
 class Add(Message):

@@ -9,8 +9,7 @@ import trio.testing
 
 from actors import Actor, ActorRef, handler, open_system
 from protocol import Message, SocketHandle
-
-TIMEOUT = 20
+from tests.waiting import TIMEOUT
 
 
 class Serve(Message):

@@ -32,9 +32,7 @@ from protocol import Message
 from tests.events import next_event, received
 from tests.leaks import workers
 from tests.processes import wait_exited
-from tests.waiting import eventually
-
-TIMEOUT = 60
+from tests.waiting import TIMEOUT, eventually
 
 
 class Item(Message):

@@ -29,17 +29,16 @@ from actors import (
 from tests.events import next_event, received
 from tests.integration.listening.test_listener import Echo, Keeper, echo_once
 from tests.leaks import descendants
-from tests.waiting import wait_until
+from tests.repository import ROOT
+from tests.waiting import TIMEOUT, wait_until
 
-TIMEOUT = 120
-ROOT = Path(__file__).parents[3]
 SCRIPT = Path(__file__).with_name("ops_master.py")
 
 
 def cli(*arguments: str, check: bool = False) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "actors", *arguments], capture_output=True, text=True,
-        timeout=60, check=check, cwd=ROOT,
+        timeout=TIMEOUT, check=check, cwd=ROOT,
     )
 
 
@@ -81,7 +80,7 @@ class Master:
             out, err = self.process.communicate(timeout=wait if wait else 0.001)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            out, err = self.process.communicate(timeout=60)
+            out, err = self.process.communicate(timeout=TIMEOUT)
         return self.process.returncode, out, err
 
 
@@ -313,7 +312,7 @@ def test_another_user_is_refused(master: Master) -> None:
     directory = Path(path).parent
     # As it is (a 0700 directory): another user cannot even reach the socket.
     nobody = subprocess.run(["/usr/bin/python3", "-c", client, path], user=65534,
-                            capture_output=True, text=True, timeout=30, check=False)
+                            capture_output=True, text=True, timeout=TIMEOUT, check=False)
     assert nobody.stdout.startswith("refused"), nobody
     # Were the directory and socket open to all, SO_PEERCRED still refuses the peer.
     mode = directory.stat().st_mode
@@ -321,7 +320,7 @@ def test_another_user_is_refused(master: Master) -> None:
         os.chmod(directory, 0o711)
         os.chmod(path, 0o666)
         nobody = subprocess.run(["/usr/bin/python3", "-c", client, path], user=65534,
-                                capture_output=True, text=True, timeout=30, check=False)
+                                capture_output=True, text=True, timeout=TIMEOUT, check=False)
     finally:
         os.chmod(directory, mode & 0o777)
         os.chmod(path, 0o600)

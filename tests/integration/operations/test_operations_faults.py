@@ -39,12 +39,11 @@ from protocol import (
     open_channel,
 )
 from tests.events import next_event
-from tests.integration.operations.test_operations import ROOT, Master, _wait_gone, cli, master
-from tests.waiting import eventually, wait_until
+from tests.integration.operations.test_operations import Master, _wait_gone, cli, master
+from tests.repository import ROOT
+from tests.waiting import TIMEOUT, eventually, wait_until
 
 __all__ = ["master"]  # the fixture, shared with test_operations
-
-TIMEOUT = 120
 
 
 def fd_count(pid: int) -> int:
@@ -120,7 +119,7 @@ def test_the_control_server_backs_off_when_the_master_is_out_of_fds(master: Mast
         assert master.process.poll() is None, stderr.read()  # alive
         # A TCP client meanwhile waits in the listener's queue (the master accepts those
         # too, and cannot either).
-        waiting = socket.create_connection(("127.0.0.1", master.port), timeout=30)
+        waiting = socket.create_connection(("127.0.0.1", master.port), timeout=TIMEOUT)
     with waiting:
         assert waiting.recv(100).decode().startswith("one")  # served once fds came back
     after = statuses(master)  # it answers, and nothing was restarted meanwhile
@@ -168,7 +167,7 @@ def unread(client: socket.socket) -> int:
 @contextmanager
 def control_client(running: Master) -> Iterator[socket.socket]:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
-        client.settimeout(30)
+        client.settimeout(TIMEOUT)
         client.connect(str(socket_path(running.name)))
         yield client
 

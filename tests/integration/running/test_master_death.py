@@ -15,6 +15,7 @@ import trio
 
 from tests.leaks import child_processes, descendants
 from tests.processes import is_running, wait_exited
+from tests.waiting import TIMEOUT
 
 SCRIPT = Path(__file__).with_name("master_script.py")
 _PR_SET_CHILD_SUBREAPER = 36
@@ -67,7 +68,7 @@ def _reap_adopted(before: set[int], deadline: float) -> None:
 
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
 async def test_worker_exits_when_its_master_dies(subreaper: None, how: signal.Signals) -> None:
-    with trio.fail_after(30):
+    with trio.fail_after(TIMEOUT):
         receive, send = os.pipe()
         try:
             master = await trio.lowlevel.open_process(

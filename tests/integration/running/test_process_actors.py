@@ -24,8 +24,7 @@ from protocol import Message
 from tests.events import next_event
 from tests.leaks import child_processes, descendants, workers
 from tests.processes import is_running, wait_exited
-
-TIMEOUT = 20
+from tests.waiting import TIMEOUT
 
 
 class Add(Message):
@@ -332,7 +331,7 @@ async def test_a_fork_server_that_stops_answering_does_not_hang_the_shutdown() -
         rescued = True
         os.kill(server, signal.SIGCONT)
 
-    with trio.fail_after(60):
+    with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:
             async with open_system() as system:
                 await system.spawn(Adder, name="adder", process=True, shutdown=0.5)

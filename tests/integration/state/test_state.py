@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,16 +25,8 @@ from actors import (
 )
 from protocol import FrameTooLarge, Message
 from tests.leaks import workers
-from tests.redis_server import RedisServer, redis_server, unique_prefix
-from tests.waiting import eventually
-
-TIMEOUT = 60
-
-
-@pytest.fixture(scope="session")
-def redis() -> Iterator[RedisServer]:
-    with redis_server() as server:
-        yield server
+from tests.redis_server import RedisServer, unique_prefix
+from tests.waiting import TIMEOUT, eventually
 
 
 @pytest.fixture(params=["memory", "sqlite", "redis"])
@@ -317,7 +308,7 @@ async def test_a_watcher_that_falls_behind_is_resynced(store: str | None) -> Non
 
 
 async def test_concurrent_increments_lose_nothing(store: str | None) -> None:
-    with trio.fail_after(120):
+    with trio.fail_after(TIMEOUT):
         async with open_system(store=store) as system:
             users = [await system.spawn(StateUser, name=f"u{i}", process=True)
                      for i in range(4)]
@@ -596,7 +587,7 @@ async def test_a_watcher_that_writes_misses_no_other_writers_version(store: str 
     # an earlier change by another writer, which the replica then dropped as older: the
     # watcher silently missed it.
     times, writers = 150, 3
-    with trio.fail_after(TIMEOUT * 2):
+    with trio.fail_after(TIMEOUT):
         async with open_system(store=store) as system:
             users = [await system.spawn(WritingWatcher, name=f"w{i}", process=True)
                      for i in range(writers)]

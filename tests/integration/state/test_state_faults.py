@@ -32,11 +32,9 @@ from protocol import Message
 from tests.events import next_event
 from tests.integration.state.state_master import Counter, Text
 from tests.processes import wait_exited
-from tests.redis_server import RedisServer, redis_server, unique_prefix
-from tests.waiting import eventually
-
-TIMEOUT = 90
-ROOT = Path(__file__).parents[3]
+from tests.redis_server import RedisServer, require_redis_server, unique_prefix
+from tests.repository import ROOT
+from tests.waiting import TIMEOUT, eventually
 
 
 def master(store: str, *arguments: str, prefix: list[str] | None = None
@@ -63,7 +61,7 @@ def lines_until(process: subprocess.Popen[str], last: str) -> list[str]:
 def finish(process: subprocess.Popen[str]) -> None:
     if process.poll() is None:
         process.kill()
-    process.communicate(timeout=30)
+    process.communicate(timeout=TIMEOUT)
 
 
 async def test_a_killed_master_loses_no_acknowledged_write_with_sqlite(tmp_path: Path) -> None:
@@ -98,14 +96,9 @@ async def test_a_killed_master_loses_no_acknowledged_write_with_sqlite(tmp_path:
                 assert entry.value == Counter(value=int(key[1:]))
 
 
-@pytest.fixture
-def redis() -> Iterator[RedisServer]:
-    with redis_server() as server:
-        yield server
-
-
-async def test_two_masters_on_one_redis_see_each_others_writes(redis: RedisServer) -> None:
-    store = f"{redis.url}?prefix={unique_prefix()}"
+async def test_two_masters_on_one_redis_see_each_others_writes(own_redis: RedisServer
+                                                               ) -> None:
+    store = f"{own_redis.url}?prefix={unique_prefix()}"
     watcher = master(store, "watch", "--workers", "2", "--key", "config/greeting",
                      "--value", "hello from A")
     try:
@@ -171,8 +164,7 @@ def two_hosts() -> Iterator[tuple[str, str]]:
 async def test_two_masters_in_two_network_namespaces(
     two_hosts: tuple[str, str], tmp_path: Path
 ) -> None:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed (.ci/run installs it)")
+    require_redis_server()
     one, two = two_hosts
     server = RedisServer(tmp_path, host="10.77.0.1", port=6380)
     server.start(wrap=["ip", "netns", "exec", one])
@@ -198,10 +190,10 @@ async def test_two_masters_in_two_network_namespaces(
 
 
 async def test_redis_going_away_fails_writes_promptly_and_resyncs_on_return(
-    redis: RedisServer, caplog: pytest.LogCaptureFixture
+    own_redis: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.CRITICAL, logger="actors")  # the outage is expected here
-    store = f"{redis.url}?prefix={unique_prefix()}"
+    store = f"{own_redis.url}?prefix={unique_prefix()}"
     with trio.fail_after(TIMEOUT):
         async with open_system(store=store, store_timeout=1.0) as system:
             events = system.events()
@@ -210,7 +202,7 @@ async def test_redis_going_away_fails_writes_promptly_and_resyncs_on_return(
             for i in range(20):
                 acked[f"k{i}"] = await state.put(f"k{i}", Counter(value=i))
             async with state.watch("k") as changes:
-                redis.stop()
+                own_redis.stop()
                 await next_event(events, StoreDisconnected, "state")
                 started = trio.current_time()
                 with pytest.raises(StoreUnavailable):
@@ -218,7 +210,7 @@ async def test_redis_going_away_fails_writes_promptly_and_resyncs_on_return(
                 assert trio.current_time() - started < 2.0  # bounded by store_timeout
                 # Reads come from the replica meanwhile.
                 assert await state.get("k3", Counter) == Counter(value=3)
-                redis.start()
+                own_redis.start()
                 await next_event(events, StoreReconnected, "state")
                 assert await changes.__anext__() == StateResynced(prefix="k")
                 resynced = [await changes.__anext__() for _ in range(20)]
@@ -231,17 +223,17 @@ async def test_redis_going_away_fails_writes_promptly_and_resyncs_on_return(
             assert await state.put("k0", Counter(value=100)) == acked["k0"] + 1
 
 
-async def test_bad_data_fails_its_key_only(redis: RedisServer,
+async def test_bad_data_fails_its_key_only(own_redis: RedisServer,
                                            caplog: pytest.LogCaptureFixture) -> None:
     import coredis
 
     prefix = unique_prefix()
-    store = f"{redis.url}?prefix={prefix}"
+    store = f"{own_redis.url}?prefix={prefix}"
     with trio.fail_after(TIMEOUT):
         async with open_system(store=store) as system:
             state = system.state
             await state.put("good", Text(text="fine"))
-            async with coredis.Redis.from_url(redis.url) as other:  # another program
+            async with coredis.Redis.from_url(own_redis.url) as other:  # another program
                 await other.hset(f"{prefix}:state:bad", {"v": "3", "t": Text.message_tag,
                                                         "b": b'{"text": 12}'})
                 await other.hset(f"{prefix}:state:alien", {"v": "1", "t": "no:Such",
@@ -303,8 +295,7 @@ async def test_redis_that_lost_its_data_is_noticed_and_every_replica_starts_over
 ) -> None:
     # Versions restart at 1 in a Redis that lost its data: the runtime once kept its higher
     # cached versions, so an acknowledged put read back as the old value everywhere.
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed (.ci/run installs it)")
+    require_redis_server()
     caplog.set_level(logging.CRITICAL, logger="actors")  # the outage is expected here
     server = RedisServer(tmp_path, durable=False)
     server.start()

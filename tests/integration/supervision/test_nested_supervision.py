@@ -19,8 +19,7 @@ from actors import (
 from protocol import Message
 from tests.events import next_event, received
 from tests.processes import wait_exited
-
-TIMEOUT = 60
+from tests.waiting import TIMEOUT
 
 
 class WhoAreYou(Message):

@@ -29,8 +29,8 @@ from protocol import Message
 from tests.events import next_event, received
 from tests.leaks import descendants
 from tests.processes import is_running, wait_exited
-
-TIMEOUT = 60
+from tests.trees import three
+from tests.waiting import TIMEOUT
 
 
 class WhoAreYou(Message):
@@ -118,13 +118,6 @@ class Lingers(IgnoresStop):
         await trio.sleep_forever()
 
 
-def three(strategy: str, member: type[Actor] = Member):  # type: ignore[no-untyped-def]
-    return supervisor(
-        "root", strategy=strategy, max_restarts=5, within=10.0,  # type: ignore[arg-type]
-        children=[worker(member, name=name, process=True) for name in ("a", "b", "c")],
-    )
-
-
 async def pids(system, names=("a", "b", "c")) -> dict[str, int]:  # type: ignore[no-untyped-def]
     return {name: (await system.ref(f"root/{name}").ask(WhoAreYou(), Pid)).pid for name in names}
 
@@ -141,7 +134,8 @@ async def ready_pid(events: trio.MemoryReceiveChannel[Event], path: str) -> int:
 )
 async def test_sigkill_restarts_per_strategy(strategy: str, restarted: set[str]) -> None:
     with trio.fail_after(TIMEOUT):
-        async with open_system(three(strategy)) as system:
+        async with open_system(three(Member, strategy, process=True, max_restarts=5,
+                                     within=10.0)) as system:
             events = system.events()
             before = await pids(system)
             os.kill(before["b"], signal.SIGKILL)

@@ -8,19 +8,17 @@ import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import trio
 
 from tests.leaks import descendants
 from tests.redis_server import redis_server
-from tests.waiting import eventually
-
-EXAMPLES = Path(__file__).parents[3] / "examples"
+from tests.repository import EXAMPLES
+from tests.waiting import TIMEOUT, eventually
 
 
 async def test_ping_pong_runs_actors_defined_in_main() -> None:
-    with trio.fail_after(60):
+    with trio.fail_after(TIMEOUT):
         result = await trio.run_process(
             [sys.executable, str(EXAMPLES / "ping_pong.py"), "--rounds", "200"],
             capture_stdout=True, capture_stderr=True, check=False,
@@ -44,7 +42,7 @@ async def test_supervision_tree_example_shows_when_backoff_applies() -> None:
     assert len(raising) >= 1
     assert len(dying) >= 3
     assert len(raising) + len(dying) <= 5
-    with trio.fail_after(120):
+    with trio.fail_after(TIMEOUT):
         result = await trio.run_process(
             [sys.executable, str(EXAMPLES / "supervision_tree.py"), "--rounds", "20",
              "--failure-rate", "0.25", "--seed", "9"],
@@ -106,7 +104,7 @@ async def _read_until(stdout: trio.lowlevel.FdStream, marker: bytes, seen: bytea
 
 
 async def test_echo_cluster_serves_reloads_and_stops_cleanly() -> None:
-    with trio.fail_after(120):
+    with trio.fail_after(TIMEOUT):
         async with _running(
             [sys.executable, str(EXAMPLES / "echo_cluster.py"), "--port", "0", "--workers", "2"]
         ) as (process, stdout):
@@ -134,7 +132,7 @@ async def test_echo_cluster_port_in_use_exits_at_once_with_a_message() -> None:
     taken.listen()
     try:
         port = taken.getsockname()[1]
-        with trio.fail_after(60):
+        with trio.fail_after(TIMEOUT):
             result = await trio.run_process(
                 [sys.executable, str(EXAMPLES / "echo_cluster.py"), "--port", str(port)],
                 capture_stdout=True, capture_stderr=True, check=False,
@@ -146,7 +144,7 @@ async def test_echo_cluster_port_in_use_exits_at_once_with_a_message() -> None:
 
 
 async def test_shared_config_greets_with_the_greeting_of_the_moment() -> None:
-    with trio.fail_after(120):
+    with trio.fail_after(TIMEOUT):
         async with _running(
             [sys.executable, str(EXAMPLES / "shared_config.py"), "--port", "0",
              "--workers", "2", "--every", "0.5"]
@@ -184,7 +182,7 @@ async def _greeting(port: int) -> str:
 
 
 async def test_shared_config_set_changes_the_greeting_of_the_running_server() -> None:
-    with redis_server() as redis, trio.fail_after(120):
+    with redis_server() as redis, trio.fail_after(TIMEOUT):
         store = ["--store", redis.url]
         async with _running(
             [sys.executable, str(EXAMPLES / "shared_config.py"), "--port", "0",
@@ -216,7 +214,7 @@ async def _greets(port: int, text: str) -> bool:
 async def test_the_readme_reload_demo_fails_no_keep_alive_client() -> None:
     # As the README tells it: the keep-alive echo_client running, then two reloads (SIGHUP).
     # The client once reported 32 errors ("short or wrong echo") and exited 1.
-    with trio.fail_after(120):
+    with trio.fail_after(TIMEOUT):
         async with _running(
             [sys.executable, str(EXAMPLES / "echo_cluster.py"), "--port", "0", "--workers", "2"]
         ) as (process, stdout):

@@ -30,9 +30,8 @@ from actors import (
 )
 from protocol import FdHandle, Message
 from tests.events import next_event
-
-TIMEOUT = 60
-ROOT = Path(__file__).parents[3]
+from tests.repository import ROOT
+from tests.waiting import TIMEOUT
 
 
 class Colour(enum.Enum):
@@ -259,7 +258,7 @@ async def test_the_echo_server_names_its_master_and_stops_at_once_with_idle_clie
 def test_the_echo_server_refuses_bad_arguments_in_one_line(arguments: list[str]) -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "echo_cluster.py"), *arguments],
-        capture_output=True, text=True, timeout=30, check=False,
+        capture_output=True, text=True, timeout=TIMEOUT, check=False,
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
@@ -274,7 +273,7 @@ def test_a_port_in_use_is_one_clean_line() -> None:
         result = subprocess.run(
             [sys.executable, str(ROOT / "examples" / "echo_cluster.py"), "--port",
              str(taken.getsockname()[1]), "--workers", "1"],
-            capture_output=True, text=True, timeout=60, check=False,
+            capture_output=True, text=True, timeout=TIMEOUT, check=False,
         )
     finally:
         taken.close()
@@ -299,7 +298,7 @@ async def test_a_second_echo_server_names_each_clash_in_one_line(same_port: bool
             )
     finally:
         first.send_signal(signal.SIGTERM)
-        first.communicate(timeout=30)
+        first.communicate(timeout=TIMEOUT)
     assert second.returncode == 1
     lines = second.stderr.decode().strip().splitlines()
     assert len(lines) == 1, lines

@@ -10,13 +10,14 @@ from pathlib import Path
 import trio
 
 from tests.leaks import descendants
+from tests.waiting import TIMEOUT
 
 SCRIPT = Path(__file__).with_name("supervised_master.py")
 
 
 async def test_sigterm_drains_every_worker_at_once_and_exits_0(tmp_path: Path) -> None:
     journal = tmp_path / "journal"
-    with trio.fail_after(60):
+    with trio.fail_after(TIMEOUT):
         receive, send = os.pipe()
         try:
             master = await trio.lowlevel.open_process(
