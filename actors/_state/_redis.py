@@ -236,7 +236,7 @@ class RedisStore:
         async with client.pubsub(channels=[self._channel], ignore_subscribe_messages=True
                                  ) as pubsub, trio.open_nursery() as nursery:
             heard = trio.Event()
-            heartbeat = f"heartbeat:{id(self)}"
+            heartbeat = f"heartbeat:{secrets.token_hex(8)}"  # unique across processes
             nursery.start_soon(self._check_alive, client, heartbeat, lambda: heard)
             if not self._up:
                 self._up = True
@@ -254,6 +254,8 @@ class RedisStore:
                     heard.set()
                     heard = trio.Event()
                     continue
+                if isinstance(data, str) and data.startswith("heartbeat:"):
+                    continue  # another system's, on this Redis and prefix: no change
                 self._send.send_nowait(self._published(str(data)))
 
     async def _probe(self) -> None:

@@ -15,8 +15,9 @@ import trio
 
 from actors import Actor, ActorGone, ActorRef, Event
 from actors._base._events import EventBus
+from actors._state._memory import MemoryStore
 from actors._state._service import StateService
-from actors._state._stores import EpochChanged, MemoryStore, Record, Store, StoreChange
+from actors._state._store import EpochChanged, Record, Store, StoreChange
 from protocol import DEFAULT_MAX_FRAME_SIZE, FrameKind, Message, encode_message, registry
 
 

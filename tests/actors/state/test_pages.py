@@ -11,20 +11,12 @@ import trio
 import trio.testing
 
 from actors import ActorRef, InvalidStoredValue, StateChanged
-from actors._state._service import (
-    Hold,
-    Records,
-    RemoteUpstream,
-    Replica,
-    Resync,
-    SharedState,
-    StateService,
-    StateServiceActor,
-    Sync,
-    WatchPrefix,
-    page_budget,
-)
-from actors._state._stores import Record
+from actors._state._actors import RemoteUpstream, StateServiceActor
+from actors._state._api import SharedState
+from actors._state._replica import Replica
+from actors._state._service import StateService
+from actors._state._store import Record
+from actors._state._wire import Hold, Records, Resync, Sync, WatchPrefix, page_budget
 from protocol import DEFAULT_MAX_FRAME_SIZE, Message
 from tests.actors.state.doubles import SharedStore, Wire, serving
 from tests.waiting import TIMEOUT

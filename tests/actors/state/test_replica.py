@@ -13,8 +13,9 @@ import trio
 import trio.testing
 
 from actors import InvalidKey, InvalidStoredValue, StateChanged, StateResynced
-from actors._state._service import Replica, SharedState, Upstream
-from actors._state._stores import Record
+from actors._state._api import SharedState, Upstream
+from actors._state._replica import Replica
+from actors._state._store import Record
 from protocol import DEFAULT_MAX_FRAME_SIZE, FrameTooLarge, Message
 from tests.waiting import TIMEOUT
 

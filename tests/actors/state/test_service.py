@@ -20,18 +20,11 @@ from actors import (
     StoreUnavailable,
 )
 from actors._base._events import EventBus
-from actors._state._service import (
-    Failed,
-    LocalUpstream,
-    ReadKey,
-    Records,
-    Resync,
-    SharedState,
-    StateService,
-    StateServiceActor,
-    Write,
-)
-from actors._state._stores import Disconnected, Reconnected, Record, Reset
+from actors._state._actors import StateServiceActor
+from actors._state._api import SharedState
+from actors._state._service import LocalUpstream, StateService
+from actors._state._store import Disconnected, Reconnected, Record, Reset
+from actors._state._wire import Failed, ReadKey, Records, Resync, Write
 from protocol import DEFAULT_MAX_FRAME_SIZE, Message
 from tests.actors.state.doubles import SharedStore, serving
 from tests.waiting import TIMEOUT

@@ -15,20 +15,19 @@ import trio
 import trio.testing
 
 from actors import StoreInUse, StoreUnavailable
-from actors._state._stores import (
+from actors._state._memory import MemoryStore
+from actors._state._redis import RedisStore
+from actors._state._sqlite import SqliteStore
+from actors._state._store import (
     Disconnected,
     EpochChanged,
-    MemoryStore,
     Reconnected,
     Record,
-    RedisStore,
     Reset,
-    SqliteStore,
     Store,
     StoreChange,
-    check_store_url,
-    open_store,
 )
+from actors._state._stores import check_store_url, open_store
 from tests.actors.state.redis_double import FakeRedis
 from tests.waiting import TIMEOUT
 
@@ -307,8 +306,6 @@ async def test_redis_stores_with_other_prefixes_share_nothing(
             assert await anext(changes) == mine  # and nothing of theirs before it
 
 
-@pytest.mark.xfail(strict=True, reason="another system's heartbeat is taken for a garbled "
-                   "notice: a full resync (and an error logged) every check_every")
 async def test_redis_heartbeats_of_other_systems_are_not_changes(
     fake_redis: FakeRedis, autojump_clock: trio.testing.MockClock
 ) -> None:
