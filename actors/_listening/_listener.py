@@ -222,9 +222,10 @@ class Listener:
                 self._running = False
                 for key in [self.path, *(k for k in self._sockets
                                          if k.startswith(self.path + "/"))]:
-                    sock = self._sockets.pop(key)
-                    trio.lowlevel.notify_closing(sock)
-                    sock.close()
+                    sock = self._sockets.pop(key, None)  # (a second stop finds none)
+                    if sock is not None:
+                        trio.lowlevel.notify_closing(sock)
+                        sock.close()
         if self._supervisor is not None:
             await self._supervisor.shutdown(grace)
         await self.done.wait()

@@ -76,6 +76,7 @@ class _Subscriber:
     queue: deque[Record] = field(default_factory=deque)
     behind: bool = False  # it gets a Resync instead of what it missed
     reset: bool = False  # ... and that Resync drops what it held (the store lost its data)
+    dropped: bool = False  # its process ended: its push task ends too
     wake: trio.Event = field(default_factory=trio.Event)
 
     @property
@@ -280,6 +281,8 @@ class StateService:
                 if not queue and not subscriber.behind:
                     subscriber.wake = trio.Event()
                     await subscriber.wake.wait()
+                if subscriber.dropped:
+                    return
                 if subscriber.behind:
                     reset, subscriber.reset = subscriber.reset, False
                     subscriber.behind = False
@@ -406,6 +409,7 @@ class StateService:
                     gone = subscriber.node
                     if gone == node or gone.startswith(node + "."):
                         del self._remote[address]
+                        subscriber.dropped = True
                         subscriber.wake.set()
 
 
