@@ -4,7 +4,8 @@
 // Started by ipc_parent.js with child_process.fork() and the default (JSON) serialization.
 // Protocol, one JSON object per process.send():
 //   {kind: 'tell', seq, payload}  count it, no reply (one-way)
-//   {kind: 'ask', seq, payload}   count it, send the same message back (round trip)
+//   {kind: 'ask', seq, payload}   count it, send the same message back (round trip; an `id`
+//                                 field, as the concurrent phase sends, comes back with it)
 //   {kind: 'count'}               reply {kind: 'counted', value} with the number of tells + asks
 // The child exits on its own when the parent disconnects the IPC channel.
 

@@ -2,22 +2,39 @@
 // Parent side of the Node IPC anchor: child_process.fork() + process.send() (JSON serialization).
 //
 // Usage: node ipc_parent.js [--rounds R] [--oneway N] [--pingpong M] [--warmup W] [--payload S]
+//                           [--concurrent K] [--askers A] [--concurrent-warmup C]
 //
 // Each round forks a fresh child (ipc_child.js), warms it up, then measures
-//   one-way:   N tells sent back to back, then one 'count' request; the clock stops when the
-//              child's reply confirms it received all of them;
-//   ping-pong: M sequential round trips (send, wait for the echo, send the next), each one timed.
+//   one-way:    N tells sent back to back, then one 'count' request; the clock stops when the
+//               child's reply confirms it received all of them (N = 0: not measured);
+//   ping-pong:  M sequential round trips (send, wait for the echo, send the next), each one
+//               timed (M = 0: not measured);
+//   concurrent: K asks by A concurrent askers (async loops), K / A each, every asker waiting
+//               for its own reply before its next ask; each ask carries an id and its reply
+//               is matched by that id (K = 0, the default: not measured). C untimed asks
+//               (default 5000), made the same way, warm it up first: V8 needs more than W
+//               of them before this path runs at its speed.
 // The child is disconnected and reaped (its 'exit' awaited) before the next round.
 // Prints one JSON object on stdout:
 //   {"impl": "node", "version": ..., "rounds": [{"oneway_n", "oneway_s", "pingpong_n",
-//    "pingpong_s", "latencies_ns": [...]}, ...]}
+//    "pingpong_s", "latencies_ns": [...], "concurrent_n", "concurrent_s",
+//    "concurrent_latencies_ns": [...]}, ...]}
 // Rates and percentiles are computed by ipc.py, the same way for every implementation.
 
 const path = require('node:path');
 const { fork } = require('node:child_process');
 
 function parseArgs(argv) {
-  const opts = { rounds: 1, oneway: 50000, pingpong: 5000, warmup: 500, payload: 'x'.repeat(16) };
+  const opts = {
+    rounds: 1,
+    oneway: 50000,
+    pingpong: 5000,
+    warmup: 500,
+    payload: 'x'.repeat(16),
+    concurrent: 0,
+    askers: 64,
+    'concurrent-warmup': 5000,
+  };
   for (let i = 0; i < argv.length; i += 2) {
     const key = argv[i].replace(/^--/, '');
     const value = argv[i + 1];
@@ -29,10 +46,22 @@ function parseArgs(argv) {
   return opts;
 }
 
-// Replies arrive in order on one channel, so a FIFO of waiting resolvers is enough.
+// Sequential replies arrive in order on one channel, so a FIFO of waiting resolvers is enough
+// for them; a reply carrying an id (the concurrent phase) goes to the one waiting for that id,
+// as a request-id protocol over one channel does.
 function replies(child) {
   const waiting = [];
+  const byId = new Map();
   child.on('message', (msg) => {
+    if (msg.id !== undefined) {
+      const resolve = byId.get(msg.id);
+      if (resolve === undefined) {
+        throw new Error(`reply to unknown id ${JSON.stringify(msg)}`);
+      }
+      byId.delete(msg.id);
+      resolve(msg);
+      return;
+    }
     const resolve = waiting.shift();
     if (resolve === undefined) {
       throw new Error(`unsolicited reply ${JSON.stringify(msg)}`);
@@ -40,18 +69,22 @@ function replies(child) {
     resolve(msg);
   });
   child.on('exit', (code, signal) => {
-    if (waiting.length > 0) {
+    if (waiting.length > 0 || byId.size > 0) {
       throw new Error(`child exited (code ${code}, signal ${signal}) with replies pending`);
     }
   });
-  return () => new Promise((resolve) => waiting.push(resolve));
+  return {
+    next: () => new Promise((resolve) => waiting.push(resolve)),
+    forId: (id) => new Promise((resolve) => byId.set(id, resolve)),
+  };
 }
 
 async function round(opts) {
   const child = fork(path.join(__dirname, 'ipc_child.js'), [], { stdio: 'inherit' });
   const exited = new Promise((resolve) => child.once('exit', resolve));
-  const nextReply = replies(child);
+  const { next: nextReply, forId } = replies(child);
   let sent = 0;
+  let nextId = 0;
 
   async function count() {
     const reply = nextReply();
@@ -72,6 +105,35 @@ async function round(opts) {
     }
   }
 
+  // One asker of the concurrent phase: n asks, each awaiting its own reply (by id).
+  async function asker(n, latencies) {
+    for (let i = 0; i < n; i += 1) {
+      const id = nextId;
+      nextId += 1;
+      const start = process.hrtime.bigint();
+      const reply = forId(id);
+      child.send({ kind: 'ask', id, seq: i, payload: opts.payload });
+      sent += 1;
+      const msg = await reply;
+      if (latencies !== null) {
+        latencies.push(Number(process.hrtime.bigint() - start));
+      }
+      if (msg.seq !== i) {
+        throw new Error(`reply ${msg.seq} to ask ${i} (id ${id})`);
+      }
+    }
+  }
+
+  async function concurrent(total, latencies) {
+    const each = Math.ceil(total / opts.askers);
+    const loops = [];
+    for (let a = 0; a < opts.askers; a += 1) {
+      loops.push(asker(each, latencies));
+    }
+    await Promise.all(loops);
+    return each * opts.askers;
+  }
+
   function tells(n) {
     for (let seq = 0; seq < n; seq += 1) {
       child.send({ kind: 'tell', seq, payload: opts.payload });
@@ -85,31 +147,49 @@ async function round(opts) {
   for (let seq = 0; seq < opts.warmup; seq += 1) {
     await ask(seq);
   }
-
-  let t0 = process.hrtime.bigint();
-  tells(opts.oneway);
-  await count();
-  const onewayNs = process.hrtime.bigint() - t0;
-
-  const latencies = new Array(opts.pingpong);
-  t0 = process.hrtime.bigint();
-  for (let seq = 0; seq < opts.pingpong; seq += 1) {
-    const start = process.hrtime.bigint();
-    await ask(seq);
-    latencies[seq] = Number(process.hrtime.bigint() - start);
+  if (opts.concurrent > 0) {
+    await concurrent(opts['concurrent-warmup'], null);
   }
-  const pingpongNs = process.hrtime.bigint() - t0;
+
+  const result = {
+    oneway_n: opts.oneway,
+    oneway_s: 0,
+    pingpong_n: opts.pingpong,
+    pingpong_s: 0,
+    latencies_ns: [],
+  };
+  let t0;
+  if (opts.oneway > 0) {
+    t0 = process.hrtime.bigint();
+    tells(opts.oneway);
+    await count();
+    result.oneway_s = Number(process.hrtime.bigint() - t0) / 1e9;
+  }
+
+  if (opts.pingpong > 0) {
+    const latencies = new Array(opts.pingpong);
+    t0 = process.hrtime.bigint();
+    for (let seq = 0; seq < opts.pingpong; seq += 1) {
+      const start = process.hrtime.bigint();
+      await ask(seq);
+      latencies[seq] = Number(process.hrtime.bigint() - start);
+    }
+    result.pingpong_s = Number(process.hrtime.bigint() - t0) / 1e9;
+    result.latencies_ns = latencies;
+  }
+
+  if (opts.concurrent > 0) {
+    const latencies = [];
+    t0 = process.hrtime.bigint();
+    result.concurrent_n = await concurrent(opts.concurrent, latencies);
+    result.concurrent_s = Number(process.hrtime.bigint() - t0) / 1e9;
+    result.concurrent_latencies_ns = latencies;
+  }
   await count();
 
   child.disconnect();
   await exited;
-  return {
-    oneway_n: opts.oneway,
-    oneway_s: Number(onewayNs) / 1e9,
-    pingpong_n: opts.pingpong,
-    pingpong_s: Number(pingpongNs) / 1e9,
-    latencies_ns: latencies,
-  };
+  return result;
 }
 
 async function main() {
