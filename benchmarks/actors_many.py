@@ -168,7 +168,8 @@ class Meter:
 async def _ours_child(impl: str, n: int, meter: Meter) -> dict[str, float]:
     times_s: dict[str, float] = {}
     t_stop = 0.0
-    async with open_system() as system:
+    # A name of its own, so that runs from several checkouts at once do not collide.
+    async with open_system(name=f"bench-many-{os.getpid()}") as system:
         warm = [await system.spawn(Small) for _ in range(WARM_ACTORS)]
         for i, ref in enumerate(warm):
             await ref.ask(Hello(n=i), Hello)

@@ -52,6 +52,7 @@ import contextlib
 import json
 import math
 import multiprocessing
+import os
 import queue
 import sys
 import threading
@@ -286,7 +287,9 @@ def capped(n: int, warm_n: int, warm_s: float, budget_s: float) -> int:
 
 async def _ours_round(cfg: Config, index: int) -> Round:
     phases = cfg.phases
-    async with open_system() as system:
+    # A name of its own: another checkout running this script at the same time (same user,
+    # same default name "ipc") would otherwise make open_system raise SystemNameTaken.
+    async with open_system(name=f"bench-ipc-{os.getpid()}") as system:
         ref = await system.spawn(Sink, name="sink", process=True)
         asker = None
         if "w2w" in phases:
