@@ -33,7 +33,9 @@ concurrent  A (64) askers, each asking in a loop and waiting for its own reply b
 w2w         (ours only) worker to worker: an ``Asker`` actor A in one worker process asks
             the ``Sink`` B in another J times in sequence, timed inside A and reported
             back in a reply, beside J sequential asks from the master to the same B, in the
-            same round (which of the two goes first alternates by round).
+            same round: in W2W_BLOCKS (10) alternating blocks of J / 10 asks each way (which
+            side goes first alternates by round), so that a burst of load on the machine
+            hits both sides alike.
 
 Rounds are interleaved (round 1 of every implementation, then round 2, ...), so drift in the
 load of a shared machine hits all of them alike, and each figure is the MEDIAN over the rounds.
@@ -92,6 +94,7 @@ PAYLOAD = "0123456789abcdef"  # 16 bytes: the small message is (seq: int, payloa
 NODE_PARENT = _HERE / "node" / "ipc_parent.js"
 IMPLS = ("ours", "node", "mp")
 PHASES = ("oneway", "pingpong", "concurrent", "w2w")
+W2W_BLOCKS = 10  # the worker-to-worker phase alternates this many blocks of asks each way
 
 # Targets of the message path (DESIGN.md, "Performance targets"): printed, never asserted.
 TARGET_TELL_VS_NODE = 1.5  # tell one-way rate / Node's process.send one-way
@@ -321,6 +324,10 @@ async def _ours_round(cfg: Config, index: int) -> Round:
                 latencies[seq] = time.perf_counter_ns() - start
             return Timed(n, time.perf_counter() - t0, latencies)
 
+        def joined(blocks: list[Timed]) -> Timed:
+            latencies = [x for b in blocks for x in b.latencies_ns]
+            return Timed(len(latencies), sum(b.s for b in blocks), latencies)
+
         async def concurrently(each: int, latencies: list[int] | None) -> None:
             async def one_asker() -> None:
                 for seq in range(each):
@@ -374,16 +381,20 @@ async def _ours_round(cfg: Config, index: int) -> Round:
             timed = Timed(len(latencies), time.perf_counter() - t0, latencies)
             round_ = replace(round_, concurrent=timed)
         if "w2w" in phases:
-            # Both directions in turn, the first alternating by round; the asker warms up
-            # its own path (the master's was warmed above).
+            # Blocks of each direction in turn, the first alternating by round; the asker
+            # warms up its own path (the master's was warmed above).
             await from_worker(0, cfg.warmup)
-            if index % 2 == 0:
-                master = await sequential(w2w_n)
-                worker = await from_worker(w2w_n, 0)
-            else:
-                worker = await from_worker(w2w_n, 0)
-                master = await sequential(w2w_n)
-            round_ = replace(round_, w2w_master=master, w2w=worker)
+            block = max(1, w2w_n // W2W_BLOCKS)
+            masters: list[Timed] = []
+            workers: list[Timed] = []
+            for _ in range(max(1, w2w_n // block)):
+                if index % 2 == 0:
+                    masters.append(await sequential(block))
+                    workers.append(await from_worker(block, 0))
+                else:
+                    workers.append(await from_worker(block, 0))
+                    masters.append(await sequential(block))
+            round_ = replace(round_, w2w_master=joined(masters), w2w=joined(workers))
         await count()
     return round_
 
