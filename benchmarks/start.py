@@ -346,6 +346,11 @@ def ratios(results: dict[str, ImplResult]) -> dict[str, float | None]:
             a, b = med("actors", "whole_s"), med("imports", "whole_s")
             if bare is not None and a is not None and b is not None:
                 out["  the same, less the interpreter's start"] = ratio(a - bare, b - bare)
+        # The fastest runs: what a run costs when nothing else takes the CPU (on a shared
+        # machine the medians carry the other jobs' load).
+        out["  the same, fastest runs"] = ratio(
+            results["actors"].fastest("whole_s"), results["imports"].fastest("whole_s")
+        )
     for ours in ("ours", "ours-spawn"):
         if ours not in results:
             continue
