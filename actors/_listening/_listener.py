@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import random
 import socket
 from collections.abc import Callable
@@ -52,7 +53,7 @@ from .._base._handoff import (
 )
 from .._base._ref import ActorRef
 from .._base._spec import SupervisorSpec, WorkerSpec
-from .._base._tree import Child, Parent, stop_children
+from .._base._tree import Child, ChildBase, ChildKind, Parent, stop_children
 from .._messaging._router import Router
 from .._running._cell import Cell
 from .._supervision._start import Starter
@@ -88,14 +89,17 @@ class _ListenerActor(Actor):
         self.route([handle.into_socket() for handle in msg.conns])
 
 
-class Listener:
+class Listener(ChildBase):
     """A running listener: binds (or reuses) the socket, supervises its acceptors, and
     routes connections to them. A :class:`Child` of its supervisor and the :class:`Parent`
     of its router actor and its acceptors' supervisor.
 
     ``sockets`` (by listener path) and ``registry`` belong to the system: the socket outlives
-    the listener's restarts; the registry is how ``system.listener(path)`` finds it.
+    the listener's restarts; the registry is how ``system.listener(path)`` finds it. Its
+    ``address`` is its router actor's: messages to its path go there.
     """
+
+    kind: ChildKind = "listener"
 
     def __init__(
         self,
@@ -110,6 +114,7 @@ class Listener:
         self.spec = spec
         self.parent = parent
         self.path = path
+        self.pid = os.getpid()
         self.router: Router = starter.router
         self._starter = starter
         self._sockets = sockets
@@ -134,10 +139,6 @@ class Listener:
     def ref(self) -> ActorRef:
         return ActorRef(self.router, path=self.path)
 
-    @property
-    def gave_up(self) -> BaseException | None:
-        return None if self._supervisor is None else self._supervisor.gave_up
-
     async def run(
         self, *, task_status: trio.TaskStatus[Listener] = trio.TASK_STATUS_IGNORED
     ) -> None:
@@ -158,6 +159,7 @@ class Listener:
                 )
                 self.children.append(actor)
                 await nursery.start(actor.run)
+                self.address = actor.address
                 sup = self._supervisor = Supervisor(
                     self.router, self.spec, parent=self, path=self.path,
                     start_child=self._starter.start_child, membership=membership,
@@ -191,6 +193,8 @@ class Listener:
             self.dispatcher.close_all()
             if self in self.parent.children:
                 self.parent.children.remove(self)
+            if self._supervisor is not None:
+                self.gave_up = self._supervisor.gave_up
             sup_reason = None if self._supervisor is None else self._supervisor.exit_reason
             self.exit_reason = sup_reason or exit_reason(failure=failure)
             self.done.set()
@@ -270,7 +274,7 @@ class Listener:
             if isinstance(change, ChildUp):
                 await self._attach(change.name, change.child)
             elif isinstance(change, ChildDown):
-                key = getattr(change.child, "address", None)
+                key = change.child.address
                 if key is not None:
                     self.dispatcher.retire(key)
 
@@ -278,8 +282,8 @@ class Listener:
         assert self._actor is not None
         assert self.sock is not None
         policy = self.spec.policy
-        pid = getattr(instance, "pid", None) or 0
-        key = getattr(instance, "address", None)
+        pid = instance.pid or 0
+        key = instance.address
         family = int(self.sock.family)
         if policy == "shared":
             attach = Attach(listener=self._actor.ref, policy="shared", family=family,

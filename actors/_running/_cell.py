@@ -27,7 +27,7 @@ from .._base._events import (
 from .._base._ref import ActorRef
 from .._base._shared import State
 from .._base._spec import ChildSpec
-from .._base._tree import Child, Parent, SpawnChild, stop_children
+from .._base._tree import Child, ChildBase, ChildKind, Parent, SpawnChild, stop_children
 from .._messaging._asks import Reply
 from .._messaging._router import Router, current_actor
 
@@ -51,7 +51,7 @@ def drain_budget(shutdown: float) -> float:
     return shutdown - min(shutdown / 4, 1.0)
 
 
-class Cell:
+class Cell(ChildBase):
     """Runs one actor: setup, then one message at a time from its mailbox, then cleanup.
 
     ``run`` is started with ``nursery.start``: it returns the actor's ref once ``setup``
@@ -65,6 +65,8 @@ class Cell:
     ``released`` (its replacement is ready) before it stops; ``crashed`` is set at the crash
     so that whoever runs it can ask for that replacement.
     """
+
+    kind: ChildKind = "actor"
 
     def __init__(
         self,
@@ -91,7 +93,7 @@ class Cell:
         self.state = state
         self.register_name = register_name
         self.id = router.next_actor_id()
-        self.address = f"{router.id}/{self.id}"
+        self.address: str = f"{router.id}/{self.id}"
         self._ref = ActorRef(router, address=self.address)
         self.children: list[Child] = []
         self.accepting = False

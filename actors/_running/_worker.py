@@ -47,7 +47,7 @@ from .._base._events import (
     exit_reason,
 )
 from .._base._ref import ActorRef
-from .._base._tree import Child, Notice, Parent
+from .._base._tree import Child, ChildBase, ChildKind, Notice, Parent
 from .._messaging._link import Link
 from .._messaging._router import Router
 from ._processes import (
@@ -72,7 +72,7 @@ _EXIT_AFTER_KILL = 5.0
 _MEMORY_CHECK_EVERY = 1.0
 
 
-class WorkerHandle:
+class WorkerHandle(ChildBase):
     """A worker process running one actor, as its parent sees it (a :class:`Child`).
 
     Start it with ``await nursery.start(handle.run)``: that returns once the worker's actor
@@ -81,6 +81,8 @@ class WorkerHandle:
     that explains the exit. ``notices`` (its supervisor's) receives its request to be
     replaced when it reports an unexpected exception.
     """
+
+    kind: ChildKind = "worker"
 
     def __init__(
         self,
@@ -367,7 +369,7 @@ class WorkerHandle:
                 return
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass  # its supervisor is stopping
-        self.release()  # nothing will replace it: it just stops
+        self.relieve()  # nothing will replace it: it just stops
 
     async def _watch_memory(self, limit: int) -> None:
         """Replace the worker once its resident memory stays above ``limit`` (two checks
@@ -406,7 +408,7 @@ class WorkerHandle:
             if self.address is not None:
                 self.router.names.unregister(self.path, self.address)
                 self.router.departed(self.address, self.path, reason)
-            self.release()
+            self.relieve()
             return
         reason = _failure_reason("suicide", failure)
         self._explain(reason)
@@ -440,9 +442,9 @@ class WorkerHandle:
                 self._kill()
                 return
 
-    def release(self) -> None:
-        """Tell a worker waiting for its replacement that the replacement is up: it goes,
-        within its shutdown time (see :meth:`_end_once_released`)."""
+    def relieve(self) -> None:
+        """Tell a worker waiting for its replacement that the replacement is up (or that
+        none is coming): it goes, within its shutdown time (see :meth:`_end_once_released`)."""
         if self.link is not None:
             self.link.notify(Stop() if self._stop_on_release else Release())
         self._released.set()

@@ -34,7 +34,7 @@ from .._base._events import (
 )
 from .._base._ref import ActorRef
 from .._base._spec import ChildSpec, SupervisorSpec, grace_of, validate_name
-from .._base._tree import Child, Notice, Parent, StartChild, stop_children
+from .._base._tree import Child, ChildBase, ChildKind, Notice, Parent, StartChild, stop_children
 from .._messaging._router import Router
 from ._restart import RestartHistory, decide
 
@@ -95,13 +95,15 @@ class _Slot:
     wanted: bool = False  # expected to run (restarts of it may be pending)
 
 
-class Supervisor:
+class Supervisor(ChildBase):
     """A running supervisor: a :class:`Parent` for its children, a :class:`Child` of its own.
 
     Start it with ``await nursery.start(supervisor.run)`` (it returns once every child is
     up); ``start_child`` is how it starts each child. ``address``, if given, is where
     messages to its path go (a listener's router); a plain supervisor takes none.
     """
+
+    kind: ChildKind = "supervisor"
 
     def __init__(
         self,
@@ -119,6 +121,7 @@ class Supervisor:
         self.parent = parent
         self.path = path
         self.address = address
+        self.pid = os.getpid()
         self.shutdown_timeout = grace_of(spec.shutdown)
         self.children: list[Child] = []
         self.done = trio.Event()
@@ -166,7 +169,7 @@ class Supervisor:
         self.started_at = trio.current_time()
         started = False
         error: BaseException | None = None
-        self.router.publish(ActorStarted(path=self.path, pid=os.getpid()))
+        self.router.publish(ActorStarted(path=self.path, pid=self.pid))
         try:
             with self._scope, unwrap_actor_errors():
                 async with trio.open_nursery() as nursery:
@@ -176,7 +179,7 @@ class Supervisor:
                             await self._start_until_up(name)
                         started = True
                         self.router.publish(
-                            ActorReady(path=self.path, address=self.address, pid=os.getpid())
+                            ActorReady(path=self.path, address=self.address, pid=self.pid)
                         )
                         task_status.started(self)
                         await self._supervise()
@@ -207,7 +210,7 @@ class Supervisor:
             self.exit_reason = exit_reason(
                 failure=self.gave_up or (failures[0] if failures else None)
             )
-            self.router.publish(ActorExited(path=self.path, pid=os.getpid(),
+            self.router.publish(ActorExited(path=self.path, pid=self.pid,
                                             reason=self.exit_reason))
             if self._membership is not None:
                 self._membership.close()
@@ -284,9 +287,7 @@ class Supervisor:
             await self._decide_and_act(name, instance)
         finally:
             if draining is not None:
-                release = getattr(draining, "release", None)
-                if release is not None:
-                    release()  # its replacement is ready (or none is coming)
+                draining.relieve()  # its replacement is ready (or none is coming)
 
     def _on_notice(self, notice: Notice) -> None:
         """A child asked to be replaced now: it drains meanwhile, released once replaced."""
@@ -297,9 +298,7 @@ class Supervisor:
                 self._down(name, notice.child)
                 self._exited(name, ended)
                 return
-        release = getattr(notice.child, "release", None)
-        if release is not None:
-            release()  # not ours (any more): nothing will replace it
+        notice.child.relieve()  # not ours (any more): nothing will replace it
 
     async def _decide_and_act(self, name: str, instance: Child | _Ended) -> None:
         slot = self._slots[name]
@@ -389,7 +388,7 @@ class Supervisor:
             return False
         # The new instance takes the name; meanwhile senders by path wait for it (held).
         path = child_path(self.path, name)
-        address: str | None = getattr(old, "address", None)
+        address = old.address
         if address is not None:
             self.router.names.unregister(path, address)
         try:

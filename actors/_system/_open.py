@@ -554,8 +554,7 @@ async def _reload_on_signal(system: ActorSystem) -> None:
 
 def _gave_up(system: ActorSystem | None) -> RestartLimitExceeded | None:
     root = None if system is None else system.root
-    gave_up = getattr(root, "gave_up", None)
-    return gave_up if isinstance(gave_up, RestartLimitExceeded) else None
+    return None if root is None else root.gave_up
 
 
 @asynccontextmanager
@@ -581,5 +580,5 @@ def _modules_of(spec: ChildSpec | None) -> list[str]:
 
 async def _cancel_when_root_gives_up(root: Runnable, nursery: trio.Nursery) -> None:
     await root.done.wait()
-    if getattr(root, "gave_up", None) is not None:
+    if root.gave_up is not None:
         nursery.cancel_scope.cancel()
