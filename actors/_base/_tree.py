@@ -8,13 +8,15 @@ import the layers that compose them.
 
 from __future__ import annotations
 
+import abc
+import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import trio
 
 from ._errors import RestartLimitExceeded
-from ._events import ExitReason
+from ._events import ActorExited, Event, ExitReason, exit_reason
 from ._ref import ActorRef
 from ._spec import ChildSpec
 
@@ -25,17 +27,61 @@ __all__ = [
     "Child",
     "ChildBase",
     "ChildKind",
+    "Lifecycle",
     "Notice",
     "Parent",
     "Root",
     "SpawnChild",
     "StartChild",
+    "StopCause",
+    "Witness",
     "stop_children",
 ]
 
 ChildKind = Literal["supervisor", "listener", "worker", "actor"]
 """What a child is, for status: a (plain) supervisor, a listener, a worker process's actor,
 an actor in this process."""
+
+
+class Lifecycle(enum.Enum):
+    """Where an instance is in its life: one state per child, as OTP keeps one pid field.
+
+    An instance only moves forward, STARTING to EXITED, and may skip states (a failed start
+    goes straight to EXITED, a crash from RUNNING to STOPPING). RESTARTING is the one state
+    no instance is ever in: it is the state of a supervisor's stand-in for a child between
+    two instances (the old one gone or going, the new one not ready yet), as OTP's pid
+    field holds ``restarting``.
+    """
+
+    STARTING = "starting"
+    """Started, not ready yet: a worker's process handshakes, an actor's ``setup`` runs."""
+    RUNNING = "running"
+    """Ready, and taking work."""
+    RETIRING = "retiring"
+    """It asked for a successor (it crashed in a worker, asked to be replaced, or grew past
+    its memory limit) and waits to be relieved (:meth:`Child.relieve`) before it stops."""
+    STOPPING = "stopping"
+    """It takes no new work: it drains, stops its children and exits."""
+    EXITED = "exited"
+    """Gone: ``exit_reason`` says why, ``done`` is set."""
+    RESTARTING = "restarting"
+    """A supervisor's stand-in for a child between two instances (never an instance's)."""
+
+
+_ORDER = {
+    Lifecycle.RESTARTING: -1,  # a stand-in never moves
+    Lifecycle.STARTING: 0,
+    Lifecycle.RUNNING: 1,
+    Lifecycle.RETIRING: 2,
+    Lifecycle.STOPPING: 3,
+    Lifecycle.EXITED: 4,
+}
+
+StopCause = Literal["itself", "asked", "at_once"]
+"""Who began a child's stop: the child itself (its actor stopped, or its successor relieved
+it), its parent (a shutdown), or its parent at once (no grace for anything)."""
+
+_CAUSE_RANK: dict[StopCause | None, int] = {None: 0, "itself": 1, "asked": 2, "at_once": 3}
 
 
 class Child(Protocol):
@@ -88,13 +134,31 @@ class Child(Protocol):
         up, or none is coming. It finishes what it has in hand and exits."""
         ...
 
+    @property
+    def state(self) -> Lifecycle: ...
 
-class ChildBase:
-    """What every kind of child shares, and the answers of a kind that has nothing to say.
+
+class Witness(Protocol):
+    """Who hears of an instance's end (the router): sends to its address fail saying why,
+    and the system's events get its :class:`ActorExited`."""
+
+    def departed(self, address: str, path: str, reason: ExitReason) -> None: ...
+
+    def publish(self, event: Event) -> None: ...
+
+
+class ChildBase(abc.ABC):
+    """What every kind of child shares: its lifecycle, kept as one state, and the one way
+    it ends (:meth:`_finish`); and the answers of a kind that has nothing to say.
 
     A base class rather than defaults in :class:`Child` itself: parents and test doubles
     see the Protocol (what they may use), and only the kinds of this package inherit how
-    it is kept.
+    a life is kept and ended.
+
+    Why an instance ended is gathered as it happens and turned into one
+    :class:`ExitReason` once, when it ends: the first explanation the runtime recorded
+    (:meth:`_explain`), else what ended it (a failure, our kill after its grace, its
+    process's exit status), else who began its stop (:data:`StopCause`).
     """
 
     kind: ChildKind
@@ -102,11 +166,105 @@ class ChildBase:
     pid: int | None = None
     gave_up: RestartLimitExceeded | None = None
 
+    def __init__(self, path: str, parent: Parent, shutdown_timeout: float) -> None:
+        self.path = path
+        self.parent = parent
+        self.shutdown_timeout = shutdown_timeout
+        self.state = Lifecycle.STARTING
+        self.started_at = 0.0
+        self.done = trio.Event()  # set as it reaches EXITED
+        self.exit_reason: ExitReason | None = None  # set once, as it reaches EXITED
+        self._moved = trio.Event()  # set (and replaced) at every move
+        self._explained: ExitReason | None = None
+        self._stop_cause: StopCause | None = None
+        self._killed: str | None = None  # we killed it after its grace: the detail
+
+    @property
+    @abc.abstractmethod
+    def ref(self) -> ActorRef: ...
+
     def begin_shutdown(self) -> None:
         """Nothing to start early: :meth:`shutdown` does it all."""
+        return  # (a default, not a method left to fill in)
+
+    @abc.abstractmethod
+    async def shutdown(self, grace: float) -> None: ...
 
     def relieve(self) -> None:
         """Nothing waits for a successor here."""
+        return  # (a default, not a method left to fill in)
+
+    # -- the lifecycle ----------------------------------------------------------------------
+
+    def _move(self, state: Lifecycle) -> bool:
+        """Move on to ``state``; False (and nothing changes) if it is there or past it."""
+        if _ORDER[state] <= _ORDER[self.state]:
+            return False
+        self.state = state
+        self._moved.set()
+        self._moved = trio.Event()
+        return True
+
+    def _reached(self, state: Lifecycle) -> bool:
+        return _ORDER[self.state] >= _ORDER[state]
+
+    async def _wait_for(self, state: Lifecycle) -> None:
+        """Return once it reached ``state`` (or a later one)."""
+        while not self._reached(state):
+            await self._moved.wait()
+
+    def _stopping(self, cause: StopCause | None) -> bool:
+        """Move on to STOPPING, noting who began the stop; False if it was stopping already
+        (or gone). A stop its parent asked for is a shutdown even if the child was stopping
+        by itself too: the parent's stop is what a supervisor must not answer with a
+        restart, so it outranks the child's own."""
+        self._note_stop(cause)
+        return self._move(Lifecycle.STOPPING)
+
+    def _note_stop(self, cause: StopCause | None) -> None:
+        if _CAUSE_RANK[cause] > _CAUSE_RANK[self._stop_cause]:
+            self._stop_cause = cause
+
+    def _explain(self, reason: ExitReason) -> None:
+        """Record why it ends, if nothing explained it yet (the first explanation wins)."""
+        if self._explained is None:
+            self._explained = reason
+
+    def _finish(
+        self,
+        witness: Witness | None,
+        *,
+        failure: BaseException | None = None,
+        returncode: int | None = None,
+        address: str | None = None,
+        node: str | None = None,
+        report: bool = True,
+    ) -> ExitReason:
+        """The one way an instance ends: its exit reason is recorded (once), it leaves its
+        parent's children, ``witness`` hears of it (``address``: sends there fail saying
+        why; ``report``: the system's events get its :class:`ActorExited`), and it reaches
+        EXITED (``done`` is set)."""
+        assert self.exit_reason is None, f"{self.path} ended twice"
+        reason = self.exit_reason = exit_reason(
+            explained=self._explained,
+            failure=failure,
+            killed=self._killed,
+            returncode=returncode,
+            stop_requested=self._stop_cause in ("asked", "at_once"),
+            stopped_itself=self._stop_cause == "itself",
+        )
+        if self in self.parent.children:
+            self.parent.children.remove(self)
+        if witness is not None:
+            if address is not None:
+                witness.departed(address, self.path, reason)
+            if report:
+                witness.publish(ActorExited(
+                    path=self.path, address=address, pid=self.pid, reason=reason, node=node,
+                ))
+        self._move(Lifecycle.EXITED)
+        self.done.set()
+        return reason
 
 
 class Parent(Protocol):

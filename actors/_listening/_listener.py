@@ -39,7 +39,6 @@ from protocol import Message, SocketHandle
 
 from .._base._actor import Actor, handler
 from .._base._errors import ActorError, ReloadFailed, SpawnError
-from .._base._events import ExitReason, exit_reason
 from .._base._handoff import (
     ROUTED,
     AcceptorStats,
@@ -53,7 +52,7 @@ from .._base._handoff import (
 )
 from .._base._ref import ActorRef
 from .._base._spec import SupervisorSpec, WorkerSpec
-from .._base._tree import Child, ChildBase, ChildKind, Parent, stop_children
+from .._base._tree import Child, ChildBase, ChildKind, Lifecycle, Parent, stop_children
 from .._messaging._router import Router
 from .._running._cell import Cell
 from .._supervision._start import Starter
@@ -111,19 +110,14 @@ class Listener(ChildBase):
         sockets: dict[str, socket.socket],
         registry: dict[str, Listener],
     ) -> None:
+        super().__init__(path, parent, math.inf)
         self.spec = spec
-        self.parent = parent
-        self.path = path
         self.pid = os.getpid()
         self.router: Router = starter.router
         self._starter = starter
         self._sockets = sockets
         self._registry = registry
-        self.shutdown_timeout = math.inf
         self.children: list[Child] = []
-        self.done = trio.Event()
-        self.started_at = 0.0
-        self.exit_reason: ExitReason | None = None
         self.sock: socket.socket | None = None
         self.host = spec.host
         self.port = spec.port
@@ -178,9 +172,11 @@ class Listener(ChildBase):
                     if self.spec.report_every > 0:
                         nursery.start_soon(self._report_loop)
                     self._running = True
+                    self._move(Lifecycle.RUNNING)
                     task_status.started(self)
                     await sup.done.wait()
                 self._accepting = self._running = False
+                self._stopping(None)
                 with trio.CancelScope(shield=True):
                     await stop_children(self)
                 nursery.cancel_scope.cancel()
@@ -191,13 +187,11 @@ class Listener(ChildBase):
             if self._registry.get(self.path) is self:
                 del self._registry[self.path]
             self.dispatcher.close_all()
-            if self in self.parent.children:
-                self.parent.children.remove(self)
             if self._supervisor is not None:
                 self.gave_up = self._supervisor.gave_up
-            sup_reason = None if self._supervisor is None else self._supervisor.exit_reason
-            self.exit_reason = sup_reason or exit_reason(failure=failure)
-            self.done.set()
+                if self._supervisor.exit_reason is not None:  # it speaks for the listener
+                    self._explain(self._supervisor.exit_reason)
+            self._finish(None, failure=failure)  # (its supervisor reported the exit)
 
     async def _socket(self) -> socket.socket:
         # The socket outlives a restart of the listener (what is queued on it is kept): it
@@ -219,6 +213,7 @@ class Listener(ChildBase):
         When the system itself is stopping, nothing will accept on the socket again: it is
         closed at once, so that new clients are refused rather than left waiting for an
         answer while the acceptors drain."""
+        self._stopping("asked")
         self._accepting = False
         if self.sock is not None:
             trio.lowlevel.notify_closing(self.sock)

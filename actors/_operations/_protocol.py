@@ -52,7 +52,10 @@ class ActorStatus(Message, tag="actors.ops.ActorStatus"):
     kind: Literal["supervisor", "listener", "acceptor", "worker", "actor"]
     pid: int | None = None
     node: str = "0"
-    state: Literal["running", "starting", "stopping"] = "running"
+    # (the value of the child's Lifecycle; "restarting": between two instances)
+    state: Literal[
+        "starting", "running", "retiring", "stopping", "exited", "restarting"
+    ] = "running"
     uptime: float | None = None
     restarts: int = 0
     last_exit: str | None = None

@@ -137,17 +137,14 @@ async def collect_status(
             probed = await probe(child.address)
             if child.pid is not None:
                 pids[child.node_id] = child.pid
-            state = "running" if child.address is not None else "starting"
-            if child._stop_requested or (child.link is not None and child.link.closing):
-                state = "stopping"
             rows.append(ActorStatus(
                 kind="acceptor" if acceptor else "worker", pid=child.pid, node=child.node_id,
-                state=state, rss=rss, cpu=cpu, **_figures(probed), **common,
+                state=child.state.value, rss=rss, cpu=cpu, **_figures(probed), **common,
             ))
         elif isinstance(child, Cell):
             rows.append(ActorStatus(
                 kind="actor", pid=os.getpid(), node=router.id,
-                state="running" if child.accepting else "stopping",
+                state=child.state.value,
                 mailbox=child.mailbox_depth, handled=child.handled, asks=child.asks,
                 ask_seconds=round(child.ask_seconds, 6), ask_buckets=list(child.ask_buckets),
                 **common,

@@ -7,6 +7,7 @@ import logging
 import math
 import os
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -16,22 +17,24 @@ from protocol import Message
 from .._base._actor import Actor, no_handler
 from .._base._control import Failure, Probe, Probed
 from .._base._errors import ActorGone, SpawnError
-from .._base._events import (
-    ActorDrained,
-    ActorExited,
-    ActorReady,
-    ActorStarted,
-    ExitReason,
-    exit_reason,
-)
+from .._base._events import ActorDrained, ActorReady, ActorStarted, ExitReason
 from .._base._ref import ActorRef
 from .._base._shared import State
 from .._base._spec import ChildSpec
-from .._base._tree import Child, ChildBase, ChildKind, Parent, SpawnChild, stop_children
+from .._base._tree import (
+    Child,
+    ChildBase,
+    ChildKind,
+    Lifecycle,
+    Parent,
+    SpawnChild,
+    StopCause,
+    stop_children,
+)
 from .._messaging._asks import Reply
 from .._messaging._router import Router, current_actor
 
-__all__ = ["ASK_BUCKETS", "Cell", "drain_budget"]
+__all__ = ["ASK_BUCKETS", "Cell", "Retirement", "drain_budget"]
 
 log = logging.getLogger("actors")
 
@@ -51,6 +54,15 @@ def drain_budget(shutdown: float) -> float:
     return shutdown - min(shutdown / 4, 1.0)
 
 
+@dataclass(frozen=True)
+class Retirement:
+    """A retiring cell wants a successor: its actor crashed (``failure``), or asked to be
+    replaced (``reason`` says why)."""
+
+    reason: str
+    failure: BaseException | None = None
+
+
 class Cell(ChildBase):
     """Runs one actor: setup, then one message at a time from its mailbox, then cleanup.
 
@@ -61,9 +73,10 @@ class Cell(ChildBase):
     when its task is cancelled. Its children are stopped in reverse start order before
     ``cleanup`` runs.
 
-    ``linger_on_crash`` (a worker's own actor): after a crash the cell drains and waits for
-    ``released`` (its replacement is ready) before it stops; ``crashed`` is set at the crash
-    so that whoever runs it can ask for that replacement.
+    ``retirements`` (a worker's own actor, whose successor must be up before it goes): when
+    the actor crashes or asks to be replaced, the cell says so there (a :class:`Retirement`)
+    and retires: it goes on (a requested replacement) or drains (a crash) until it is
+    relieved (:meth:`relieve`), and then stops.
     """
 
     kind: ChildKind = "actor"
@@ -77,37 +90,27 @@ class Cell(ChildBase):
         parent: Parent,
         shutdown_timeout: float,
         spawn: SpawnChild,
-        state: State | None = None,
+        shared_state: State | None = None,
         start_timeout: float = math.inf,
         report_events: bool = True,
         register_name: bool = True,
-        linger_on_crash: bool = False,
+        retirements: trio.MemorySendChannel[Retirement] | None = None,
     ) -> None:
+        super().__init__(path, parent, shutdown_timeout)
         self.router = router
         self.actor = actor
-        self.path = path
-        self.parent = parent
-        self.shutdown_timeout = shutdown_timeout
         self.start_timeout = start_timeout
         self.spawn = spawn
-        self.state = state
+        self.shared_state = shared_state
         self.register_name = register_name
         self.id = router.next_actor_id()
         self.address: str = f"{router.id}/{self.id}"
         self._ref = ActorRef(router, address=self.address)
         self.children: list[Child] = []
         self.accepting = False
-        self.done = trio.Event()
         self.failure: BaseException | None = None
-        self.exit_reason: ExitReason | None = None
-        self._explained: ExitReason | None = None
-        self.linger_on_crash = linger_on_crash
-        self.crashed = trio.Event()
-        self.released = trio.Event()
-        self.replacement: str | None = None  # why it asked to be replaced, if it did
-        self.replacement_requested = trio.Event()
+        self._retirements = retirements
         self.drain_timeout = drain_budget(shutdown_timeout)
-        self.started_at = 0.0
         self.pid = os.getpid()
         self._send, self._recv = trio.open_memory_channel[tuple[Message, "Reply | None"]](
             max(0, actor.mailbox_size)
@@ -123,9 +126,6 @@ class Cell(ChildBase):
         self._setup_scope = trio.CancelScope()
         self._teardown_scope = trio.CancelScope(shield=True)
         self._ready = False
-        self._stop_requested = False
-        self._killed = False
-        self.stopped_itself = False
         self._report_events = report_events
         self.nursery: trio.Nursery
 
@@ -133,7 +133,7 @@ class Cell(ChildBase):
     def ref(self) -> ActorRef:
         return self._ref
 
-    def _report(self, event: ActorStarted | ActorReady | ActorExited) -> None:
+    def _report(self, event: ActorStarted | ActorReady) -> None:
         if self._report_events:
             self.router.publish(event)
 
@@ -198,15 +198,36 @@ class Cell(ChildBase):
             self._setup_scope.cancel()
             return
         log.error("actor %s (%s) crashed", self.path, self.address, exc_info=exc)
-        self.stop()
+        self._close_mailbox()
         self._fail_queued()
-        self.crashed.set()
+        if self._retirements is None:
+            self._stopping(None)
+        else:  # its successor first: it drains meanwhile
+            self._move(Lifecycle.RETIRING)
+            self._retirements.send_nowait(Retirement(reason="it crashed", failure=exc))
 
-    def stop(self) -> None:
-        """Stop taking messages; the actor exits once its mailbox is empty.
+    def request_replacement(self, reason: str) -> None:
+        """Its actor asks for a successor: it serves on until relieved (then stops). With
+        nothing to start a successor (not a worker's own actor), it stops now."""
+        if self._retirements is None:
+            log.info("actor %s asked to be replaced (%s): it stops", self.path, reason)
+            self.stop("itself")
+        elif self._move(Lifecycle.RETIRING):
+            self._retirements.send_nowait(Retirement(reason=reason))
 
-        Its name goes at once: senders by path wait for a successor rather than find an
-        actor that takes nothing more."""
+    def relieve(self) -> None:
+        """Its successor is up (or none is coming): a retiring cell stops."""
+        if self.state is Lifecycle.RETIRING:
+            self.stop("itself")
+
+    def stop(self, cause: StopCause | None = None) -> None:
+        """Stop taking messages; the actor exits once its mailbox is empty."""
+        self._close_mailbox()
+        self._stopping(cause)
+
+    def _close_mailbox(self) -> None:
+        # Its name goes at once: senders by path wait for a successor rather than find an
+        # actor that takes nothing more.
         if self.accepting and self.register_name:
             self.router.names.unregister(self.path, self.address)
         self.accepting = False
@@ -214,13 +235,11 @@ class Cell(ChildBase):
 
     async def shutdown(self, grace: float) -> None:
         """Stop, wait up to ``grace`` seconds for the queue to drain, then cancel."""
-        self._stop_requested = True
-        self.stop()
-        self.released.set()
+        self.stop("asked")
         with trio.move_on_after(grace):
             await self.done.wait()
         if not self.done.is_set():
-            self._killed = True
+            self._killed = f"did not stop within {self.shutdown_timeout} s"
             self._scope.cancel()
             self._teardown_scope.cancel()
         await self.done.wait()
@@ -242,6 +261,7 @@ class Cell(ChildBase):
                         if self.register_name:
                             router.names.register(self.path, self.address)
                         self._ready = True
+                        self._move(Lifecycle.RUNNING)
                         self.accepting = True
                         self._report(
                             ActorReady(path=self.path, address=self.address, pid=self.pid)
@@ -262,22 +282,11 @@ class Cell(ChildBase):
             router.mailboxes.pop(self.id, None)
             if self._ready and self.register_name:
                 router.names.unregister(self.path, self.address)
-            if self in self.parent.children:
-                self.parent.children.remove(self)
-            self.exit_reason = exit_reason(
-                explained=self._explained,
-                failure=self.failure,
-                killed=f"did not stop within {self.shutdown_timeout} s" if self._killed else None,
-                stop_requested=self._stop_requested,
-                stopped_itself=self.stopped_itself,
-            )
-            if self._ready:
-                router.departed(self.address, self.path, self.exit_reason)
-            self._report(ActorExited(
-                path=self.path, address=self.address if self._ready else None, pid=self.pid,
-                reason=self.exit_reason,
-            ))
-            self.done.set()
+            if self._retirements is not None:
+                self._retirements.close()
+            self._finish(router, failure=self.failure,
+                         address=self.address if self._ready else None,
+                         report=self._report_events)
 
     async def _setup(self) -> bool:
         """Run ``setup`` within the start timeout; False if it (or a task it started)
@@ -290,9 +299,10 @@ class Cell(ChildBase):
                     self.failure = exc
         if deadline.cancelled_caught and self.failure is None:
             detail = f"not ready within {self.start_timeout} s"
-            self._explained = ExitReason(kind="timeout", detail=detail)
+            reason = ExitReason(kind="timeout", detail=detail)
+            self._explain(reason)
             self.failure = SpawnError(f"actor {self.path} did not become ready: {detail}")
-            self.failure.reason = self._explained
+            self.failure.reason = reason
         return self.failure is None
 
     async def _serve_then_stop(self) -> None:
@@ -301,11 +311,12 @@ class Cell(ChildBase):
         except Exception as exc:
             self.fail(exc)
         finally:
-            self.stop()
+            self._close_mailbox()
             self._fail_queued()
             with self._teardown_scope:
-                if self.failure is None or self.linger_on_crash:
+                if self.failure is None or self._retirements is not None:
                     await self._drain()
+                self._stopping(None)
                 await stop_children(self)
                 await self._cleanup()
 
@@ -324,8 +335,8 @@ class Cell(ChildBase):
                 if reports:
                     reported = True
                     self._drained(started, complete=True)
-                if self.failure is not None and self.linger_on_crash:
-                    await self.released.wait()  # the replacement takes over before we go
+                if self.state is Lifecycle.RETIRING:  # it crashed: its successor first
+                    await self._wait_for(Lifecycle.STOPPING)
         finally:
             if reports and not reported:  # the deadline, or a harder stop, cut it short
                 self._drained(started, complete=False)
@@ -465,7 +476,7 @@ class _Context:
 
     @property
     def state(self) -> State:
-        state = self._cell.state
+        state = self._cell.shared_state
         if state is None:
             raise RuntimeError("this actor runs without shared state")
         return state
@@ -505,18 +516,10 @@ class _Context:
         self._cell.fail(exc)
 
     def stop(self) -> None:
-        self._cell.stopped_itself = True
-        self._cell.stop()
+        self._cell.stop("itself")
 
     def request_replacement(self, reason: str) -> None:
-        cell = self._cell
-        if not cell.linger_on_crash:  # not a worker's own actor: nothing replaces it
-            log.info("actor %s asked to be replaced (%s): it stops", cell.path, reason)
-            self.stop()
-            return
-        if cell.replacement is None:
-            cell.replacement = reason
-            cell.replacement_requested.set()
+        self._cell.request_replacement(reason)
 
 
 def _gone(cell: Cell, why: str, *, in_doubt: bool = False) -> Failure:

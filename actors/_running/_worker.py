@@ -37,17 +37,15 @@ from .._base._control import (
 )
 from .._base._errors import SpawnError
 from .._base._events import (
-    ActorExited,
     ActorReady,
     ActorStarted,
     ActorSuicided,
     ExitKind,
     ExitReason,
     crash_reason,
-    exit_reason,
 )
 from .._base._ref import ActorRef
-from .._base._tree import Child, ChildBase, ChildKind, Notice, Parent
+from .._base._tree import Child, ChildBase, ChildKind, Lifecycle, Notice, Parent
 from .._messaging._link import Link
 from .._messaging._router import Router
 from ._processes import (
@@ -79,7 +77,8 @@ class WorkerHandle(ChildBase):
     is ready, or raises :class:`SpawnError` once the worker is gone (a failed start: its
     ``exit_reason`` says why). Its exit reason is recorded exactly once, from the first thing
     that explains the exit. ``notices`` (its supervisor's) receives its request to be
-    replaced when it reports an unexpected exception.
+    replaced when it reports an unexpected exception, asks to be replaced, or grows past
+    ``max_memory``; it is RETIRING until its supervisor relieves it.
     """
 
     kind: ChildKind = "worker"
@@ -101,47 +100,36 @@ class WorkerHandle(ChildBase):
         max_memory: int | None = None,
         output: OutputSink | None = None,
     ) -> None:
+        super().__init__(path, parent, shutdown_timeout)
         self.router = router
         self.output = output
         self.state_service = state_service
         self.max_memory = max_memory
         self.actor_class = actor_class
         self.class_path = class_path(actor_class)
-        self.path = path
         self.arguments = arguments
-        self.parent = parent
         self.spawner = spawner
-        self.shutdown_timeout = shutdown_timeout
         self.start_timeout = start_timeout
         self.heartbeat_timeout = heartbeat_timeout
         self.notices = notices
         self.node_id = router.next_child_node()
         self.process: WorkerProcess | None = None
         self.link: Link | None = None
-        self.address: str | None = None
-        self.pid: int | None = None
-        self.done = trio.Event()
-        self.exit_reason: ExitReason | None = None
         self.returncode: int | None = None
-        self.started_at = 0.0
-        self._explained: ExitReason | None = None  # the first explanation of the exit
-        self._stop_requested = False
-        self._stop_sent_at: float | None = None
-        self._killed_after_grace = False
-        self._said_stopping = False
-        self._stop_on_release = False  # replaced by the master (memory): release = stop
-        self._released = trio.Event()  # its successor is up (or none is coming): it goes
-        self._hard = False  # the system is stopping at once: no grace for anything
+        self._stop_sent_at: float | None = None  # when it was sent Stop
+        self._last_word: Stopping | None = None  # what it said as it stopped, if it did
+        # What relieves it once its successor is up: Release (it drains and goes), or Stop
+        # when the master replaces it (over its memory limit: nothing lets it go on).
+        self._relief: Release | Stop = Release()
+        # Once relieved, it has its shutdown time to go: this scope's deadline is then set,
+        # and when it passes, the worker is killed (see _kill_when_overdue).
+        self._overdue = trio.CancelScope()
 
     @property
     def ref(self) -> ActorRef:
         if self.address is None:
             raise SpawnError(f"actor {self.path} is not ready")
         return ActorRef(self.router, address=self.address)
-
-    def _explain(self, reason: ExitReason) -> None:
-        if self._explained is None:
-            self._explained = reason
 
     async def run(
         self, *, task_status: trio.TaskStatus[WorkerHandle] = trio.TASK_STATUS_IGNORED
@@ -193,12 +181,13 @@ class WorkerHandle(ChildBase):
                     nursery.start_soon(router.pump, link)
                     failed = await self._start(link, deadline)
                     if failed is None:
+                        self._move(Lifecycle.RUNNING)
                         task_status.started(self)
                         if self.heartbeat_timeout is not None:
                             nursery.start_soon(self._watchdog, link, self.heartbeat_timeout)
                         if self.max_memory is not None:
                             nursery.start_soon(self._watch_memory, self.max_memory)
-                        nursery.start_soon(self._end_once_released)
+                        nursery.start_soon(self._kill_when_overdue)
                         await self._serve_control(link)
                     else:
                         router.link_down(link, "its start failed")
@@ -224,24 +213,10 @@ class WorkerHandle(ChildBase):
                 await self._reap()
             if self.link is not None:
                 router.link_down(self.link, "worker exited")
-            if self in self.parent.children:
-                self.parent.children.remove(self)
-            code = self.returncode
-            self.exit_reason = exit_reason(
-                explained=self._explained,
-                killed=f"did not stop within {self.shutdown_timeout} s"
-                if self._killed_after_grace else None,
-                returncode=code,
-                stop_requested=self._stop_requested,
-                stopped_itself=code == 0 or (code is None and self._said_stopping),
-            )
-            if self.address is not None:
-                router.departed(self.address, self.path, self.exit_reason)
-            router.publish(ActorExited(
-                path=self.path, address=self.address, pid=self.pid, reason=self.exit_reason,
-                node=self.node_id,
-            ))
-            self.done.set()
+            if self.returncode == 0:
+                self._note_stop("itself")  # it exited in order, whether it said so or not
+            self._finish(router, returncode=self.returncode, address=self.address,
+                         node=self.node_id)
 
     def _output_pipes(self) -> tuple[tuple[int, int], tuple[int, int]] | None:
         if self.output is None:
@@ -325,7 +300,8 @@ class WorkerHandle(ChildBase):
             elif isinstance(message, Retire):
                 self._replace(ExitReason(kind="recycled", detail=message.reason))
             elif isinstance(message, Stopping):
-                self._said_stopping = True
+                self._last_word = message
+                self._stopping("itself")
                 if message.failure is not None:
                     self._explain(_failure_reason("crashed", message.failure))
                 await self._close(link)
@@ -358,7 +334,8 @@ class WorkerHandle(ChildBase):
 
     def _hand_over(self, reason: ExitReason) -> None:
         """Ask the supervisor for a successor, which takes the names of this subtree; this
-        one is released (it drains and goes) once the successor is up."""
+        one retires, and is relieved (it drains and goes) once the successor is up."""
+        self._move(Lifecycle.RETIRING)
         if self.link is not None:
             self.link.retiring = True
         if self.address is not None:
@@ -392,7 +369,7 @@ class WorkerHandle(ChildBase):
                 continue  # this process is out of fds to read /proc with: look again later
             over = over + 1 if rss > limit else 0
             if over >= 2:
-                self._stop_on_release = True
+                self._relief = Stop()
                 self._replace(ExitReason(
                     kind="memory", detail=f"resident memory {rss} bytes over {limit}"
                 ))
@@ -444,13 +421,16 @@ class WorkerHandle(ChildBase):
 
     def relieve(self) -> None:
         """Tell a worker waiting for its replacement that the replacement is up (or that
-        none is coming): it goes, within its shutdown time (see :meth:`_end_once_released`)."""
+        none is coming): it goes, within its shutdown time (see :meth:`_kill_when_overdue`)."""
         if self.link is not None:
-            self.link.notify(Stop() if self._stop_on_release else Release())
-        self._released.set()
+            self.link.notify(self._relief)
+        self._stopping(None)
+        self._overdue.deadline = min(
+            self._overdue.deadline, trio.current_time() + self.shutdown_timeout
+        )
 
-    async def _end_once_released(self) -> None:
-        """A released worker has its shutdown time to drain and exit, as a stopped one has;
+    async def _kill_when_overdue(self) -> None:
+        """A relieved worker has its shutdown time to drain and exit, as a stopped one has;
         then its process group is killed.
 
         The worker bounds its own drain, but it cannot bound a handler that never returns
@@ -460,30 +440,29 @@ class WorkerHandle(ChildBase):
         growing) until the system stops. Its exit reason stays why it was replaced: the
         first explanation wins over the kill. Cancelled once its channel ends (it exited,
         or :meth:`_reap` takes over)."""
-        await self._released.wait()
-        await trio.sleep(self.shutdown_timeout)
+        with self._overdue:
+            await trio.sleep_forever()
         log.warning("worker %s (pid %s) did not exit within %s s of its release: killing it",
                     self.path, self.pid, self.shutdown_timeout)
-        self._killed_after_grace = True
+        self._killed = f"did not stop within {self.shutdown_timeout} s"
         self._kill()
 
     def begin_shutdown(self) -> None:
         """Ask the worker to stop now; :meth:`shutdown` then waits what is left of its
         grace (so that siblings drain at the same time)."""
         if self._stop_sent_at is None and self.link is not None:
-            self._stop_requested = True
+            self._stopping("asked")
             self._stop_sent_at = trio.current_time()
             self.link.notify(Stop())
 
     def kill_now(self) -> None:
         """Stop at once: SIGKILL, and no grace for anything that follows."""
-        self._hard = True
-        self._stop_requested = True
+        self._stopping("at_once")
         self._kill()
 
     async def shutdown(self, grace: float) -> None:
         """Ask the worker to stop; after ``grace`` seconds, kill its process group."""
-        self._stop_requested = True
+        self._stopping("asked")
         if self._stop_sent_at is not None:  # asked already (begin_shutdown)
             grace = max(0.0, grace - (trio.current_time() - self._stop_sent_at))
         elif grace > 0:
@@ -493,7 +472,7 @@ class WorkerHandle(ChildBase):
         if not self.done.is_set():
             if grace > 0:
                 log.warning("worker %s did not stop within %s s: killing it", self.path, grace)
-                self._killed_after_grace = True
+                self._killed = f"did not stop within {self.shutdown_timeout} s"
             else:
                 self._explain(ExitReason(kind="shutdown", detail="brutal_kill"))
             self._kill()
@@ -514,12 +493,12 @@ class WorkerHandle(ChildBase):
         if process is None:
             return
         link = self.link
-        if self._hard:
+        if self._stop_cause == "at_once":
             self._kill()
             grace = 0.0
         elif link is not None and not link.down and process.returncode is None:
             # Cancelled while the worker runs: ask it to stop as a shutdown would.
-            self._stop_requested = True
+            self._stopping("asked")
             link.notify(Stop())
             grace = self.shutdown_timeout
         else:
@@ -536,7 +515,7 @@ class WorkerHandle(ChildBase):
                 self._explain(ExitReason(
                     kind="killed", detail="SIGKILLed; its exit status never came"
                 ))
-        elif process.returncode is None and not self._said_stopping:
+        elif process.returncode is None and self._last_word is None:
             # Its fork server died before it: nobody could wait for its status.
             self._explain(ExitReason(
                 kind="crashed", detail="it exited without a word; its exit status is unknown "

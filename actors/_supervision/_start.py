@@ -161,7 +161,7 @@ class Starter:
         cell = Cell(
             self.router, actor, path=path, parent=parent,
             shutdown_timeout=grace_of(spec.shutdown), start_timeout=spec.start_timeout,
-            spawn=self.spawn, state=self.state,
+            spawn=self.spawn, shared_state=self.state,
         )
         try:
             await _start_under(parent, cell)

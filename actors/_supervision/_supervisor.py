@@ -23,18 +23,25 @@ import trio
 
 from .._base._errors import RestartLimitExceeded, SpawnError, leaves, unwrap_actor_errors
 from .._base._events import (
-    ActorExited,
     ActorReady,
     ActorRestarted,
     ActorStarted,
     ExitReason,
     SupervisorGaveUp,
     crash_reason,
-    exit_reason,
 )
 from .._base._ref import ActorRef
 from .._base._spec import ChildSpec, SupervisorSpec, grace_of, validate_name
-from .._base._tree import Child, ChildBase, ChildKind, Notice, Parent, StartChild, stop_children
+from .._base._tree import (
+    Child,
+    ChildBase,
+    ChildKind,
+    Lifecycle,
+    Notice,
+    Parent,
+    StartChild,
+    stop_children,
+)
 from .._messaging._router import Router
 from ._restart import RestartHistory, decide
 
@@ -116,18 +123,12 @@ class Supervisor(ChildBase):
         membership: trio.MemorySendChannel[Membership] | None = None,
         address: str | None = None,
     ) -> None:
+        super().__init__(path, parent, grace_of(spec.shutdown))
         self.router = router
         self.spec = spec
-        self.parent = parent
-        self.path = path
         self.address = address
         self.pid = os.getpid()
-        self.shutdown_timeout = grace_of(spec.shutdown)
         self.children: list[Child] = []
-        self.done = trio.Event()
-        self.started_at = 0.0
-        self.exit_reason: ExitReason | None = None
-        self.gave_up: RestartLimitExceeded | None = None
         self.nursery: trio.Nursery
         self.restart_counts: dict[str, int] = {}
         self._start_child = start_child
@@ -137,7 +138,6 @@ class Supervisor(ChildBase):
         self._inbox, self._inbox_received = trio.open_memory_channel[_Exited | Notice](math.inf)
         self._scope = trio.CancelScope()
         self._random = random.Random()
-        self._stopping = False
 
     @property
     def ref(self) -> ActorRef:
@@ -178,6 +178,7 @@ class Supervisor(ChildBase):
                         for name in list(self._slots):
                             await self._start_until_up(name)
                         started = True
+                        self._move(Lifecycle.RUNNING)
                         self.router.publish(
                             ActorReady(path=self.path, address=self.address, pid=self.pid)
                         )
@@ -190,7 +191,7 @@ class Supervisor(ChildBase):
                             reason=crash_reason(exc),
                         ))
                     finally:
-                        self._stopping = True
+                        self._stopping(None)
                         with trio.CancelScope(shield=True):
                             self._all_down()
                             await stop_children(self)
@@ -202,19 +203,13 @@ class Supervisor(ChildBase):
             self._inbox.close()
             for name in self._slots:
                 self.router.names.release(child_path(self.path, name))
-            if self in self.parent.children:
-                self.parent.children.remove(self)
             failures = [] if error is None else [
                 e for e in leaves(error) if not isinstance(e, trio.Cancelled)
             ]
-            self.exit_reason = exit_reason(
-                failure=self.gave_up or (failures[0] if failures else None)
-            )
-            self.router.publish(ActorExited(path=self.path, pid=self.pid,
-                                            reason=self.exit_reason))
             if self._membership is not None:
                 self._membership.close()
-            self.done.set()
+            # (no address: its router actor, if it has one, reports its own departure)
+            self._finish(self.router, failure=self.gave_up or (failures[0] if failures else None))
         if self.gave_up is not None and not started:
             raise self.gave_up  # the start failed: whoever started us hears why
 
@@ -265,7 +260,7 @@ class Supervisor(ChildBase):
 
     async def _watch(self, name: str, instance: Child) -> None:
         await instance.done.wait()
-        if not self._stopping:
+        if not self._reached(Lifecycle.STOPPING):  # (what it stops itself is no news)
             self._inbox.send_nowait(_Exited(name, instance))
 
     async def _supervise(self) -> None:
@@ -419,7 +414,7 @@ class Supervisor(ChildBase):
 
     async def shutdown(self, grace: float) -> None:
         """Stop the children (last started first, each within its own shutdown), then exit."""
-        self._stopping = True
+        self._stopping("asked")
         with trio.move_on_after(grace):
             self._all_down()
             await stop_children(self)

@@ -57,7 +57,7 @@ from .._listening._listener import run_listeners
 from .._messaging._link import Link
 from .._messaging._names import NameRegistry
 from .._messaging._router import Router
-from .._running._cell import Cell
+from .._running._cell import Cell, Retirement
 from .._running._processes import (
     CHANNEL_FD_ENV,
     LOADING_MAIN_ENV,
@@ -255,18 +255,20 @@ async def _run_actor(
     if start.heartbeat > 0:
         nursery.start_soon(_send_heartbeats, link, start.heartbeat)
     root = Root(start.path.rpartition("/")[0], nursery)
+    # At most two: one crash, one request to be replaced.
+    retirements, retired = trio.open_memory_channel[Retirement](2)
     try:
         actor = actor_class(**kwargs)
         # The parent reports this actor's lifecycle; the worker reports its children's.
         cell = Cell(router, actor, path=start.path, parent=root,
                     shutdown_timeout=start.shutdown_timeout, spawn=starter.spawn,
-                    state=state, report_events=False, linger_on_crash=True)
+                    shared_state=state, report_events=False, retirements=retirements)
         root.children.append(cell)
         await nursery.start(cell.run)
     except Exception as exc:
         return await _fail_start(link, start, exc)
     nursery.start_soon(_obey_parent, link, cell)
-    nursery.start_soon(_ask_for_replacement, link, cell)
+    nursery.start_soon(_ask_for_replacement, link, start.path, retired)
     link.send_control(Ready(address=cell.address))
     await cell.done.wait()
     failure = None
@@ -326,37 +328,27 @@ async def _obey_parent(link: Link, cell: Cell) -> None:
     """Stop and Release from the parent."""
     async for message in link.control_received:
         if isinstance(message, Stop):
-            cell.stop()
-            cell.released.set()
+            cell.stop("asked")
         elif isinstance(message, Release):
-            cell.released.set()
-            if cell.replacement is not None:
-                cell.stopped_itself = True
-                cell.stop()  # its successor is up: it drains and stops
+            cell.relieve()  # its successor is up: it drains and stops
         else:
             link.notify(Stopping(failure=Failure.from_exception(
                 "protocol", ProtocolError(f"unexpected control message {type(message).__name__}")
             )))
 
 
-async def _ask_for_replacement(link: Link, cell: Cell) -> None:
+async def _ask_for_replacement(
+    link: Link, path: str, retirements: trio.MemoryReceiveChannel[Retirement]
+) -> None:
     """The suicide signal: once the actor crashed, ask for a replacement (it drains); the
     same, without a failure, when the actor asked to be replaced."""
-    async with trio.open_nursery() as nursery:
-        async def crashed() -> None:
-            await cell.crashed.wait()
-            assert cell.failure is not None
+    async for retirement in retirements:
+        if retirement.failure is not None:
             link.notify(Suicide(
-                failure=Failure.from_exception("remote", cell.failure, actor=cell.path)
+                failure=Failure.from_exception("remote", retirement.failure, actor=path)
             ))
-            nursery.cancel_scope.cancel()
-
-        async def replaced() -> None:
-            await cell.replacement_requested.wait()
-            link.notify(Retire(reason=cell.replacement or "asked to be replaced"))
-
-        nursery.start_soon(crashed)
-        nursery.start_soon(replaced)
+            return  # it drains and goes: nothing more to ask
+        link.notify(Retire(reason=retirement.reason))
 
 
 async def _watch_sigterm(link: Link) -> None:

@@ -1,0 +1,291 @@
+"""One lifecycle state per child, and the one way a child ends: on a bare child, then on a
+cell (an actor in this process) through its states, on a virtual clock."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import trio
+import trio.testing
+
+from actors import Actor, ActorExited, ActorRef, Event, ExitReason, SpawnError, handler
+from actors._base._tree import ChildBase, ChildKind, Lifecycle, Root
+from actors._messaging._names import NameRegistry
+from actors._messaging._router import MASTER_NODE, Router
+from actors._running._cell import Cell, Retirement
+from protocol import Message
+
+# -- a bare child ----------------------------------------------------------------------------
+
+
+class Witness:
+    """Hears of ends, as the router does."""
+
+    def __init__(self) -> None:
+        self.gone: list[tuple[str, str, ExitReason]] = []
+        self.events: list[Event] = []
+
+    def departed(self, address: str, path: str, reason: ExitReason) -> None:
+        self.gone.append((address, path, reason))
+
+    def publish(self, event: Event) -> None:
+        self.events.append(event)
+
+
+class Bare(ChildBase):
+    kind: ChildKind = "actor"
+
+    @property
+    def ref(self) -> ActorRef:
+        raise AssertionError("not used")
+
+    async def shutdown(self, grace: float) -> None:
+        raise AssertionError("not used")
+
+
+def bare(parent: Root | None = None) -> Bare:
+    root = parent or Root("", nursery=None)  # type: ignore[arg-type]
+    child = Bare("a", root, 1.0)
+    root.children.append(child)
+    return child
+
+
+def test_a_child_only_moves_forward() -> None:
+    child = bare()
+    assert child.state is Lifecycle.STARTING
+    assert child._move(Lifecycle.RUNNING)
+    assert child._move(Lifecycle.STOPPING)  # (a state may be skipped: RETIRING here)
+    assert not child._move(Lifecycle.RETIRING)
+    assert not child._move(Lifecycle.STOPPING)
+    assert child.state is Lifecycle.STOPPING
+
+
+@pytest.mark.parametrize(("causes", "kind"), [
+    ([], "shutdown"),  # cancelled with whatever contains it
+    (["itself"], "normal"),
+    (["asked"], "shutdown"),
+    (["itself", "asked"], "shutdown"),  # the parent's stop outranks the child's own
+    (["asked", "itself"], "shutdown"),
+    (["at_once", "itself"], "shutdown"),
+])
+def test_who_began_the_stop_decides_between_normal_and_shutdown(
+    causes: list[str], kind: str
+) -> None:
+    child = bare()
+    child._move(Lifecycle.RUNNING)
+    for cause in causes:
+        child._stopping(cause)  # type: ignore[arg-type]
+    assert child._finish(None).kind == kind
+
+
+def test_the_first_explanation_wins_over_what_ended_it() -> None:
+    child = bare()
+    child._explain(ExitReason(kind="memory", detail="first"))
+    child._explain(ExitReason(kind="unresponsive", detail="second"))
+    child._killed = "did not stop within 1.0 s"
+    reason = child._finish(None, failure=RuntimeError("boom"), returncode=-9)
+    assert (reason.kind, reason.detail, reason.signal) == ("memory", "first", 9)
+
+
+def test_a_failure_outranks_our_kill_which_outranks_the_exit_status() -> None:
+    child = bare()
+    child._killed = "did not stop within 1.0 s"
+    assert child._finish(None, failure=RuntimeError("boom"), returncode=1).kind == "crashed"
+    child = bare()
+    child._killed = "did not stop within 1.0 s"
+    assert child._finish(None, returncode=-9).detail == "did not stop within 1.0 s"
+
+
+async def test_finishing_records_once_leaves_the_parent_and_tells_the_witness() -> None:
+    root = Root("", nursery=None)  # type: ignore[arg-type]
+    child = bare(root)
+    witness = Witness()
+    waiter_saw: list[Lifecycle] = []
+
+    async def wait() -> None:
+        await child._wait_for(Lifecycle.STOPPING)
+        waiter_saw.append(child.state)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wait)
+        await trio.testing.wait_all_tasks_blocked()
+        child._move(Lifecycle.RUNNING)
+        await trio.testing.wait_all_tasks_blocked()
+        assert waiter_saw == []  # RUNNING is not STOPPING yet
+        reason = child._finish(witness, address="0/1", node="0.1")
+    assert waiter_saw == [Lifecycle.EXITED]  # a later state satisfies the wait
+    assert child.done.is_set()
+    assert child.exit_reason is reason
+    assert root.children == []
+    assert witness.gone == [("0/1", "a", reason)]
+    [event] = witness.events
+    assert isinstance(event, ActorExited)
+    assert (event.address, event.node, event.reason) == ("0/1", "0.1", reason)
+    with pytest.raises(AssertionError, match="ended twice"):
+        child._finish(witness)
+
+
+def test_an_end_without_an_address_departs_nothing_and_may_stay_unreported() -> None:
+    child = bare()
+    witness = Witness()
+    child._finish(witness, report=False)
+    assert witness.gone == []
+    assert witness.events == []
+
+
+# -- a cell ----------------------------------------------------------------------------------
+
+
+class Go(Message):
+    pass
+
+
+class Crash(Message):
+    pass
+
+
+class Replace(Message):
+    pass
+
+
+class Stop(Message):
+    pass
+
+
+class Slow(Actor):
+    def __init__(self, ready: trio.Event | None = None) -> None:
+        self.ready = ready
+
+    async def setup(self) -> None:
+        if self.ready is not None:
+            await self.ready.wait()
+
+    @handler
+    async def go(self, msg: Go) -> Go:
+        return msg
+
+    @handler
+    async def crash(self, msg: Crash) -> None:
+        raise RuntimeError("asked to crash")
+
+    @handler
+    async def replace(self, msg: Replace) -> None:
+        self.ctx.request_replacement("asked by the test")
+
+    @handler
+    async def stop(self, msg: Stop) -> None:
+        self.ctx.stop()
+
+
+async def _no_spawn(*args: object, **kwargs: object) -> ActorRef:
+    raise SpawnError("no children here")
+
+
+def ended(child: ChildBase) -> ExitReason:
+    assert child.exit_reason is not None
+    return child.exit_reason
+
+
+def cell(
+    nursery: trio.Nursery,
+    actor: Actor,
+    retirements: trio.MemorySendChannel[Retirement] | None = None,
+) -> tuple[Cell, Root]:
+    router = Router(MASTER_NODE, nursery, names=NameRegistry())
+    root = Root("", nursery)
+    made = Cell(router, actor, path="slow", parent=root, shutdown_timeout=4.0,
+                spawn=_no_spawn, report_events=False, retirements=retirements)
+    root.children.append(made)
+    return made, root
+
+
+async def test_a_cell_starts_runs_stops_and_exits(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    ready = trio.Event()
+    async with trio.open_nursery() as nursery:
+        slow, root = cell(nursery, Slow(ready))
+        assert slow.state is Lifecycle.STARTING
+        started = trio.Event()
+
+        async def start() -> None:
+            await nursery.start(slow.run)
+            started.set()
+
+        nursery.start_soon(start)
+        await trio.testing.wait_all_tasks_blocked()
+        assert slow.state is Lifecycle.STARTING  # its setup waits
+        ready.set()
+        await started.wait()
+        assert slow.state is Lifecycle.RUNNING
+        assert await slow.ref.ask(Go()) == Go()
+        await slow.ref.tell(Stop())
+        await slow.done.wait()
+    assert slow.state is Lifecycle.EXITED
+    assert ended(slow).kind == "normal"
+    assert root.children == []
+
+
+async def test_a_cell_asked_to_shut_down_exits_as_shutdown(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        slow, _ = cell(nursery, Slow())
+        await nursery.start(slow.run)
+        await slow.ref.tell(Stop())  # (it stops itself too, but the parent asked)
+        await slow.shutdown(1.0)
+    assert ended(slow).kind == "shutdown"
+
+
+async def test_a_crashed_cell_with_a_successor_to_wait_for_retires_until_relieved(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    retirements, retired = trio.open_memory_channel[Retirement](2)
+    async with trio.open_nursery() as nursery:
+        slow, _ = cell(nursery, Slow(), retirements)
+        await nursery.start(slow.run)
+        with pytest.raises(Exception, match="asked to crash"):
+            await slow.ref.ask(Crash())
+        retirement = await retired.receive()
+        assert isinstance(retirement.failure, RuntimeError)
+        await trio.sleep(1.0)
+        assert slow.state is Lifecycle.RETIRING  # drained: it waits for its successor
+        assert not slow.done.is_set()
+        slow.relieve()
+        await slow.done.wait()
+    assert ended(slow).kind == "crashed"
+
+
+async def test_a_cell_that_asks_for_a_successor_serves_on_until_relieved(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    retirements, retired = trio.open_memory_channel[Retirement](2)
+    async with trio.open_nursery() as nursery:
+        slow, _ = cell(nursery, Slow(), retirements)
+        await nursery.start(slow.run)
+        await slow.ref.tell(Replace())
+        retirement = await retired.receive()
+        assert (retirement.reason, retirement.failure) == ("asked by the test", None)
+        assert slow.state is Lifecycle.RETIRING
+        assert await slow.ref.ask(Go()) == Go()  # it still serves
+        slow.relieve()
+        await slow.done.wait()
+    assert ended(slow).kind == "normal"
+    with pytest.raises(trio.EndOfChannel):  # the cell closed it as it ended
+        await retired.receive()
+
+
+class Stuck(Actor):
+    async def drain(self) -> None:
+        await trio.sleep(math.inf)
+
+
+async def test_a_cell_whose_drain_overstays_its_shutdown_is_killed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        stuck, _ = cell(nursery, Stuck())
+        await nursery.start(stuck.run)
+        await stuck.shutdown(1.0)
+    assert (ended(stuck).kind, ended(stuck).detail) == ("killed", "did not stop within 4.0 s")
