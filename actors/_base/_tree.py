@@ -1,15 +1,17 @@
 """The supervision tree as interfaces: what a parent knows of its children, and back.
 
-A child is an in-process cell, a worker process, or a supervisor; a parent is a cell, a
-supervisor, or the system's root. Starting children is a capability injected into whoever
-needs it (:class:`StartChild`, :class:`SpawnChild`), so that the layers that run actors never
-import the layers that compose them.
+A child is an in-process cell, a worker process, a supervisor or a listener; a parent is a
+cell, a supervisor, a listener, or the system's root. Starting children is a capability
+injected into whoever needs it (:class:`StartChild`, :class:`SpawnChild`), so that the layers
+that run actors never import the layers that compose them. :func:`walk` is the one walk of
+the tree (status, reload, restart): it asks each child for its children, never its type.
 """
 
 from __future__ import annotations
 
 import abc
 import enum
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -30,12 +32,14 @@ __all__ = [
     "Lifecycle",
     "Notice",
     "Parent",
+    "Replacement",
     "Root",
     "SpawnChild",
     "StartChild",
     "StopCause",
     "Witness",
     "stop_children",
+    "walk",
 ]
 
 ChildKind = Literal["supervisor", "listener", "worker", "actor"]
@@ -83,6 +87,10 @@ it), its parent (a shutdown), or its parent at once (no grace for anything)."""
 
 _CAUSE_RANK: dict[StopCause | None, int] = {None: 0, "itself": 1, "asked": 2, "at_once": 3}
 
+Replacement = Literal["on_request", "on_reload"]
+"""How a parent replaces one of its children: when asked (``trio-actors restart``), or also
+by every reload (a listener's acceptors, a worker with ``reload=True``)."""
+
 
 class Child(Protocol):
     """What a parent, and whoever walks the tree, may use of a child it started (a cell, a
@@ -97,9 +105,13 @@ class Child(Protocol):
     done: trio.Event
     started_at: float
     exit_reason: ExitReason | None
+    restarts: int  # how often its supervisor had restarted its place when it started
 
     @property
     def kind(self) -> ChildKind: ...
+
+    @property
+    def state(self) -> Lifecycle: ...
 
     @property
     def ref(self) -> ActorRef: ...
@@ -113,6 +125,38 @@ class Child(Protocol):
     @property
     def pid(self) -> int | None:
         """The process it runs in (None while a worker's process is not started)."""
+        ...
+
+    @property
+    def node(self) -> str | None:
+        """The node of the process tree it runs as, when that is not its parent's (a
+        worker's process); None: its parent's."""
+        ...
+
+    @property
+    def children(self) -> Sequence[Child]:
+        """What runs below it, for whoever walks the tree, in the order it shows them: a
+        supervisor's children in the order of its spec, each a running instance or, between
+        two instances, a stand-in in state RESTARTING. Empty for a worker: the actors in its
+        process report themselves."""
+        ...
+
+    @property
+    def rolling(self) -> bool:
+        """Restarting it replaces its children one at a time, and it stays (a listener: its
+        socket and its router stay, its acceptors are replaced); else its parent replaces
+        it whole."""
+        ...
+
+    def replaces(self, child: Child) -> Replacement | None:
+        """How it replaces ``child``, one of its :attr:`children`: None if it does not
+        (it supervises nothing)."""
+        ...
+
+    async def replace_child(self, child: Child) -> bool:
+        """Replace whatever holds ``child``'s place now: start its successor and, once that
+        is ready, stop the old one (it drains). False if the successor did not start (the
+        old one goes on)."""
         ...
 
     @property
@@ -133,9 +177,6 @@ class Child(Protocol):
         """It asked for a successor (a :class:`Notice`), and may go now: the successor is
         up, or none is coming. It finishes what it has in hand and exits."""
         ...
-
-    @property
-    def state(self) -> Lifecycle: ...
 
 
 class Witness(Protocol):
@@ -164,7 +205,10 @@ class ChildBase(abc.ABC):
     kind: ChildKind
     address: str | None = None
     pid: int | None = None
+    node: str | None = None
     gave_up: RestartLimitExceeded | None = None
+    restarts = 0
+    rolling = False
 
     def __init__(self, path: str, parent: Parent, shutdown_timeout: float) -> None:
         self.path = path
@@ -193,6 +237,16 @@ class ChildBase(abc.ABC):
     def relieve(self) -> None:
         """Nothing waits for a successor here."""
         return  # (a default, not a method left to fill in)
+
+    @property
+    def children(self) -> Sequence[Child]:
+        return ()
+
+    def replaces(self, child: Child) -> Replacement | None:
+        return None
+
+    async def replace_child(self, child: Child) -> bool:
+        return False
 
     # -- the lifecycle ----------------------------------------------------------------------
 
@@ -253,8 +307,8 @@ class ChildBase(abc.ABC):
             stop_requested=self._stop_cause in ("asked", "at_once"),
             stopped_itself=self._stop_cause == "itself",
         )
-        if self in self.parent.children:
-            self.parent.children.remove(self)
+        if self in self.parent.running:
+            self.parent.running.remove(self)
         if witness is not None:
             if address is not None:
                 witness.departed(address, self.path, reason)
@@ -268,23 +322,26 @@ class ChildBase(abc.ABC):
 
 
 class Parent(Protocol):
-    """Something that starts children and bounds their lifetime."""
+    """Something that starts children and bounds their lifetime.
+
+    ``running``: its children that run (started, not yet exited), in start order; each
+    takes itself off as it ends, and :func:`stop_children` stops them the last first."""
 
     path: str
     nursery: trio.Nursery
-    children: list[Child]
+    running: list[Child]
 
 
 class Root:
     """A parent that is nothing but a nursery: of a worker's own actor, or of the master's
     runtime actors (which outlive every actor of the system)."""
 
-    __slots__ = ("children", "nursery", "path")
+    __slots__ = ("nursery", "path", "running")
 
     def __init__(self, path: str, nursery: trio.Nursery) -> None:
         self.path = path
         self.nursery = nursery
-        self.children: list[Child] = []
+        self.running: list[Child] = []
 
 
 @dataclass(frozen=True)
@@ -339,10 +396,22 @@ async def stop_children(parent: Parent) -> None:
     Worker processes are all asked to stop first, so that they drain at the same time
     (the stop is bounded by the longest drain, not the sum); then each child is stopped,
     the last started first, as OTP does."""
-    for child in reversed(parent.children):
+    for child in reversed(parent.running):
         child.begin_shutdown()
-    while parent.children:
-        child = parent.children[-1]
+    while parent.running:
+        child = parent.running[-1]
         await child.shutdown(child.shutdown_timeout)
-        if parent.children and parent.children[-1] is child:
-            parent.children.pop()
+        if parent.running and parent.running[-1] is child:
+            parent.running.pop()
+
+
+def walk(
+    children: Sequence[Child], parent: Child | None = None
+) -> Iterator[tuple[Child | None, Child]]:
+    """Every child below ``children`` (``parent``'s; None: the system's), depth first, each
+    with the child it is listed under: the one walk of the tree, for status, reload and
+    restart. Each list is read as the walk reaches it: a caller that awaits between
+    children, and wants the tree of one moment, takes ``list(walk(...))`` first."""
+    for child in list(children):
+        yield parent, child
+        yield from walk(child.children, child)

@@ -31,7 +31,7 @@ import math
 import os
 import random
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import trio
 
@@ -52,11 +52,20 @@ from .._base._handoff import (
 )
 from .._base._ref import ActorRef
 from .._base._spec import SupervisorSpec, WorkerSpec
-from .._base._tree import Child, ChildBase, ChildKind, Lifecycle, Parent, stop_children
+from .._base._tree import (
+    Child,
+    ChildBase,
+    ChildKind,
+    Lifecycle,
+    Parent,
+    Replacement,
+    stop_children,
+)
 from .._messaging._router import Router
 from .._running._cell import Cell
+from .._supervision._places import ChildDown, ChildUp, Membership
 from .._supervision._start import Starter
-from .._supervision._supervisor import ChildDown, ChildUp, Membership, Supervisor
+from .._supervision._supervisor import Supervisor
 from ._accepting import accept_all, accept_loop
 from ._dispatcher import Batch, Dispatcher, Route, outcome
 from ._sockets import AcceptBackoff, bind, claim_address
@@ -96,9 +105,14 @@ class Listener(ChildBase):
     ``sockets`` (by listener path) and ``registry`` belong to the system: the socket outlives
     the listener's restarts; the registry is how ``system.listener(path)`` finds it. Its
     ``address`` is its router actor's: messages to its path go there.
+
+    Walking the tree, its :attr:`children` are its acceptors (its router actor and its
+    supervisor share its path, and are not shown); restarting it replaces them one at a
+    time (``rolling``), and every reload does too.
     """
 
     kind: ChildKind = "listener"
+    rolling = True
 
     def __init__(
         self,
@@ -117,7 +131,7 @@ class Listener(ChildBase):
         self._starter = starter
         self._sockets = sockets
         self._registry = registry
-        self.children: list[Child] = []
+        self.running: list[Child] = []  # its router actor, then its supervisor
         self.sock: socket.socket | None = None
         self.host = spec.host
         self.port = spec.port
@@ -126,12 +140,24 @@ class Listener(ChildBase):
         self._supervisor: Supervisor | None = None
         self._actor: Cell | None = None
         self._accepting = False
-        self._running = False  # acceptors may be routed to (it is up, and not stopping)
+        self._routing = False  # acceptors may be routed to (it is up, and not stopping)
         self._reload_lock = trio.Lock()
 
     @property
     def ref(self) -> ActorRef:
         return ActorRef(self.router, path=self.path)
+
+    @property
+    def children(self) -> Sequence[Child]:
+        return () if self._supervisor is None else self._supervisor.children
+
+    def replaces(self, child: Child) -> Replacement | None:
+        sup = self._supervisor
+        return None if sup is None or sup.replaces(child) is None else "on_reload"
+
+    async def replace_child(self, child: Child) -> bool:
+        async with self._reload_lock:
+            return self._supervisor is not None and await self._supervisor.replace_child(child)
 
     async def run(
         self, *, task_status: trio.TaskStatus[Listener] = trio.TASK_STATUS_IGNORED
@@ -151,7 +177,7 @@ class Listener(ChildBase):
                     path=self.path, parent=self, shutdown_timeout=1.0,
                     spawn=self._starter.spawn, report_events=False,
                 )
-                self.children.append(actor)
+                self.running.append(actor)
                 await nursery.start(actor.run)
                 self.address = actor.address
                 sup = self._supervisor = Supervisor(
@@ -159,7 +185,7 @@ class Listener(ChildBase):
                     start_child=self._starter.start_child, membership=membership,
                     address=actor.address,
                 )
-                self.children.append(sup)
+                self.running.append(sup)
                 nursery.start_soon(self._follow, joined)
                 try:
                     await nursery.start(sup.run)
@@ -171,11 +197,11 @@ class Listener(ChildBase):
                         nursery.start_soon(self._accept_loop)
                     if self.spec.report_every > 0:
                         nursery.start_soon(self._report_loop)
-                    self._running = True
+                    self._routing = True
                     self._move(Lifecycle.RUNNING)
                     task_status.started(self)
                     await sup.done.wait()
-                self._accepting = self._running = False
+                self._accepting = self._routing = False
                 self._stopping(None)
                 with trio.CancelScope(shield=True):
                     await stop_children(self)
@@ -183,7 +209,7 @@ class Listener(ChildBase):
             if failure is not None:
                 raise failure
         finally:
-            self._accepting = self._running = False
+            self._accepting = self._routing = False
             if self._registry.get(self.path) is self:
                 del self._registry[self.path]
             self.dispatcher.close_all()
@@ -218,7 +244,7 @@ class Listener(ChildBase):
         if self.sock is not None:
             trio.lowlevel.notify_closing(self.sock)
             if self.router.stopping:
-                self._running = False
+                self._routing = False
                 for key in [self.path, *(k for k in self._sockets
                                          if k.startswith(self.path + "/"))]:
                     sock = self._sockets.pop(key, None)  # (a second stop finds none)
@@ -342,7 +368,7 @@ class Listener(ChildBase):
     def _handed_back(self, conns: list[socket.socket]) -> None:
         """Idle connections a draining acceptor could not keep: to another one, unless the
         system is stopping (then nobody will serve them)."""
-        if self.router.stopping or not self._running:
+        if self.router.stopping or not self._routing:
             for conn in conns:
                 conn.close()
             return
@@ -397,8 +423,8 @@ class Listener(ChildBase):
         if sup is None:
             return []
         found = []
-        for name, instance in sorted(sup.instances().items()):
-            restarts = sup.restart_counts.get(name, 0)
+        for _, instance in sorted(sup.instances().items()):
+            restarts = instance.restarts
             with trio.move_on_after(2):
                 try:
                     reply = await instance.ref.ask(GetStats(), AcceptorStats)

@@ -20,6 +20,7 @@ __all__ = [
     "Answer",
     "End",
     "EventLine",
+    "Kind",
     "LogLine",
     "Note",
     "Request",
@@ -45,11 +46,15 @@ class SystemInfo(Message, tag="actors.ops.SystemInfo"):
     socket: str
 
 
+Kind = Literal["supervisor", "listener", "acceptor", "worker", "actor"]
+"""What a status row is: a child's kind, a worker under a listener being an acceptor."""
+
+
 class ActorStatus(Message, tag="actors.ops.ActorStatus"):
     """One row of ``trio-actors status``."""
 
     path: str
-    kind: Literal["supervisor", "listener", "acceptor", "worker", "actor"]
+    kind: Kind
     pid: int | None = None
     node: str = "0"
     # (the value of the child's Lifecycle; "restarting": between two instances)

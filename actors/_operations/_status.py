@@ -5,21 +5,20 @@ registered, with the figures of each process (psutil) and each actor (a probe).
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import trio
 
+from protocol import Message
+
 from .._base._control import Probe, Probed
 from .._base._errors import ActorError
 from .._base._events import ExitReason
-from .._base._tree import Child
-from .._listening._listener import Listener
+from .._base._handoff import AcceptorStats, GetStats
+from .._base._ref import ActorRef
+from .._base._tree import Child, Lifecycle, walk
 from .._messaging._router import Router
-from .._running._cell import Cell
-from .._running._worker import WorkerHandle
-from .._supervision._supervisor import Supervisor
-from ._protocol import ActorStatus
+from ._protocol import ActorStatus, Kind
 
 __all__ = [
     "PROCESSES",
@@ -93,67 +92,40 @@ async def collect_status(
     children: list[Child],
     last_exits: dict[str, ExitReason],
 ) -> list[ActorStatus]:
-    """One row per actor: the supervision tree walked from ``children``, then the actors
-    registered by worker processes (their own children)."""
+    """One row per actor: the supervision tree walked from ``children`` (a supervised child
+    between two instances is a row in state ``restarting``), then the actors registered by
+    worker processes (their own children)."""
     rows: list[ActorStatus] = []
     now = trio.current_time()
     pids: dict[str, int] = {}  # worker node -> pid
 
     async def probe(address: str | None) -> Probed | None:
-        if address is None:
-            return None
-        from .._base._ref import ActorRef
+        reply = await _ask(router, address, Probe(), within=1.0)
+        return reply if isinstance(reply, Probed) else None
 
-        with trio.move_on_after(1):
-            try:
-                reply = await ActorRef(router, address=address).ask(Probe())
-            except ActorError:
-                return None
-            return reply if isinstance(reply, Probed) else None
-        return None
-
-    async def walk(child: Child, restarts: int, acceptor: bool) -> None:
-        last = last_exits.get(child.path)
-        common = {"path": child.path, "uptime": round(now - child.started_at, 3),
-                  "restarts": restarts, "last_exit": _described(last)}
-        if isinstance(child, Listener):
-            rows.append(ActorStatus(kind="listener", pid=os.getpid(), **common))
-            sup = child._supervisor
-            if sup is not None:
-                stats = {s.path: s for s in await child.stats()}
-                for name, instance in sorted(sup.instances().items()):
-                    await walk(instance, sup.restart_counts.get(name, 0), True)
-                    if rows[-1].path in stats:
-                        figures = stats[rows[-1].path]
-                        rows[-1] = rows[-1].model_copy(
-                            update={"open": figures.open, "total": figures.total})
-        elif isinstance(child, Supervisor):
-            rows.append(ActorStatus(kind="supervisor", pid=os.getpid(), **common))
-            for name, instance in sorted(child.instances().items(),
-                                         key=lambda item: child.child_names().index(item[0])):
-                await walk(instance, child.restart_counts.get(name, 0), False)
-        elif isinstance(child, WorkerHandle):
-            rss, cpu = PROCESSES.figures(child.pid)
-            probed = await probe(child.address)
-            if child.pid is not None:
-                pids[child.node_id] = child.pid
-            rows.append(ActorStatus(
-                kind="acceptor" if acceptor else "worker", pid=child.pid, node=child.node_id,
-                state=child.state.value, rss=rss, cpu=cpu, **_figures(probed), **common,
-            ))
-        elif isinstance(child, Cell):
-            rows.append(ActorStatus(
-                kind="actor", pid=os.getpid(), node=router.id,
-                state=child.state.value,
-                mailbox=child.mailbox_depth, handled=child.handled, asks=child.asks,
-                ask_seconds=round(child.ask_seconds, 6), ask_buckets=list(child.ask_buckets),
-                **common,
-            ))
-            for grandchild in list(child.children):
-                await walk(grandchild, 0, False)
-
-    for child in list(children):
-        await walk(child, 0, False)
+    # (the tree of one moment: the probes below await)
+    for parent, child in list(walk(children)):
+        kind: Kind = child.kind
+        if kind == "worker" and parent is not None and parent.kind == "listener":
+            kind = "acceptor"
+        row: dict[str, Any] = {
+            "path": child.path, "kind": kind, "pid": child.pid, "node": child.node or router.id,
+            "state": child.state.value, "restarts": child.restarts,
+            "uptime": None if child.state is Lifecycle.RESTARTING
+            else round(now - child.started_at, 3),
+            "last_exit": _described(last_exits.get(child.path)),
+        }
+        if child.kind == "worker":
+            row["rss"], row["cpu"] = PROCESSES.figures(child.pid)
+            if child.pid is not None and child.node is not None:
+                pids[child.node] = child.pid
+        if child.kind in ("worker", "actor"):
+            row.update(_figures(await probe(child.address)))
+        if kind == "acceptor":
+            stats = await _ask(router, child.address, GetStats(), within=2.0)
+            if isinstance(stats, AcceptorStats):
+                row.update(open=stats.open, total=stats.total)
+        rows.append(ActorStatus(**row))
     known = {row.path for row in rows}
     for path, address in sorted(router.names.names.items()):
         if path in known:
@@ -170,3 +142,15 @@ async def collect_status(
     return rows
 
 
+async def _ask(router: Router, address: str | None, question: Message, *, within: float
+               ) -> Message | None:
+    """``question``'s answer from the actor at ``address``; None if there is none (no
+    address, the actor is gone, or it did not answer ``within`` seconds)."""
+    if address is None:
+        return None
+    with trio.move_on_after(within):
+        try:
+            return await ActorRef(router, address=address).ask(question)
+        except ActorError as exc:
+            log.debug("no answer to %s from %s: %r", type(question).__name__, address, exc)
+    return None

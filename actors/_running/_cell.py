@@ -106,7 +106,7 @@ class Cell(ChildBase):
         self.id = router.next_actor_id()
         self.address: str = f"{router.id}/{self.id}"
         self._ref = ActorRef(router, address=self.address)
-        self.children: list[Child] = []
+        self.running: list[Child] = []  # what it spawned (ctx.spawn), running
         self.accepting = False
         self.failure: BaseException | None = None
         self._retirements = retirements
@@ -132,6 +132,10 @@ class Cell(ChildBase):
     @property
     def ref(self) -> ActorRef:
         return self._ref
+
+    @property
+    def children(self) -> list[Child]:
+        return self.running
 
     def _report(self, event: ActorStarted | ActorReady) -> None:
         if self._report_events:

@@ -112,7 +112,7 @@ class WorkerHandle(ChildBase):
         self.start_timeout = start_timeout
         self.heartbeat_timeout = heartbeat_timeout
         self.notices = notices
-        self.node_id = router.next_child_node()
+        self.node: str = router.next_child_node()  # its process, in the process tree
         self.process: WorkerProcess | None = None
         self.link: Link | None = None
         self.returncode: int | None = None
@@ -174,7 +174,7 @@ class WorkerHandle(ChildBase):
                 pipes = None
             router.publish(ActorStarted(path=self.path, pid=self.pid))
             async with open_channel(parent_sock, max_frame_size=router.max_frame_size) as channel:
-                link = self.link = Link(self.node_id, channel, is_parent=False,
+                link = self.link = Link(self.node, channel, is_parent=False,
                                         subtree=self.path)
                 router.add_child(link)
                 async with trio.open_nursery() as nursery:
@@ -216,7 +216,7 @@ class WorkerHandle(ChildBase):
             if self.returncode == 0:
                 self._note_stop("itself")  # it exited in order, whether it said so or not
             self._finish(router, returncode=self.returncode, address=self.address,
-                         node=self.node_id)
+                         node=self.node)
 
     def _output_pipes(self) -> tuple[tuple[int, int], tuple[int, int]] | None:
         if self.output is None:
@@ -253,14 +253,14 @@ class WorkerHandle(ChildBase):
         """Hello, Start, then Ready (or StartFailed): the worker's actor is up."""
         hello = await self._next_control(link)
         if not isinstance(hello, Hello):
-            raise SpawnError(f"worker {self.node_id} began with {type(hello).__name__}, "
+            raise SpawnError(f"worker {self.node} began with {type(hello).__name__}, "
                              "not Hello")
         if hello.version != PROTOCOL_VERSION:
             raise SpawnError(str(VersionMismatch(PROTOCOL_VERSION, hello.version)))
         main_path, main_module = main_script()
         shutdown = self.shutdown_timeout if math.isfinite(self.shutdown_timeout) else 3600.0
         link.send_control(Start(
-            version=PROTOCOL_VERSION, node=self.node_id, actor_class=self.class_path,
+            version=PROTOCOL_VERSION, node=self.node, actor_class=self.class_path,
             arguments=self.arguments, path=self.path, main_path=main_path,
             main_module=main_module, sys_path=list(sys.path),
             max_frame_size=self.router.max_frame_size,
@@ -271,7 +271,7 @@ class WorkerHandle(ChildBase):
             message = await self._next_control(link)
             if isinstance(message, Ready):
                 if not link.owns(message.address.partition("/")[0]):
-                    raise SpawnError(f"worker {self.node_id} claims address {message.address}")
+                    raise SpawnError(f"worker {self.node} claims address {message.address}")
                 self.address = message.address
                 self.router.names.register(self.path, message.address)
                 self.router.publish(
@@ -289,7 +289,7 @@ class WorkerHandle(ChildBase):
                 error.reason = _failure_reason("crashed", failure)
                 raise error
             if not isinstance(message, Stopping):
-                raise SpawnError(f"worker {self.node_id} sent {type(message).__name__} "
+                raise SpawnError(f"worker {self.node} sent {type(message).__name__} "
                                  "before it was ready")
 
     async def _serve_control(self, link: Link) -> None:

@@ -23,7 +23,8 @@ from .._messaging._router import Router
 from .._running._cell import Cell
 from .._running._processes import OutputSink, Spawner
 from .._running._worker import WorkerHandle
-from ._supervisor import Supervisor, child_path
+from ._places import child_path
+from ._supervisor import Supervisor
 
 __all__ = ["Runnable", "Starter", "SupervisorKind"]
 
@@ -38,12 +39,12 @@ async def _start_under(parent: Parent, child: Runnable) -> None:
     """Start ``child`` under ``parent``: listed among its children, then ``run`` until it
     reports started. A child that ran takes itself off the list when it ends; one that
     failed before it could (its start cancelled, the nursery closed) is taken off here."""
-    parent.children.append(child)
+    parent.running.append(child)
     try:
         await parent.nursery.start(child.run)
     except BaseException:
-        if child in parent.children:
-            parent.children.remove(child)
+        if child in parent.running:
+            parent.running.remove(child)
         raise
 
 

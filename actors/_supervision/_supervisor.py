@@ -4,11 +4,8 @@ Children start in order, each once the previous one is ready. Every exit goes th
 :func:`decide`; a restart that fails to start is an exit like any other and comes back
 through the same loop (as ``supervisor.erl`` does), so a child that cannot start exhausts the
 restart intensity instead of looping. Giving up stops every child, the last started first.
-
-Whoever composes a supervisor with something else (a listener routes connections to the
-acceptors it supervises) follows its children through ``membership``: a :class:`ChildUp`
-once a child is ready, a :class:`ChildDown` once it takes no new work (it exited, asked to
-be replaced, or is being stopped or replaced).
+What holds each child's place (its instance, or a stand-in while it restarts) is kept in
+its :class:`Places`.
 """
 
 from __future__ import annotations
@@ -31,7 +28,7 @@ from .._base._events import (
     crash_reason,
 )
 from .._base._ref import ActorRef
-from .._base._spec import ChildSpec, SupervisorSpec, grace_of, validate_name
+from .._base._spec import ChildSpec, SupervisorSpec, grace_of
 from .._base._tree import (
     Child,
     ChildBase,
@@ -39,67 +36,25 @@ from .._base._tree import (
     Lifecycle,
     Notice,
     Parent,
+    Replacement,
     StartChild,
     stop_children,
 )
 from .._messaging._router import Router
+from ._places import Membership, Place, Places, Restarting, child_path
 from ._restart import RestartHistory, decide
 
-__all__ = ["ChildDown", "ChildUp", "Membership", "Supervisor", "child_path"]
+__all__ = ["Supervisor"]
 
 log = logging.getLogger("actors")
 
 
-def child_path(parent_path: str, name: str) -> str:
-    """The path of child ``name`` of the actor at ``parent_path`` ("" is the system)."""
-    try:
-        validate_name(name)
-    except ValueError as exc:
-        raise SpawnError(f"invalid actor name: {exc}") from None
-    return f"{parent_path}/{name}" if parent_path else name
-
-
-@dataclass(frozen=True)
-class ChildUp:
-    """Child ``name`` is ready (a new instance: a start, a restart or a replacement)."""
-
-    name: str
-    child: Child
-
-
-@dataclass(frozen=True)
-class ChildDown:
-    """Instance ``child`` of ``name`` takes no new work: it exited, or is going."""
-
-    name: str
-    child: Child
-
-
-Membership = ChildUp | ChildDown
-
-
-@dataclass
-class _Ended:
-    """Stands for an instance that is gone before the loop saw it: a failed start or a suicide."""
-
-    exit_reason: ExitReason
-    started_at: float
-    draining: Child | None = None  # a worker that asked to be replaced, released once replaced
-
-
 @dataclass(frozen=True)
 class _Exited:
-    """An instance is gone (its ``done`` is set), or stands for one that is (``_Ended``)."""
+    """An instance is gone (its ``done`` is set), or its stand-in says it is."""
 
     name: str
-    child: Child | _Ended
-
-
-@dataclass
-class _Slot:
-    spec: ChildSpec
-    instance: Child | _Ended | None = None
-    wanted: bool = False  # expected to run (restarts of it may be pending)
+    child: Child
 
 
 class Supervisor(ChildBase):
@@ -108,6 +63,10 @@ class Supervisor(ChildBase):
     Start it with ``await nursery.start(supervisor.run)`` (it returns once every child is
     up); ``start_child`` is how it starts each child. ``address``, if given, is where
     messages to its path go (a listener's router); a plain supervisor takes none.
+
+    Its :attr:`children` are what holds its places, in the order of its spec: the running
+    instances, and stand-ins (RESTARTING) between two; ``running`` (as a :class:`Parent`) is
+    what it started and runs, in start order.
     """
 
     kind: ChildKind = "supervisor"
@@ -128,12 +87,10 @@ class Supervisor(ChildBase):
         self.spec = spec
         self.address = address
         self.pid = os.getpid()
-        self.children: list[Child] = []
+        self.running: list[Child] = []
         self.nursery: trio.Nursery
-        self.restart_counts: dict[str, int] = {}
         self._start_child = start_child
-        self._membership = membership
-        self._slots: dict[str, _Slot] = {child.name: _Slot(child) for child in spec.children}
+        self._places = Places(self, router, spec, membership)
         self._history = RestartHistory()
         self._inbox, self._inbox_received = trio.open_memory_channel[_Exited | Notice](math.inf)
         self._scope = trio.CancelScope()
@@ -144,24 +101,21 @@ class Supervisor(ChildBase):
         """A ref by path; a plain supervisor takes no messages, its children do."""
         return ActorRef(self.router, path=self.path)
 
-    def _as_spec(self) -> SupervisorSpec:
-        """The spec with the children added at runtime, for the restart decision."""
-        children = tuple(slot.spec for slot in self._slots.values())
-        if children == self.spec.children:
-            return self.spec
-        return SupervisorSpec(
-            name=self.spec.name, strategy=self.spec.strategy,
-            max_restarts=self.spec.max_restarts, within=self.spec.within,
-            backoff=self.spec.backoff, children=children, restart=self.spec.restart,
-            shutdown=self.spec.shutdown,
-        )
-
     def instances(self) -> dict[str, Child]:
         """The running instance of each child, by name."""
-        return {
-            name: slot.instance for name, slot in self._slots.items()
-            if slot.instance is not None and not isinstance(slot.instance, _Ended)
-        }
+        return self._places.instances()
+
+    @property
+    def children(self) -> list[Child]:
+        return self._places.holders()
+
+    def replaces(self, child: Child) -> Replacement | None:
+        place = self._places.get(_name_of(child))
+        return None if place is None else place.replacement()
+
+    async def replace_child(self, child: Child) -> bool:
+        name = _name_of(child)
+        return name in self._places and await self.replace(name)
 
     async def run(
         self, *, task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED
@@ -175,7 +129,7 @@ class Supervisor(ChildBase):
                 async with trio.open_nursery() as nursery:
                     self.nursery = nursery
                     try:
-                        for name in list(self._slots):
+                        for name in list(self._places):
                             await self._start_until_up(name)
                         started = True
                         self._move(Lifecycle.RUNNING)
@@ -193,7 +147,7 @@ class Supervisor(ChildBase):
                     finally:
                         self._stopping(None)
                         with trio.CancelScope(shield=True):
-                            self._all_down()
+                            self._places.all_going()
                             await stop_children(self)
                         nursery.cancel_scope.cancel()
         except BaseException as exc:
@@ -201,29 +155,16 @@ class Supervisor(ChildBase):
             raise
         finally:
             self._inbox.close()
-            for name in self._slots:
+            for name in self._places:
                 self.router.names.release(child_path(self.path, name))
             failures = [] if error is None else [
                 e for e in leaves(error) if not isinstance(e, trio.Cancelled)
             ]
-            if self._membership is not None:
-                self._membership.close()
+            self._places.close()
             # (no address: its router actor, if it has one, reports its own departure)
             self._finish(self.router, failure=self.gave_up or (failures[0] if failures else None))
         if self.gave_up is not None and not started:
             raise self.gave_up  # the start failed: whoever started us hears why
-
-    def _up(self, name: str, instance: Child) -> None:
-        if self._membership is not None:
-            self._membership.send_nowait(ChildUp(name, instance))
-
-    def _down(self, name: str, instance: Child) -> None:
-        if self._membership is not None:
-            self._membership.send_nowait(ChildDown(name, instance))
-
-    def _all_down(self) -> None:
-        for name, instance in self.instances().items():
-            self._down(name, instance)
 
     async def _start_until_up(self, name: str) -> None:
         """Initial start of one child: a failed start counts as a restart and is retried."""
@@ -237,26 +178,25 @@ class Supervisor(ChildBase):
             await self._handle(item)
 
     async def _start(self, name: str) -> bool:
-        slot = self._slots[name]
-        slot.wanted = True
+        place = self._places[name]
+        place.wanted = True
         self.router.names.hold(child_path(self.path, name))
         try:
-            instance = await self._start_child(self, slot.spec, notices=self._inbox)
+            instance = await self._start_child(self, place.spec, notices=self._inbox)
         except SpawnError as exc:
             if exc.fatal:
                 raise  # a configuration error: restarting cannot fix it
             reason = exc.reason or crash_reason(exc)
-            ended = _Ended(reason, trio.current_time())
-            slot.instance = ended
-            self._exited(name, ended)
+            ended = place.holder = self._places.stand_in(name, reason, trio.current_time())
+            self._inbox.send_nowait(_Exited(name, ended))
             return False
-        slot.instance = instance
-        self.nursery.start_soon(self._watch, name, instance)
-        self._up(name, instance)
+        self._take(name, instance)
         return True
 
-    def _exited(self, name: str, ended: _Ended) -> None:
-        self._inbox.send_nowait(_Exited(name, ended))
+    def _take(self, name: str, instance: Child) -> None:
+        """``instance`` (ready) holds child ``name``'s place now; its exit will be news."""
+        self._places.take(name, instance)
+        self.nursery.start_soon(self._watch, name, instance)
 
     async def _watch(self, name: str, instance: Child) -> None:
         await instance.done.wait()
@@ -272,12 +212,12 @@ class Supervisor(ChildBase):
             self._on_notice(item)
             return
         name, instance = item.name, item.child
-        slot = self._slots.get(name)
-        if slot is None or slot.instance is not instance:
+        place = self._places.get(name)
+        if place is None or place.holder is not instance:
             return  # an instance already replaced, or stopped on purpose
-        if not isinstance(instance, _Ended):
-            self._down(name, instance)
-        draining = instance.draining if isinstance(instance, _Ended) else None
+        if not isinstance(instance, Restarting):
+            self._places.going(name, instance)
+        draining = instance.draining if isinstance(instance, Restarting) else None
         try:
             await self._decide_and_act(name, instance)
         finally:
@@ -285,24 +225,28 @@ class Supervisor(ChildBase):
                 draining.relieve()  # its replacement is ready (or none is coming)
 
     def _on_notice(self, notice: Notice) -> None:
-        """A child asked to be replaced now: it drains meanwhile, released once replaced."""
-        for name, slot in self._slots.items():
-            if slot.instance is notice.child:
-                ended = _Ended(notice.reason, notice.child.started_at, draining=notice.child)
-                slot.instance = ended  # the old instance's own exit is no longer news
-                self._down(name, notice.child)
-                self._exited(name, ended)
+        """A child asked to be replaced now: it drains meanwhile, relieved once replaced."""
+        for name, place in self._places.items():
+            if place.holder is notice.child:
+                # The old instance's own exit is no longer news: its stand-in's is.
+                ended = place.holder = self._places.stand_in(
+                    name, notice.reason, notice.child.started_at, draining=notice.child
+                )
+                self._places.going(name, notice.child)
+                self._inbox.send_nowait(_Exited(name, ended))
                 return
         notice.child.relieve()  # not ours (any more): nothing will replace it
 
-    async def _decide_and_act(self, name: str, instance: Child | _Ended) -> None:
-        slot = self._slots[name]
+    async def _decide_and_act(self, name: str, instance: Child) -> None:
+        places = self._places
+        place = places[name]
         reason = instance.exit_reason or ExitReason(kind="crashed", detail="unknown")
-        slot.instance = None
+        if not isinstance(instance, Restarting):  # (until decided otherwise, it restarts)
+            place.holder = places.stand_in(name, reason, instance.started_at)
         now = trio.current_time()
-        running = [n for n, s in self._slots.items() if n != name and s.wanted]
+        running = [n for n, p in places.items() if n != name and p.wanted]
         decision = decide(
-            self._as_spec(), self._history, name, reason, now=now,
+            places.spec(), self._history, name, reason, now=now,
             uptime=max(0.0, now - instance.started_at), running=running,
             random=self._random.random,
         )
@@ -311,22 +255,24 @@ class Supervisor(ChildBase):
                 self.path, len(self._history.restarts), self.spec.within, reason.describe()
             ) from None
         if name not in decision.restart:
-            slot.wanted = False
+            place.holder = None
+            place.wanted = False
             self.router.names.release(child_path(self.path, name))
-            if slot.spec.restart == "temporary":
-                del self._slots[name]  # as OTP deletes a temporary child's spec: it may come again
+            if place.spec.restart == "temporary":
+                del places[name]  # as OTP deletes a temporary child's spec: it may come again
             return
         for other in decision.stop:
-            other_slot = self._slots[other]
-            running_instance = other_slot.instance
-            other_slot.instance = None
-            if running_instance is not None and not isinstance(running_instance, _Ended):
-                self._down(other, running_instance)
-                await running_instance.shutdown(running_instance.shutdown_timeout)
+            other_place = places[other]
+            holder, other_place.holder = other_place.holder, None
+            if holder is not None and other in decision.restart:
+                other_place.holder = places.stand_in(other, None, holder.started_at)
+            if holder is not None and not isinstance(holder, Restarting):
+                places.going(other, holder)
+                await holder.shutdown(holder.shutdown_timeout)
         if decision.delay:
             await trio.sleep(decision.delay)
         for other in decision.restart:
-            self.restart_counts[other] = self.restart_counts.get(other, 0) + 1
+            places[other].restarts += 1
             self.router.publish(ActorRestarted(
                 path=child_path(self.path, other), restarts=len(self._history.restarts),
                 delay=decision.delay, reason=reason,
@@ -334,52 +280,43 @@ class Supervisor(ChildBase):
             if not await self._start(other):
                 return  # the failure comes back through the loop as an exit
 
-    @property
-    def spec_names(self) -> set[str]:
-        return {child.name for child in self.spec.children}
-
     async def add_child(self, spec: ChildSpec) -> Child:
         """Start a child at runtime (``system.spawn`` under a tree); failures raise."""
-        if spec.name in self._slots:
+        if spec.name in self._places:
             raise SpawnError(f"supervisor {self.path} already has a child named {spec.name!r}")
-        slot = self._slots[spec.name] = _Slot(spec, wanted=True)
+        self._places[spec.name] = Place(spec, wanted=True)
         self.router.names.hold(child_path(self.path, spec.name))
         try:
             instance = await self._start_child(self, spec, notices=self._inbox)
         except BaseException:
-            del self._slots[spec.name]
+            del self._places[spec.name]
             self.router.names.release(child_path(self.path, spec.name))
             raise
-        slot.instance = instance
-        self.nursery.start_soon(self._watch, spec.name, instance)
-        self._up(spec.name, instance)
+        self._take(spec.name, instance)
         return instance
 
     def child_names(self) -> list[str]:
-        return list(self._slots)
-
-    def spec_of(self, name: str) -> ChildSpec:
-        return self._slots[name].spec
+        return list(self._places)
 
     async def remove_child(self, name: str) -> None:
         """Stop child ``name`` for good (it drains) and forget it."""
-        slot = self._slots.pop(name, None)
-        if slot is None:
+        place = self._places.pop(name, None)
+        if place is None:
             raise SpawnError(f"supervisor {self.path} has no child named {name!r}")
-        slot.wanted = False
+        place.wanted = False
         self.router.names.release(child_path(self.path, name))
-        instance = slot.instance
-        if instance is not None and not isinstance(instance, _Ended):
-            self._down(name, instance)
+        instance = place.instance
+        if instance is not None:
+            self._places.going(name, instance)
             await instance.shutdown(instance.shutdown_timeout)
 
     async def replace(self, name: str) -> bool:
         """Replace the running instance of ``name``: start a new one, and once it is ready,
         stop the old one (which drains). False if the new one did not start (the old one
         keeps running)."""
-        slot = self._slots[name]
-        old = slot.instance
-        if old is None or isinstance(old, _Ended):
+        place = self._places[name]
+        old = place.instance
+        if old is None:
             return False
         # The new instance takes the name; meanwhile senders by path wait for it (held).
         path = child_path(self.path, name)
@@ -387,28 +324,24 @@ class Supervisor(ChildBase):
         if address is not None:
             self.router.names.unregister(path, address)
         try:
-            new = await self._start_child(self, slot.spec, notices=self._inbox)
+            new = await self._start_child(self, place.spec, notices=self._inbox)
         except SpawnError as exc:
             log.error("replacing %s: the new instance did not start: %s", path, exc)
-            if address is not None and slot.instance is old and not old.done.is_set():
+            if address is not None and place.holder is old and not old.done.is_set():
                 self.router.names.register(path, address)  # the old one goes on serving
             return False
-        if slot.instance is not old:  # the old one went meanwhile: the new one takes over
-            await self._settle(name, slot, new)
+        if place.holder is not old:  # the old one went meanwhile: the new one takes over
+            await self._settle(name, place, new)
             return True
-        slot.instance = new
-        self.nursery.start_soon(self._watch, name, new)
-        self._up(name, new)
-        self._down(name, old)
+        self._take(name, new)
+        self._places.going(name, old)
         await old.shutdown(old.shutdown_timeout)
         return True
 
-    async def _settle(self, name: str, slot: _Slot, new: Child) -> None:
+    async def _settle(self, name: str, place: Place, new: Child) -> None:
         # A restart started its own instance while ours was starting: keep one.
-        if slot.instance is None or isinstance(slot.instance, _Ended):
-            slot.instance = new
-            self.nursery.start_soon(self._watch, name, new)
-            self._up(name, new)
+        if place.instance is None:
+            self._take(name, new)
         else:
             await new.shutdown(new.shutdown_timeout)
 
@@ -416,7 +349,12 @@ class Supervisor(ChildBase):
         """Stop the children (last started first, each within its own shutdown), then exit."""
         self._stopping("asked")
         with trio.move_on_after(grace):
-            self._all_down()
+            self._places.all_going()
             await stop_children(self)
         self._scope.cancel()
         await self.done.wait()
+
+
+def _name_of(child: Child) -> str:
+    """The name of ``child``'s place under its parent (the last part of its path)."""
+    return child.path.rpartition("/")[2]

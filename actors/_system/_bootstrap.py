@@ -263,7 +263,7 @@ async def _run_actor(
         cell = Cell(router, actor, path=start.path, parent=root,
                     shutdown_timeout=start.shutdown_timeout, spawn=starter.spawn,
                     shared_state=state, report_events=False, retirements=retirements)
-        root.children.append(cell)
+        root.running.append(cell)
         await nursery.start(cell.run)
     except Exception as exc:
         return await _fail_start(link, start, exc)

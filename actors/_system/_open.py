@@ -30,8 +30,8 @@ from .._base._errors import (
 from .._base._events import Event, EventBus, ReloadAborted, SystemReloaded
 from .._base._handoff import AcceptorStats
 from .._base._ref import ActorRef
-from .._base._spec import ChildSpec, SupervisorSpec, WorkerSpec, validate_name
-from .._base._tree import Child, Root, stop_children
+from .._base._spec import ChildSpec, SupervisorSpec, validate_name
+from .._base._tree import Child, Lifecycle, Root, stop_children, walk
 from .._listening._listener import Listener, run_listeners
 from .._messaging._names import NameRegistry
 from .._messaging._router import MASTER_NODE, Router
@@ -55,7 +55,6 @@ from .._state._service import LocalUpstream, StateService
 from .._state._store import Store
 from .._state._stores import check_store_url, open_store
 from .._supervision._start import Runnable, Starter
-from .._supervision._supervisor import Supervisor, child_path
 
 __all__ = ["ActorSystem", "open_system"]
 
@@ -83,7 +82,7 @@ class ActorSystem:
         self.name = name
         self.path = ""
         self.nursery = nursery
-        self.children: list[Child] = []
+        self.running: list[Child] = []  # the root supervisor, and what spawn() started
         self.root: Runnable | None = None
         self.stopped_by: str | None = None  # what stopped it: "SIGTERM", "SIGINT", "stop"
         self.socket_path: str = ""  # its control socket ("" if it has none)
@@ -184,20 +183,13 @@ class ActorSystem:
                         await renew()
                     except SpawnError as exc:
                         raise ReloadFailed(str(exc)) from exc
-                for target in self._reloadable(path):
-                    if isinstance(target, Listener):
-                        replaced.extend(await target.reload())
-                        continue
-                    supervisor, child = target
-                    if isinstance(supervisor, Listener):
-                        replaced.extend(await supervisor.reload(only=child))
-                    else:
-                        if not await supervisor.replace(child):
-                            raise ReloadFailed(
-                                f"the new {child_path(supervisor.path, child)} did not start; "
-                                "the old one keeps serving (see the log for why)"
-                            )
-                        replaced.append(child_path(supervisor.path, child))
+                for parent, child in self._reloadable(path):
+                    if not await parent.replace_child(child):
+                        raise ReloadFailed(
+                            f"the new {child.path} did not start; the old one keeps serving "
+                            "(see the log for why)"
+                        )
+                    replaced.append(child.path)
             except ReloadFailed as exc:
                 self._router.publish(ReloadAborted(path=path or "", error=str(exc),
                                                    replaced=replaced))
@@ -205,58 +197,49 @@ class ActorSystem:
             self._router.publish(SystemReloaded(path=path or "", replaced=replaced))
             return replaced
 
-    def _reloadable(
-        self, path: str | None
-    ) -> list[Listener | tuple[Listener | Supervisor, str]]:
-        """What a reload of ``path`` replaces: listeners (all their acceptors), one acceptor
-        of a listener, and workers with ``reload=True``."""
-        found: list[Listener | tuple[Listener | Supervisor, str]] = []
-        for child in _walk(self.children):
-            if path is not None and not (child.path == path or child.path.startswith(
-                    path + "/") or path.startswith(child.path + "/")):
+    def _reloadable(self, path: str | None) -> list[tuple[Child, Child]]:
+        """What a reload of ``path`` replaces, each with the parent that replaces it: the
+        children their parents replace on every reload (a listener's acceptors, workers
+        with ``reload=True``) that ``path`` names, is above, or is below (an actor of the
+        worker's own). A child between two instances is left alone: its next instance
+        starts from the code on disk anyway."""
+        found: list[tuple[Child, Child]] = []
+        named: list[str] = []  # every path a reload may be given, to suggest one
+        for parent, child in walk(self.running):
+            if parent is None or parent.replaces(child) != "on_reload":
                 continue
-            if isinstance(child, Listener):
-                if path is not None and path.startswith(child.path + "/"):
-                    # One acceptor (or below it: the acceptor is what is replaced).
-                    name = path[len(child.path) + 1:].partition("/")[0]
-                    if name in child.acceptors():
-                        found.append((child, name))
-                    continue
-                found.append(child)
-            elif isinstance(child, Supervisor) and not isinstance(child.parent, Listener):
-                for name, instance in child.instances().items():
-                    spec = child.spec_of(name)
-                    within = path is None or instance.path == path or instance.path.startswith(
-                        path + "/")
-                    if isinstance(spec, WorkerSpec) and spec.reload and within:
-                        found.append((child, name))
+            named += [parent.path, child.path]
+            if child.state is not Lifecycle.RESTARTING and (
+                    path is None or _related(path, child.path)):
+                found.append((parent, child))
         if path is not None and not found:
-            reloadable = [
-                p for target in self._reloadable(None) for p in (
-                    [target.path, *(child_path(target.path, name) for name in target.acceptors())]
-                    if isinstance(target, Listener) else [child_path(target[0].path, target[1])]
-                )
-            ]
             raise ActorNotFound(f"nothing to reload at {path!r}" + (
-                _did_you_mean(path, reloadable)
+                _did_you_mean(path, named)
                 or " (a listener, one of its acceptors, or a worker with reload=True)"))
         return found
 
     async def restart(self, path: str) -> None:
         """Replace the supervised actor at ``path`` (a listener: all its acceptors): the new
         one is started, then the old one stops (drains)."""
-        for child in _walk(self.children):
-            if child.path == path and isinstance(child, Listener):
-                await child.reload()
+        supervised: list[str] = []
+        for parent, child in walk(self.running):
+            replaced_by = None if parent is None else parent.replaces(child)
+            if replaced_by is not None:
+                supervised.append(child.path)
+            if child.path != path:
+                continue
+            if child.rolling:  # it stays: its parts are replaced one at a time
+                for part in list(child.children):
+                    if part.state is Lifecycle.RESTARTING or child.replaces(part) is None:
+                        continue
+                    if not await child.replace_child(part):
+                        raise ReloadFailed(f"the new {part.path} did not start; the old one "
+                                           "keeps serving (see the log for why)")
                 return
-            if isinstance(child, Supervisor) and path.startswith(child.path + "/"):
-                name = path[len(child.path) + 1:]
-                if "/" not in name and name in child.child_names():
-                    if not await child.replace(name):
-                        raise ReloadFailed(f"the new {path} did not start; the old one runs on")
-                    return
-        supervised = [child_path(child.path, name) for child in _walk(self.children)
-                      if isinstance(child, Supervisor) for name in child.child_names()]
+            if parent is not None and replaced_by is not None:
+                if not await parent.replace_child(child):
+                    raise ReloadFailed(f"the new {path} did not start; the old one runs on")
+                return
         raise ActorNotFound(f"no supervised actor at {path!r}" + (
             _did_you_mean(path, supervised) or " (restart needs one)"))
 
@@ -269,7 +252,7 @@ class ActorSystem:
     async def status(self) -> list[ActorStatus]:
         """One row per actor: path, kind, pid, state, uptime, restarts, last exit, mailbox
         depth, resident memory and CPU% of workers, connections of acceptors."""
-        return await collect_status(self._router, self.children, self._events.last_exits)
+        return await collect_status(self._router, self.running, self._events.last_exits)
 
     def info(self) -> SystemInfo:
         return SystemInfo(
@@ -408,7 +391,7 @@ async def open_system(
                     await nursery.start(_handle_signals, system)
                 if tree is not None:
                     root = starter.supervisor(tree, system, tree.name)
-                    system.children.append(root)
+                    system.running.append(root)
                     try:
                         await nursery.start(root.run)
                     except RestartLimitExceeded as exc:
@@ -480,18 +463,9 @@ def _did_you_mean(path: str, paths: Iterable[str]) -> str:
     return f" (did you mean {endings[0]!r}?)" if len(endings) == 1 else ""
 
 
-def _walk(children: list[Child]) -> list[Child]:
-    """Every supervisor, listener and child below ``children`` (depth first)."""
-    found: list[Child] = []
-    for child in list(children):
-        found.append(child)
-        if isinstance(child, Listener):
-            if child._supervisor is not None:
-                found.append(child._supervisor)
-                found.extend(_walk(list(child._supervisor.children)))
-        elif isinstance(child, Supervisor | Cell):
-            found.extend(_walk(list(child.children)))
-    return found
+def _related(path: str, other: str) -> bool:
+    """True when ``path`` names ``other``, something below it, or something above it."""
+    return other == path or other.startswith(path + "/") or path.startswith(other + "/")
 
 
 def _default_name() -> str:

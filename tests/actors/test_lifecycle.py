@@ -47,7 +47,7 @@ class Bare(ChildBase):
 def bare(parent: Root | None = None) -> Bare:
     root = parent or Root("", nursery=None)  # type: ignore[arg-type]
     child = Bare("a", root, 1.0)
-    root.children.append(child)
+    root.running.append(child)
     return child
 
 
@@ -117,7 +117,7 @@ async def test_finishing_records_once_leaves_the_parent_and_tells_the_witness() 
     assert waiter_saw == [Lifecycle.EXITED]  # a later state satisfies the wait
     assert child.done.is_set()
     assert child.exit_reason is reason
-    assert root.children == []
+    assert root.running == []
     assert witness.gone == [("0/1", "a", reason)]
     [event] = witness.events
     assert isinstance(event, ActorExited)
@@ -196,7 +196,7 @@ def cell(
     root = Root("", nursery)
     made = Cell(router, actor, path="slow", parent=root, shutdown_timeout=4.0,
                 spawn=_no_spawn, report_events=False, retirements=retirements)
-    root.children.append(made)
+    root.running.append(made)
     return made, root
 
 
@@ -224,7 +224,7 @@ async def test_a_cell_starts_runs_stops_and_exits(
         await slow.done.wait()
     assert slow.state is Lifecycle.EXITED
     assert ended(slow).kind == "normal"
-    assert root.children == []
+    assert root.running == []
 
 
 async def test_a_cell_asked_to_shut_down_exits_as_shutdown(

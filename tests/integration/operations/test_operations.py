@@ -147,6 +147,8 @@ def test_cli_ls_status_events_logs(master: Master) -> None:
     assert rows["root"]["kind"] == "supervisor"
     assert rows["root/greet"]["kind"] == "listener"
     assert rows["root/noter"]["kind"] == "worker"
+    assert rows["root/noter"]["state"] == "running"
+    assert rows["root/noter"]["node"] not in ("0", rows["root"]["node"])  # its own process
     assert rows["root/noter"]["rss"] > 1_000_000
     assert rows["root/noter"]["mailbox"] == 0
     acceptors = [row for path, row in rows.items() if path.startswith("root/greet/")]
@@ -363,14 +365,22 @@ def test_a_worker_past_max_memory_is_replaced(master: Master) -> None:
     hog = next(row for row in before["actors"] if row["path"] == "root/hog")
     os.kill(hog["pid"], signal.SIGUSR1)  # it grows past its limit (see ops_master)
 
+    states: set[str] = set()
+
     def hog_now() -> dict[str, object]:
         now = json.loads(cli("status", master.name, "--json", check=True).stdout)
-        # (no row while it is between two instances: the old one gone, the new not yet up)
-        return next((r for r in now["actors"] if r["path"] == "root/hog"),  # type: ignore[no-any-return]
-                    {"pid": hog["pid"], "last_exit": None})
+        # A row at every moment: between two instances (the old one going, the new one not
+        # up yet) it is "restarting".
+        [row] = [r for r in now["actors"] if r["path"] == "root/hog"]
+        states.add(row["state"])
+        return row  # type: ignore[no-any-return]
 
-    wait_until(lambda: hog_now()["pid"] != hog["pid"] and bool(hog_now()["last_exit"]),
-               what="the hog to be replaced")
+    def replaced() -> bool:
+        row = hog_now()
+        return row["state"] == "running" and row["pid"] != hog["pid"] and bool(row["last_exit"])
+
+    wait_until(replaced, what="the hog to be replaced")
+    assert states <= {"running", "restarting"}
     row = hog_now()
     assert isinstance(row["last_exit"], str)
     assert row["last_exit"].startswith("memory")
