@@ -1,73 +1,39 @@
 """``WorkerHandle``: a process actor, seen from the process that started it.
 
-The parent creates a socketpair, starts the worker (through a :class:`Spawner`) with the
-child end, and handshakes: the worker says Hello (protocol version, pid), the parent
-answers Start (class path, JSON arguments, where the main script is), and the worker
-answers Ready once its actor's ``setup`` returned (or StartFailed). From then on the
-router carries the worker's frames, and the handle reads the control messages the router
-leaves for it (a suicide, a stop report) until the channel ends; then it reaps the process.
+The handle starts the worker and waits for its actor to be ready (:mod:`._spawning`); from
+then on the router carries the worker's frames, and the handle reads the control messages
+the router leaves for it (a suicide, a request to be replaced, a stop report) until the
+channel ends, while watchers look at its heartbeats and its memory (:mod:`._watchers`);
+then it reaps the process (:mod:`._reaping`) and the handle ends (:meth:`ChildBase._finish`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
-import select
-import signal
 import socket
 import sys
 
 import trio
 
-from protocol import PROTOCOL_VERSION, Message, ProtocolError, VersionMismatch, open_channel
+from protocol import PROTOCOL_VERSION, ProtocolError, open_channel
 
 from .._base._actor import Actor
-from .._base._control import (
-    Failure,
-    Hello,
-    Ready,
-    Release,
-    Retire,
-    Start,
-    StartFailed,
-    Stop,
-    Stopping,
-    Suicide,
-)
+from .._base._control import Failure, Release, Retire, Start, Stop, Stopping, Suicide
 from .._base._errors import SpawnError
-from .._base._events import (
-    ActorReady,
-    ActorStarted,
-    ActorSuicided,
-    ExitKind,
-    ExitReason,
-    crash_reason,
-)
+from .._base._events import ActorReady, ActorStarted, ActorSuicided, ExitReason, crash_reason
 from .._base._ref import ActorRef
 from .._base._tree import Child, ChildBase, ChildKind, Lifecycle, Notice, Parent
 from .._messaging._link import Link
 from .._messaging._router import Router
-from ._processes import (
-    OutputSink,
-    Spawner,
-    WorkerProcess,
-    class_path,
-    main_script,
-    output_pipes,
-    relay_lines,
-)
+from ._processes import OutputSink, Spawner, WorkerProcess, class_path, main_script
+from ._reaping import GRACE_AFTER_EOF, end_channel, kill, reap
+from ._spawning import failure_reason, handshake, spawn
+from ._watchers import memory_over, silence
 
 __all__ = ["WorkerHandle"]
 
 log = logging.getLogger("actors")
-
-_GRACE_AFTER_EOF = 1.0  # a worker whose channel closed exits within this long
-# A SIGKILLed worker is gone within milliseconds; its exit status comes from the fork server.
-# If that report never comes (the server is stopped or stuck), the shutdown, which waits
-# shielded, must still end.
-_EXIT_AFTER_KILL = 5.0
-_MEMORY_CHECK_EVERY = 1.0
 
 
 class WorkerHandle(ChildBase):
@@ -139,39 +105,14 @@ class WorkerHandle(ChildBase):
         deadline = self.started_at + self.start_timeout
         parent_sock: socket.socket | None = None
         failed: SpawnError | None = None
-        pipes = None
         try:
-            # Out of fds (EMFILE), these fail like any other part of a start: a SpawnError
-            # once the handle is done, never a bare OSError up the supervisor.
-            parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                pipes = self._output_pipes()
-            except BaseException:
-                child_sock.close()
-                raise
-            with trio.move_on_at(deadline):
-                try:
-                    self.process = await self.spawner.start(
-                        child_sock.fileno(),
-                        None if pipes is None else (pipes[0][1], pipes[1][1]),
-                    )
-                finally:
-                    child_sock.close()
-                    if pipes is not None:  # the worker has its own copies now
-                        os.close(pipes[0][1])
-                        os.close(pipes[1][1])
-            if self.process is None:
-                raise self._timed_out()
+            # Out of fds (EMFILE), a start fails like any other: a SpawnError once the
+            # handle is done, never a bare OSError up the supervisor.
+            self.process, parent_sock = await spawn(
+                self.spawner, path=self.path, deadline=deadline,
+                start_timeout=self.start_timeout, output=self.output, relays=router.nursery,
+            )
             self.pid = self.process.pid
-            if pipes is not None:
-                assert self.output is not None
-                router.nursery.start_soon(
-                    relay_lines, pipes[0][0], self.output, self.path, self.pid, "stdout"
-                )
-                router.nursery.start_soon(
-                    relay_lines, pipes[1][0], self.output, self.path, self.pid, "stderr"
-                )
-                pipes = None
             router.publish(ActorStarted(path=self.path, pid=self.pid))
             async with open_channel(parent_sock, max_frame_size=router.max_frame_size) as channel:
                 link = self.link = Link(self.node, channel, is_parent=False,
@@ -179,18 +120,21 @@ class WorkerHandle(ChildBase):
                 router.add_child(link)
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(router.pump, link)
-                    failed = await self._start(link, deadline)
-                    if failed is None:
-                        self._move(Lifecycle.RUNNING)
+                    ready = await handshake(link, self._start_message(), deadline=deadline,
+                                            start_timeout=self.start_timeout)
+                    if isinstance(ready, SpawnError):
+                        failed = ready
+                        router.link_down(link, "its start failed")
+                    else:
+                        self._ready(ready)
                         task_status.started(self)
                         if self.heartbeat_timeout is not None:
-                            nursery.start_soon(self._watchdog, link, self.heartbeat_timeout)
+                            nursery.start_soon(self._watch_heartbeats, link,
+                                               self.heartbeat_timeout)
                         if self.max_memory is not None:
                             nursery.start_soon(self._watch_memory, self.max_memory)
                         nursery.start_soon(self._kill_when_overdue)
                         await self._serve_control(link)
-                    else:
-                        router.link_down(link, "its start failed")
                     nursery.cancel_scope.cancel()
             if failed is not None:
                 raise failed  # out of the nurseries: the starter sees it as itself
@@ -206,9 +150,6 @@ class WorkerHandle(ChildBase):
         finally:
             if parent_sock is not None:
                 parent_sock.close()
-            if pipes is not None:  # the start failed before anyone read them
-                os.close(pipes[0][0])
-                os.close(pipes[1][0])
             with trio.CancelScope(shield=True):
                 await self._reap()
             if self.link is not None:
@@ -218,79 +159,23 @@ class WorkerHandle(ChildBase):
             self._finish(router, returncode=self.returncode, address=self.address,
                          node=self.node)
 
-    def _output_pipes(self) -> tuple[tuple[int, int], tuple[int, int]] | None:
-        if self.output is None:
-            return None  # it writes where this process writes
-        return output_pipes()
-
-    def _timed_out(self) -> SpawnError:
-        error = SpawnError(
-            f"actor {self.path} did not become ready within {self.start_timeout} s"
-        )
-        error.reason = ExitReason(kind="timeout", detail=f"not ready within {self.start_timeout} s")
-        return error
-
-    async def _start(self, link: Link, deadline: float) -> SpawnError | None:
-        """The handshake, bounded by the start timeout; the error if the start failed."""
-        with trio.move_on_at(deadline):
-            try:
-                await self._handshake(link)
-            except SpawnError as exc:
-                return exc
-            return None
-        return self._timed_out()
-
-    async def _next_control(self, link: Link) -> Message:
-        try:
-            return await link.control_received.receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            raise SpawnError(
-                f"the worker for {self.path} went away before it was ready "
-                f"({link.down_reason or 'its channel closed'})"
-            ) from link.error
-
-    async def _handshake(self, link: Link) -> None:
-        """Hello, Start, then Ready (or StartFailed): the worker's actor is up."""
-        hello = await self._next_control(link)
-        if not isinstance(hello, Hello):
-            raise SpawnError(f"worker {self.node} began with {type(hello).__name__}, "
-                             "not Hello")
-        if hello.version != PROTOCOL_VERSION:
-            raise SpawnError(str(VersionMismatch(PROTOCOL_VERSION, hello.version)))
+    def _start_message(self) -> Start:
         main_path, main_module = main_script()
         shutdown = self.shutdown_timeout if math.isfinite(self.shutdown_timeout) else 3600.0
-        link.send_control(Start(
+        return Start(
             version=PROTOCOL_VERSION, node=self.node, actor_class=self.class_path,
             arguments=self.arguments, path=self.path, main_path=main_path,
             main_module=main_module, sys_path=list(sys.path),
             max_frame_size=self.router.max_frame_size,
             heartbeat=self.heartbeat_timeout / 4 if self.heartbeat_timeout else 0.0,
             shutdown_timeout=shutdown, state_service=self.state_service,
-        ))
-        while True:
-            message = await self._next_control(link)
-            if isinstance(message, Ready):
-                if not link.owns(message.address.partition("/")[0]):
-                    raise SpawnError(f"worker {self.node} claims address {message.address}")
-                self.address = message.address
-                self.router.names.register(self.path, message.address)
-                self.router.publish(
-                    ActorReady(path=self.path, address=message.address, pid=self.pid)
-                )
-                return
-            if isinstance(message, StartFailed | Suicide | Stopping) and (
-                failure := message.failure
-            ) is not None:
-                # A failure of any kind before ready is a failed start.
-                text = f"actor {self.path} failed to start: {failure.type_name}: {failure.message}"
-                if failure.traceback:
-                    text += "\n\nWorker traceback:\n" + failure.traceback.rstrip()
-                error = SpawnError(text)
-                error.reason = _failure_reason("crashed", failure)
-                raise error
-            if not isinstance(message, Stopping):
-                raise SpawnError(f"worker {self.node} sent {type(message).__name__} "
-                                 "before it was ready")
+        )
+
+    def _ready(self, address: str) -> None:
+        self.address = address
+        self.router.names.register(self.path, address)
+        self.router.publish(ActorReady(path=self.path, address=address, pid=self.pid))
+        self._move(Lifecycle.RUNNING)
 
     async def _serve_control(self, link: Link) -> None:
         """The worker's control messages, until its channel ends."""
@@ -303,27 +188,14 @@ class WorkerHandle(ChildBase):
                 self._last_word = message
                 self._stopping("itself")
                 if message.failure is not None:
-                    self._explain(_failure_reason("crashed", message.failure))
-                await self._close(link)
+                    self._explain(failure_reason("crashed", message.failure))
+                await end_channel(self.router, link)
             else:
                 log.error("worker %s sent an unexpected %s: closing its channel",
                           self.path, type(message).__name__)
                 self.router.link_down(
                     link, f"unexpected control message {type(message).__name__}"
                 )
-
-    async def _close(self, link: Link) -> None:
-        """The worker's actor stopped: send it nothing new, then end our side.
-
-        The worker reads until our end of the channel, answering (refusing) whatever it was
-        sent before, so no request to it is left in doubt by an orderly stop."""
-        self.router.close_link(link)
-        with trio.move_on_after(_GRACE_AFTER_EOF):
-            try:
-                await link.channel.flush()
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return
-        link.channel.send_eof()
 
     def _replace(self, reason: ExitReason) -> None:
         """Have the supervisor start this actor's successor; this one then drains and
@@ -349,36 +221,30 @@ class WorkerHandle(ChildBase):
         self.relieve()  # nothing will replace it: it just stops
 
     async def _watch_memory(self, limit: int) -> None:
-        """Replace the worker once its resident memory stays above ``limit`` (two checks
-        in a row, a second apart: a brief peak is not enough)."""
-        import psutil
-
+        """Replace the worker once its resident memory stays above ``limit``."""
         assert self.pid is not None
-        try:
-            process = psutil.Process(self.pid)
-        except psutil.Error:
-            return
-        over = 0
-        while True:
-            await trio.sleep(_MEMORY_CHECK_EVERY)
-            try:
-                rss = process.memory_info().rss
-            except psutil.Error:
-                return  # it exited
-            except OSError:
-                continue  # this process is out of fds to read /proc with: look again later
-            over = over + 1 if rss > limit else 0
-            if over >= 2:
-                self._relief = Stop()
-                self._replace(ExitReason(
-                    kind="memory", detail=f"resident memory {rss} bytes over {limit}"
-                ))
-                return
+        rss = await memory_over(self.pid, limit)
+        if rss is not None:
+            self._relief = Stop()
+            self._replace(ExitReason(
+                kind="memory", detail=f"resident memory {rss} bytes over {limit}"
+            ))
+
+    async def _watch_heartbeats(self, link: Link, limit: float) -> None:
+        """Kill the worker if its event loop stops sending heartbeats for ``limit`` s."""
+        silent = await silence(link, limit, self.path)
+        if silent is not None:
+            log.error("worker %s (pid %s) sent nothing for %.1f s: killing it",
+                      self.path, self.pid, silent)
+            self._explain(ExitReason(
+                kind="unresponsive", detail=f"no heartbeat for {silent:.1f} s"
+            ))
+            kill(self.process)
 
     def _on_suicide(self, failure: Failure) -> None:
         if self.notices is None:
             # Nothing supervises it: nothing will replace it. It crashed, and stops.
-            reason = _failure_reason("crashed", failure)
+            reason = failure_reason("crashed", failure)
             self._explain(reason)
             log.warning("actor %s crashed (%s); nothing supervises it, so it stops",
                         self.path, reason.describe())
@@ -387,37 +253,12 @@ class WorkerHandle(ChildBase):
                 self.router.departed(self.address, self.path, reason)
             self.relieve()
             return
-        reason = _failure_reason("suicide", failure)
+        reason = failure_reason("suicide", failure)
         self._explain(reason)
         self.router.publish(ActorSuicided(path=self.path, pid=self.pid, reason=reason))
         if self.address is not None:
             self.router.departed(self.address, self.path, reason)  # it takes nothing more
         self._hand_over(reason)
-
-    async def _watchdog(self, link: Link, limit: float) -> None:
-        """Kill the worker if its event loop stops sending heartbeats for ``limit`` s.
-
-        Silence is judged only on what this process had the chance to read: a round in
-        which our own loop was late (a stall of the master: a GC pause, a blocking call) is
-        not judged, and a worker whose channel holds unread bytes is not silent."""
-        period = limit / 4
-        while not link.down:
-            slept_at = trio.current_time()
-            await trio.sleep(period)
-            late = trio.current_time() - slept_at - period
-            if late > period:
-                log.warning("the event loop of this process was blocked for %.1f s: "
-                            "not judging worker %s this round", late, self.path)
-                continue
-            silent = trio.current_time() - link.last_heard
-            if silent > limit and not _unread(link):
-                log.error("worker %s (pid %s) sent nothing for %.1f s: killing it",
-                          self.path, self.pid, silent)
-                self._explain(ExitReason(
-                    kind="unresponsive", detail=f"no heartbeat for {silent:.1f} s"
-                ))
-                self._kill()
-                return
 
     def relieve(self) -> None:
         """Tell a worker waiting for its replacement that the replacement is up (or that
@@ -445,7 +286,7 @@ class WorkerHandle(ChildBase):
         log.warning("worker %s (pid %s) did not exit within %s s of its release: killing it",
                     self.path, self.pid, self.shutdown_timeout)
         self._killed = f"did not stop within {self.shutdown_timeout} s"
-        self._kill()
+        kill(self.process)
 
     def begin_shutdown(self) -> None:
         """Ask the worker to stop now; :meth:`shutdown` then waits what is left of its
@@ -458,7 +299,7 @@ class WorkerHandle(ChildBase):
     def kill_now(self) -> None:
         """Stop at once: SIGKILL, and no grace for anything that follows."""
         self._stopping("at_once")
-        self._kill()
+        kill(self.process)
 
     async def shutdown(self, grace: float) -> None:
         """Ask the worker to stop; after ``grace`` seconds, kill its process group."""
@@ -475,17 +316,8 @@ class WorkerHandle(ChildBase):
                 self._killed = f"did not stop within {self.shutdown_timeout} s"
             else:
                 self._explain(ExitReason(kind="shutdown", detail="brutal_kill"))
-            self._kill()
+            kill(self.process)
             await self.done.wait()
-
-    def _kill(self) -> None:
-        process = self.process
-        if process is None or process.returncode is not None:
-            return
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            process.kill()  # not (yet) the leader of its own group
 
     async def _reap(self) -> None:
         """Wait for the worker to exit (it does once its channel closed); kill it if not."""
@@ -494,7 +326,7 @@ class WorkerHandle(ChildBase):
             return
         link = self.link
         if self._stop_cause == "at_once":
-            self._kill()
+            kill(process)
             grace = 0.0
         elif link is not None and not link.down and process.returncode is None:
             # Cancelled while the worker runs: ask it to stop as a shutdown would.
@@ -502,46 +334,11 @@ class WorkerHandle(ChildBase):
             link.notify(Stop())
             grace = self.shutdown_timeout
         else:
-            grace = _GRACE_AFTER_EOF
-        with trio.move_on_after(grace):
-            await process.wait()
-        if not _ended(process):
-            self._kill()
-            with trio.move_on_after(_EXIT_AFTER_KILL):
-                await process.wait()
-            if not _ended(process):
-                log.error("worker %s (pid %s): no exit status %s s after SIGKILL; "
-                          "going on without it", self.path, self.pid, _EXIT_AFTER_KILL)
-                self._explain(ExitReason(
-                    kind="killed", detail="SIGKILLed; its exit status never came"
-                ))
-        elif process.returncode is None and self._last_word is None:
-            # Its fork server died before it: nobody could wait for its status.
-            self._explain(ExitReason(
-                kind="crashed", detail="it exited without a word; its exit status is unknown "
-                "(the fork server that started it was gone)",
-            ))
+            grace = GRACE_AFTER_EOF
+        odd = await reap(process, grace, path=self.path, said_a_word=self._last_word is not None)
+        if odd is not None:
+            self._explain(odd)
         self.returncode = process.returncode
-
-
-def _ended(process: WorkerProcess) -> bool:
-    return process.returncode is not None or getattr(process, "status_unknown", False)
-
-
-def _unread(link: Link) -> bool:
-    """True when the worker's channel holds bytes this process has not read yet."""
-    try:
-        readable, _, _ = select.select([link.channel.fileno()], [], [], 0)
-    except (OSError, ValueError):
-        return False
-    return bool(readable)
-
-
-def _failure_reason(kind: ExitKind, failure: Failure) -> ExitReason:
-    return ExitReason(
-        kind=kind, error_type=failure.type_name, detail=failure.message,
-        traceback=failure.traceback,
-    )
 
 
 def _is_child(handle: WorkerHandle) -> Child:
