@@ -22,7 +22,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from .._running._cell import ASK_BUCKETS
+from .._running._mailbox import ASK_BUCKETS
 from ._protocol import ActorStatus
 
 __all__ = ["Measurable", "open_metrics_server", "render"]

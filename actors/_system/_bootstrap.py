@@ -269,7 +269,7 @@ async def _run_actor(
         return await _fail_start(link, start, exc)
     nursery.start_soon(_obey_parent, link, cell)
     nursery.start_soon(_ask_for_replacement, link, start.path, retired)
-    link.send_control(Ready(address=cell.address))
+    link.send_control(Ready(address=cell.mailbox.address))
     await cell.done.wait()
     failure = None
     if cell.failure is not None:
@@ -295,7 +295,7 @@ async def _open_replica(nursery: trio.Nursery, router: Router, start: Start
                 spawn=_no_spawn, report_events=False, register_name=False)
     await nursery.start(cell.run)
     upstream = RemoteUpstream(ActorRef(router, address=start.state_service),
-                              lambda: cell.address, start.max_frame_size)
+                              lambda: cell.mailbox.address, start.max_frame_size)
     return SharedState(upstream, replica, max_size=start.max_frame_size)
 
 

@@ -453,7 +453,7 @@ async def _start_state(
     await nursery.start(cell.run)
     starter.state = SharedState(LocalUpstream(service), service.local,
                                 max_size=router.max_frame_size)
-    starter.state_service = cell.address
+    starter.state_service = cell.mailbox.address
 
 
 def _did_you_mean(path: str, paths: Iterable[str]) -> str:

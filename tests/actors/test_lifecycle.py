@@ -207,6 +207,7 @@ async def test_a_cell_starts_runs_stops_and_exits(
     async with trio.open_nursery() as nursery:
         slow, root = cell(nursery, Slow(ready))
         assert slow.state is Lifecycle.STARTING
+        assert slow.address is None  # (until it is ready)
         started = trio.Event()
 
         async def start() -> None:
@@ -219,12 +220,29 @@ async def test_a_cell_starts_runs_stops_and_exits(
         ready.set()
         await started.wait()
         assert slow.state is Lifecycle.RUNNING
+        assert slow.address == slow.mailbox.address
         assert await slow.ref.ask(Go()) == Go()
         await slow.ref.tell(Stop())
         await slow.done.wait()
     assert slow.state is Lifecycle.EXITED
     assert ended(slow).kind == "normal"
     assert root.running == []
+
+
+async def test_a_cell_stopped_during_its_setup_never_opens_its_mailbox(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    ready = trio.Event()
+    async with trio.open_nursery() as nursery:
+        slow, _ = cell(nursery, Slow(ready))
+        nursery.start_soon(slow.run)
+        await trio.testing.wait_all_tasks_blocked()
+        slow.stop("asked")
+        assert slow.state is Lifecycle.STOPPING
+        ready.set()
+        await slow.done.wait()
+    assert not slow.mailbox.accepting
+    assert ended(slow).kind == "shutdown"
 
 
 async def test_a_cell_asked_to_shut_down_exits_as_shutdown(

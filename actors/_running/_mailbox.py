@@ -1,0 +1,258 @@
+"""``ActorMailbox``: an actor's mailbox in this process, and the loop that serves it.
+
+The router delivers to it (it is what the router's ``Mailbox`` protocol describes); its
+cell opens it once the actor is ready, closes it when the actor stops, and runs
+:meth:`ActorMailbox.serve` in between: one message at a time, each to its handler, the
+answer to whoever asked. The message path runs through :meth:`deliver` and :meth:`serve`
+only: nothing else is done per message.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+from collections.abc import Callable
+from typing import Protocol
+
+import trio
+
+from protocol import Message
+
+from .._base._actor import Actor, no_handler
+from .._base._control import Failure, Probe, Probed
+from .._base._errors import ActorGone
+from .._messaging._asks import Reply
+from .._messaging._router import Router, current_actor
+
+__all__ = ["ASK_BUCKETS", "ActorMailbox", "MailboxOwner"]
+
+log = logging.getLogger("actors")
+
+_FAIRNESS_BUDGET = 64  # messages handled back to back before the loop lets other tasks run
+
+ASK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+"""Upper bounds (seconds) of the ask-handling histogram every actor keeps."""
+
+
+class MailboxOwner(Protocol):
+    """What a mailbox needs of the cell it belongs to."""
+
+    @property
+    def failure(self) -> BaseException | None:
+        """What crashed the actor, if something did."""
+        ...
+
+    @property
+    def address(self) -> str | None:
+        """The actor's address once it is ready (None before)."""
+        ...
+
+    def fail(self, exc: BaseException) -> None:
+        """Crash the actor (an inline handler raised)."""
+        ...
+
+
+class ActorMailbox:
+    """The mailbox of one actor: a bounded queue (a full one makes ``tell`` wait), the
+    loop that serves it, and the figures of what it handled (for status and metrics).
+
+    ``accepting``: open, taking messages (the router reads it for every message)."""
+
+    def __init__(self, router: Router, actor: Actor, *, path: str, owner: MailboxOwner
+                 ) -> None:
+        self.router = router
+        self.actor = actor
+        self.path = path
+        self.id = router.next_actor_id()
+        self.address = f"{router.id}/{self.id}"
+        self.accepting = False
+        self._owner = owner
+        self._send, self._recv = trio.open_memory_channel[tuple[Message, "Reply | None"]](
+            max(0, actor.mailbox_size)
+        )
+        self._current: Reply | None = None
+        # Messages handled, asks among them, and how long the handlers of asks took (a
+        # histogram over ASK_BUCKETS).
+        self.handled = 0
+        self.asks = 0
+        self.ask_seconds = 0.0
+        self.ask_buckets = [0] * (len(ASK_BUCKETS) + 1)
+
+    def open(self) -> None:
+        """Take messages (the actor is ready)."""
+        self.accepting = True
+
+    def close(self) -> None:
+        """Take no more: what is queued is still served, then :meth:`serve` returns."""
+        self.accepting = False
+        self._send.close()
+
+    # -- the router's side ------------------------------------------------------------------
+
+    def inline_handler(self, message: Message) -> Callable[[Message], Message | None] | None:
+        """The runtime's synchronous handler for ``message`` on this actor, if it has one."""
+        if type(message) is Probe:
+            return self._probe
+        name = type(self.actor).__inline_handlers__.get(type(message))
+        if name is None or not self.accepting:
+            return None
+        handle: Callable[[Message], Message | None] = getattr(self.actor, name)
+        return handle
+
+    def _probe(self, message: Message) -> Probed:
+        return Probed(
+            pid=os.getpid(), mailbox=self._send.statistics().current_buffer_used,
+            handled=self.handled, asks=self.asks, ask_seconds=round(self.ask_seconds, 6),
+            ask_buckets=list(self.ask_buckets),
+        )
+
+    async def deliver(self, message: Message, reply: Reply | None) -> None:
+        """Put a message in the mailbox, waiting while it is full."""
+        if not self.accepting:
+            raise self._not_running()
+        try:
+            try:
+                self._send.send_nowait((message, reply))
+            except trio.WouldBlock:
+                await self._send.send((message, reply))
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise self._not_running() from None
+
+    def deliver_nowait(self, message: Message, reply: Reply | None) -> None:
+        """Put a message in the mailbox now; trio.WouldBlock if it is full."""
+        if not self.accepting:
+            raise self._not_running()
+        try:
+            self._send.send_nowait((message, reply))
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise self._not_running() from None
+
+    def fail(self, exc: BaseException) -> None:
+        """Crash the actor (an inline handler raised)."""
+        self._owner.fail(exc)
+
+    def _not_running(self) -> ActorGone:
+        why = "it is not running"
+        failure = self._owner.failure
+        if failure is not None:
+            why = f"it crashed ({type(failure).__name__}: {failure})"
+        elif self._owner.address is not None:
+            why = "it stopped"
+        return ActorGone(f"actor {self.path} ({self.address}): {why}")
+
+    # -- the actor's side -------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        """Serve the messages one at a time until the mailbox is closed and empty, or a
+        handler meets an actor gone because the system is stopping (the cell then stops).
+        A handler's exception is raised (the actor crashed): its ask got it first."""
+        # Set once for the loop (what a handler starts inherits it either way): an ask from
+        # the actor's own handler to itself is refused, not left waiting forever.
+        token = current_actor.set(self.address)
+        try:
+            await self._serve_messages()
+        finally:
+            current_actor.reset(token)
+
+    async def _serve_messages(self) -> None:
+        actor = self.actor
+        cls = type(actor)
+        receive = self._recv
+        budget = _FAIRNESS_BUDGET
+        while True:
+            budget -= 1
+            if budget <= 0:
+                budget = _FAIRNESS_BUDGET
+                await trio.lowlevel.checkpoint()
+            try:
+                message, reply = receive.receive_nowait()
+            except trio.WouldBlock:
+                budget = _FAIRNESS_BUDGET
+                try:
+                    message, reply = await receive.receive()
+                except trio.EndOfChannel:
+                    return
+            except trio.EndOfChannel:
+                return
+            name = cls.handler_for(type(message))
+            if name is None:
+                error = no_handler(cls, type(message))
+                if reply is not None:
+                    reply.fail(Failure.from_exception("remote", error, actor=self.path))
+                else:
+                    log.warning("actor %s dropped a message: %s", self.path, error)
+                continue
+            self._current = reply
+            began = 0.0 if reply is None else trio.current_time()
+            try:
+                result = await getattr(actor, name)(message)
+                if result is not None and not isinstance(result, Message):
+                    raise TypeError(
+                        f"handler {cls.__qualname__}.{name} returned {type(result).__name__},"
+                        " not a Message or None"
+                    )
+            except ActorGone as exc:
+                if not self.router.stopping:
+                    self._handler_failed(reply, exc)
+                    raise
+                # Another actor stopped first in a shutdown: part of it, not a crash.
+                log.info("actor %s: %s (the system is shutting down)", self.path, exc)
+                if reply is not None:
+                    reply.fail(self.gone("the system is shutting down", in_doubt=True))
+                self._current = None
+                return
+            except Exception as exc:
+                self._handler_failed(reply, exc)
+                raise
+            finally:
+                self.handled += 1
+                if reply is not None:
+                    self._count_ask(began)
+            self._current = None
+            if reply is not None:
+                reply.send(result)
+
+    def _count_ask(self, began: float) -> None:
+        took = trio.current_time() - began
+        self.asks += 1
+        self.ask_seconds += took
+        self.ask_buckets[bisect.bisect_left(ASK_BUCKETS, took)] += 1
+
+    def _handler_failed(self, reply: Reply | None, exc: BaseException) -> None:
+        if reply is not None:
+            reply.fail(Failure.from_exception("remote", exc, actor=self.path))
+        self._current = None
+
+    def fail_queued(self) -> None:
+        """Refuse what is queued: each ask hears the actor stopped before handling it."""
+        dropped = 0
+        while True:
+            try:
+                _, reply = self._recv.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+            if reply is not None:
+                reply.fail(self.gone("it stopped before handling this request"))
+            else:
+                dropped += 1
+        if dropped:
+            log.warning("actor %s stopped with %d messages unread", self.path, dropped)
+
+    def abandon(self) -> None:
+        """The actor is gone: the ask it was handling (if any) and what is queued fail."""
+        self.close()
+        if self._current is not None:
+            self._current.fail(
+                self.gone("it was stopped while handling this request", in_doubt=True)
+            )
+            self._current = None
+        self.fail_queued()
+
+    def gone(self, why: str, *, in_doubt: bool = False) -> Failure:
+        """The failure an ask to this actor gets: it is gone, and ``why``."""
+        return Failure(
+            kind="gone", type_name="ActorGone",
+            message=f"actor {self.path} ({self.address}): {why}", actor=self.path,
+            in_doubt=in_doubt,
+        )
