@@ -6,12 +6,10 @@ import logging
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any, Literal
 
 import trio
@@ -31,7 +29,7 @@ from .._base._events import Event, EventBus, ReloadAborted, SystemReloaded
 from .._base._handoff import AcceptorStats
 from .._base._ref import ActorRef
 from .._base._spec import ChildSpec, SupervisorSpec, validate_name
-from .._base._tree import Child, Lifecycle, Root, stop_children, walk
+from .._base._tree import Child, Lifecycle, stop_children, walk
 from .._listening._listener import Listener, run_listeners
 from .._messaging._names import NameRegistry
 from .._messaging._router import MASTER_NODE, Router
@@ -40,21 +38,14 @@ from .._operations._output import OutputLog
 from .._operations._protocol import ActorStatus, SystemInfo
 from .._operations._server import open_control_server
 from .._operations._status import collect_status
-from .._running._cell import Cell
-from .._running._lazyserver import open_lazy_fork_server
 from .._running._processes import (
     LOADING_MAIN_ENV,
-    ColdSpawner,
-    Spawner,
-    main_script,
     unguarded_main,
 )
-from .._state._actors import StateServiceActor
 from .._state._api import SharedState
-from .._state._service import LocalUpstream, StateService
-from .._state._store import Store
 from .._state._stores import check_store_url, open_store
 from .._supervision._start import Runnable, Starter
+from ._services import default_name, open_spawner, start_state
 
 __all__ = ["ActorSystem", "open_system"]
 
@@ -369,19 +360,19 @@ async def open_system(
     if not store_timeout > 0:
         raise ValueError("store_timeout must be > 0 seconds")
     check_store_url(store)  # a configuration error is raised as itself, before anything runs
-    name = name if name is not None else _default_name()
+    name = name if name is not None else default_name()
     validate_name(name)
     try:
         output = OutputLog()
         async with (
-            _open_spawner(start_method, tree, output) as spawner,
+            open_spawner(start_method, tree, output) as spawner,
             open_store(store, store_timeout=store_timeout) as kept,
             trio.open_nursery() as nursery,
         ):
             router = Router(MASTER_NODE, nursery, names=NameRegistry(restart_wait=restart_wait),
                             events=events, max_frame_size=max_frame_size)
             starter = Starter(router, spawner, output=output)
-            await _start_state(nursery, router, starter, kept, store_timeout, events)
+            await start_state(nursery, router, starter, kept, store_timeout, events)
             listeners: dict[str, Listener] = {}
             run_listeners(starter, sockets, listeners)
             system = ActorSystem(router, starter, nursery, events, listeners, name=name,
@@ -435,27 +426,6 @@ async def open_system(
         raise failure
 
 
-async def _start_state(
-    nursery: trio.Nursery,
-    router: Router,
-    starter: Starter,
-    store: Store,
-    store_timeout: float,
-    events: EventBus,
-) -> None:
-    """The shared state's service (and its actor, which workers' replicas ask)."""
-    service = StateService(router, store, timeout=store_timeout, events=events)
-    await nursery.start(service.run)
-    parent = Root("", nursery)  # the runtime's own actors
-    cell = Cell(router, StateServiceActor(service), path="@state", parent=parent,
-                shutdown_timeout=1.0, spawn=starter.spawn, report_events=False,
-                register_name=False)
-    await nursery.start(cell.run)
-    starter.state = SharedState(LocalUpstream(service), service.local,
-                                max_size=router.max_frame_size)
-    starter.state_service = cell.mailbox.address
-
-
 def _did_you_mean(path: str, paths: Iterable[str]) -> str:
     """`` (did you mean 'root/echo'?)`` when exactly one of ``paths`` ends with ``path``
     (given without its parents), else nothing."""
@@ -466,18 +436,6 @@ def _did_you_mean(path: str, paths: Iterable[str]) -> str:
 def _related(path: str, other: str) -> bool:
     """True when ``path`` names ``other``, something below it, or something above it."""
     return other == path or other.startswith(path + "/") or path.startswith(other + "/")
-
-
-def _default_name() -> str:
-    main_path, main_module = main_script()
-    if main_path is not None:
-        stem = Path(main_path).stem
-    elif main_module is not None:
-        stem = main_module.rpartition(".")[2]
-    else:
-        stem = Path(sys.argv[0]).stem if sys.argv and sys.argv[0] else "actors"
-    cleaned = "".join(c if c.isalnum() or c in "-_." else "-" for c in stem).strip(".")
-    return cleaned or "actors"
 
 
 @asynccontextmanager
@@ -529,27 +487,6 @@ async def _reload_on_signal(system: ActorSystem) -> None:
 def _gave_up(system: ActorSystem | None) -> RestartLimitExceeded | None:
     root = None if system is None else system.root
     return None if root is None else root.gave_up
-
-
-@asynccontextmanager
-async def _open_spawner(
-    start_method: str, tree: SupervisorSpec | None, output: OutputLog
-) -> AsyncIterator[Spawner]:
-    if start_method == "forkserver":
-        async with open_lazy_fork_server(_modules_of(tree), output=output) as server:
-            yield server
-    else:
-        yield ColdSpawner()
-
-
-def _modules_of(spec: ChildSpec | None) -> list[str]:
-    """Modules of the actor classes in a tree, for the fork server to import up front."""
-    if spec is None:
-        return []
-    if isinstance(spec, SupervisorSpec):
-        return sorted({name for child in spec.children for name in _modules_of(child)})
-    module = spec.actor_class.__module__
-    return [] if module in ("__main__", "__mp_main__") else [module]
 
 
 async def _cancel_when_root_gives_up(root: Runnable, nursery: trio.Nursery) -> None:

@@ -1,0 +1,84 @@
+"""What a master runs beside its tree: the spawner that starts worker processes (a fork
+server, or a fresh interpreter each), the shared state's service, and the system's name."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import trio
+
+from .._base._events import EventBus
+from .._base._spec import ChildSpec, SupervisorSpec
+from .._base._tree import Root
+from .._messaging._router import Router
+from .._operations._output import OutputLog
+from .._running._cell import Cell
+from .._running._lazyserver import open_lazy_fork_server
+from .._running._processes import ColdSpawner, Spawner, main_script
+from .._state._actors import StateServiceActor
+from .._state._api import SharedState
+from .._state._service import LocalUpstream, StateService
+from .._state._store import Store
+from .._supervision._start import Starter
+
+__all__ = ["default_name", "open_spawner", "start_state"]
+
+
+async def start_state(
+    nursery: trio.Nursery,
+    router: Router,
+    starter: Starter,
+    store: Store,
+    store_timeout: float,
+    events: EventBus,
+) -> None:
+    """The shared state's service (and its actor, which workers' replicas ask)."""
+    service = StateService(router, store, timeout=store_timeout, events=events)
+    await nursery.start(service.run)
+    parent = Root("", nursery)  # the runtime's own actors
+    cell = Cell(router, StateServiceActor(service), path="@state", parent=parent,
+                shutdown_timeout=1.0, spawn=starter.spawn, report_events=False,
+                register_name=False)
+    await nursery.start(cell.run)
+    starter.state = SharedState(LocalUpstream(service), service.local,
+                                max_size=router.max_frame_size)
+    starter.state_service = cell.mailbox.address
+
+
+def default_name() -> str:
+    """The name of a system nobody named: its main script's, made safe for a file name."""
+    main_path, main_module = main_script()
+    if main_path is not None:
+        stem = Path(main_path).stem
+    elif main_module is not None:
+        stem = main_module.rpartition(".")[2]
+    else:
+        stem = Path(sys.argv[0]).stem if sys.argv and sys.argv[0] else "actors"
+    cleaned = "".join(c if c.isalnum() or c in "-_." else "-" for c in stem).strip(".")
+    return cleaned or "actors"
+
+
+@asynccontextmanager
+async def open_spawner(
+    start_method: str, tree: SupervisorSpec | None, output: OutputLog
+) -> AsyncIterator[Spawner]:
+    """What starts the workers of ``tree``: a fork server (``"forkserver"``, started with
+    the first worker, the tree's modules imported up front), or a fresh interpreter each."""
+    if start_method == "forkserver":
+        async with open_lazy_fork_server(_modules_of(tree), output=output) as server:
+            yield server
+    else:
+        yield ColdSpawner()
+
+
+def _modules_of(spec: ChildSpec | None) -> list[str]:
+    """Modules of the actor classes in a tree, for the fork server to import up front."""
+    if spec is None:
+        return []
+    if isinstance(spec, SupervisorSpec):
+        return sorted({name for child in spec.children for name in _modules_of(child)})
+    module = spec.actor_class.__module__
+    return [] if module in ("__main__", "__mp_main__") else [module]
