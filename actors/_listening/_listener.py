@@ -2,10 +2,10 @@
 
 A running :class:`Listener` is a composition (as OTP composes its listeners): a small router
 actor, which its acceptors report to, plus a plain :class:`Supervisor` of the acceptor
-workers; it follows its acceptors coming and going through the supervisor's membership
-channel. The listening socket is bound in the master by the first incarnation and belongs
-to the system, so a restarted listener serves the same address and loses no queued
-connection. Policies:
+workers; its :class:`Routing` follows the acceptors coming and going through the
+supervisor's membership channel, and hands them connections. The listening socket is bound
+in the master by the first incarnation and belongs to the system, so a restarted listener
+serves the same address and loses no queued connection. Policies:
 
 ``round_robin`` (default, Node's SCHED_RR): the master accepts, and hands each connection's fd
 to the next acceptor with a request that the acceptor acknowledges; at most ``in_flight``
@@ -29,25 +29,19 @@ import dataclasses
 import logging
 import math
 import os
-import random
 import socket
 from collections.abc import Callable, Sequence
 
 import trio
-
-from protocol import Message, SocketHandle
 
 from .._base._actor import Actor, handler
 from .._base._errors import ActorError, ReloadFailed, SpawnError
 from .._base._handoff import (
     ROUTED,
     AcceptorStats,
-    Attach,
     Closed,
     GetStats,
     HandBack,
-    HandlePassed,
-    Handoff,
     ListenerReport,
 )
 from .._base._ref import ActorRef
@@ -63,12 +57,12 @@ from .._base._tree import (
 )
 from .._messaging._router import Router
 from .._running._cell import Cell
-from .._supervision._places import ChildDown, ChildUp, Membership
+from .._supervision._places import Membership
 from .._supervision._start import Starter
 from .._supervision._supervisor import Supervisor
-from ._accepting import accept_all, accept_loop
-from ._dispatcher import Batch, Dispatcher, Route, outcome
-from ._sockets import AcceptBackoff, bind, claim_address
+from ._dispatcher import Dispatcher
+from ._routing import Routing
+from ._sockets import bind, claim_address
 from ._spec import ListenerSpec
 
 __all__ = ["Listener", "run_listeners"]
@@ -138,9 +132,7 @@ class Listener(ChildBase):
         self.nursery: trio.Nursery
         self.dispatcher = Dispatcher(spec.policy, spec.in_flight)
         self._supervisor: Supervisor | None = None
-        self._actor: Cell | None = None
-        self._accepting = False
-        self._routing = False  # acceptors may be routed to (it is up, and not stopping)
+        self._routing: Routing | None = None  # (once its socket is bound)
         self._reload_lock = trio.Lock()
 
     @property
@@ -171,9 +163,13 @@ class Listener(ChildBase):
             membership, joined = trio.open_memory_channel[Membership](math.inf)
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
+                routing = self._routing = Routing(
+                    self.router, self.spec, self.path, self.sock, self._sockets,
+                    self.dispatcher, nursery,
+                )
                 # The actor shares the listener's path: the supervisor's events speak for both.
-                actor = self._actor = Cell(
-                    self.router, _ListenerActor(self.dispatcher, self._handed_back),
+                actor = Cell(
+                    self.router, _ListenerActor(self.dispatcher, routing.handed_back),
                     path=self.path, parent=self, shutdown_timeout=1.0,
                     spawn=self._starter.spawn, report_events=False,
                 )
@@ -186,22 +182,22 @@ class Listener(ChildBase):
                     address=actor.address,
                 )
                 self.running.append(sup)
-                nursery.start_soon(self._follow, joined)
+                nursery.start_soon(routing.follow, joined, actor.ref)
                 try:
                     await nursery.start(sup.run)
                 except ActorError as exc:
                     failure = exc  # raised out of the nursery, as itself
                 else:
                     if self.spec.policy in ROUTED:
-                        self._accepting = True
-                        nursery.start_soon(self._accept_loop)
+                        routing.accepting = True
+                        nursery.start_soon(routing.accept_loop)
                     if self.spec.report_every > 0:
                         nursery.start_soon(self._report_loop)
-                    self._routing = True
+                    routing.open = True
                     self._move(Lifecycle.RUNNING)
                     task_status.started(self)
                     await sup.done.wait()
-                self._accepting = self._routing = False
+                routing.accepting = routing.open = False
                 self._stopping(None)
                 with trio.CancelScope(shield=True):
                     await stop_children(self)
@@ -209,7 +205,8 @@ class Listener(ChildBase):
             if failure is not None:
                 raise failure
         finally:
-            self._accepting = self._routing = False
+            if self._routing is not None:
+                self._routing.accepting = self._routing.open = False
             if self._registry.get(self.path) is self:
                 del self._registry[self.path]
             self.dispatcher.close_all()
@@ -240,11 +237,14 @@ class Listener(ChildBase):
         closed at once, so that new clients are refused rather than left waiting for an
         answer while the acceptors drain."""
         self._stopping("asked")
-        self._accepting = False
+        routing = self._routing
+        if routing is not None:
+            routing.accepting = False
         if self.sock is not None:
             trio.lowlevel.notify_closing(self.sock)
             if self.router.stopping:
-                self._routing = False
+                if routing is not None:
+                    routing.open = False  # (nobody will serve what is handed back)
                 for key in [self.path, *(k for k in self._sockets
                                          if k.startswith(self.path + "/"))]:
                     sock = self._sockets.pop(key, None)  # (a second stop finds none)
@@ -286,134 +286,8 @@ class Listener(ChildBase):
                 added.append(str(index))
             for name in reversed(names[count:]):
                 await sup.remove_child(name)
-                self._close_slot(name)
-
-    # -- acceptors coming and going ---------------------------------------------------------
-
-    async def _follow(self, joined: trio.MemoryReceiveChannel[Membership]) -> None:
-        async for change in joined:
-            if isinstance(change, ChildUp):
-                await self._attach(change.name, change.child)
-            elif isinstance(change, ChildDown):
-                key = change.child.address
-                if key is not None:
-                    self.dispatcher.retire(key)
-
-    async def _attach(self, name: str, instance: Child) -> None:
-        assert self._actor is not None
-        assert self.sock is not None
-        policy = self.spec.policy
-        pid = instance.pid or 0
-        key = instance.address
-        family = int(self.sock.family)
-        if policy == "shared":
-            attach = Attach(listener=self._actor.ref, policy="shared", family=family,
-                            sock=SocketHandle.from_socket(self.sock))
-        elif policy == "reuseport":
-            attach = Attach(listener=self._actor.ref, policy="reuseport", family=family,
-                            sock=SocketHandle.from_socket(await self._slot(name)))
-        else:
-            attach = Attach(listener=self._actor.ref, policy=policy, family=family)
-        limit = self.spec.max_connections_per_worker
-        if limit is not None:
-            attach = attach.model_copy(
-                update={"recycle_after": limit + random.randrange(limit // 10 + 1)}
-            )
-        try:
-            await instance.ref.tell(attach)
-        except ActorError as exc:
-            log.warning("could not attach acceptor %s: %r", instance.path, exc)
-            return
-        if attach.sock is not None:
-            self.router.publish(HandlePassed(
-                path=self.path, acceptor=instance.path, pid=pid, host=str(self.host),
-                port=int(self.port),
-            ))
-        if key is not None:
-            # Every policy routes: the master's own accepts (round_robin, least_busy), and
-            # the idle connections a draining acceptor hands back (any policy).
-            self._send(self.dispatcher.add(Route(
-                key=key, name=instance.path, ref=instance.ref, pid=pid, gone=instance.done,
-            )))
-
-    async def _slot(self, name: str) -> socket.socket:
-        """The ``reuseport`` socket of acceptor ``name``: bound and held by the master, so
-        that the connections the kernel queued on it wait for the acceptor's successor
-        (a crash, a reload) instead of being reset when the acceptor's copy closes."""
-        key = f"{self.path}/{name}"
-        sock = self._sockets.get(key)
-        if sock is None:
-            sock = self._sockets[key] = await bind(
-                str(self.host), int(self.port), reuseport=True, listen=True,
-                backlog=self.spec.backlog,
-            )
-        return sock
-
-    def _close_slot(self, name: str) -> None:
-        """Acceptor ``name`` is gone for good (scaled down): what its socket queued goes to
-        the others, then it is closed."""
-        sock = self._sockets.pop(f"{self.path}/{name}", None)
-        if sock is None:
-            return
-        taken = accept_all(sock, self.path)
-        trio.lowlevel.notify_closing(sock)
-        sock.close()
-        self._route(taken)
-
-    # -- routing ----------------------------------------------------------------------------
-
-    def _route(self, conns: list[socket.socket]) -> None:
-        self._send(self.dispatcher.dispatch([(conn, 0) for conn in conns]))
-
-    def _handed_back(self, conns: list[socket.socket]) -> None:
-        """Idle connections a draining acceptor could not keep: to another one, unless the
-        system is stopping (then nobody will serve them)."""
-        if self.router.stopping or not self._routing:
-            for conn in conns:
-                conn.close()
-            return
-        self._route(conns)
-
-    def _send(self, batches: list[Batch]) -> None:
-        for batch in batches:
-            self._hand_off(batch)
-
-    def _hand_off(self, batch: Batch) -> None:
-        route = batch.route
-
-        def answered(reply: Message | None, error: BaseException | None) -> None:
-            taken, how = outcome(reply, error)
-            self._send(self.dispatcher.answered(route, batch.id, taken, how))
-            if route.doubtful and not route.settling:
-                route.settling = True
-                self.nursery.start_soon(self._settle, route)
-
-        handoff = Handoff(conns=[SocketHandle.from_socket(conn) for conn, _ in batch.conns])
-        self.router.request(route.ref, handoff, answered)
-
-    async def _settle(self, route: Route) -> None:
-        """Once the process of an acceptor that died with connections in doubt is gone,
-        hand on those it never touched."""
-        await route.gone.wait()
-        self._send(self.dispatcher.settle(route))
-
-    async def _accept_loop(self) -> None:
-        assert self.sock is not None
-        dispatcher = self.dispatcher
-
-        def room() -> int:
-            # (connections already waiting for room go first: the kernel queues the rest)
-            if not self._accepting:
-                return -1
-            return 0 if dispatcher.waiting else dispatcher.room()
-
-        async def wait_for_room() -> None:
-            dispatcher.capacity = trio.Event()
-            await dispatcher.capacity.wait()  # every acceptor is at its cap
-
-        # What is queued goes over together: one hand-off per acceptor, however many it gets.
-        await accept_loop(self.sock, room=room, wait_for_room=wait_for_room, take=self._route,
-                          backoff=AcceptBackoff(self.path))
+                if self._routing is not None:
+                    self._routing.close_slot(name)
 
     # -- figures and reloads ----------------------------------------------------------------
 
