@@ -13,7 +13,7 @@ import logging
 import trio
 
 from .._base._control import NameRegistered, NameUnregistered
-from .._base._errors import ActorError, SpawnError
+from .._base._errors import ActorError
 from ._link import Link
 
 __all__ = ["NameRegistry"]
@@ -30,27 +30,12 @@ class NameRegistry:
         self.upstream: Link | None = None  # where registrations are reported (None: master)
         self._supervised: set[str] = set()
         self._awaiting: dict[str, trio.Event] = {}
-        self._starting: set[str] = set()
 
     def get(self, path: str) -> str | None:
         return self.names.get(path)
 
     def taken(self, path: str) -> bool:
-        return path in self.names or path in self._starting
-
-    def reserve(self, path: str) -> None:
-        """Claim ``path`` for an actor about to start (until it registers or gives up)."""
-        holder = self.names.get(path)
-        if holder is not None:
-            raise SpawnError(f"the name {path!r} is already taken by {holder}")
-        if path in self._starting:
-            raise SpawnError(
-                f"the name {path!r} is already taken by an actor that is starting"
-            )
-        self._starting.add(path)
-
-    def unreserve(self, path: str) -> None:
-        self._starting.discard(path)
+        return path in self.names
 
     def register(self, path: str, address: str, *, replace: bool = False) -> None:
         """``address`` holds ``path`` from now on; a path held by another is an error,
