@@ -122,6 +122,8 @@ class WorkerHandle(ChildBase):
                     nursery.start_soon(router.pump, link)
                     ready = await handshake(link, self._start_message(), deadline=deadline,
                                             start_timeout=self.start_timeout)
+                    if not isinstance(ready, SpawnError):
+                        ready = self._check_name(ready)
                     if isinstance(ready, SpawnError):
                         failed = ready
                         router.link_down(link, "its start failed")
@@ -171,9 +173,18 @@ class WorkerHandle(ChildBase):
             shutdown_timeout=shutdown, state_service=self.state_service,
         )
 
+    def _check_name(self, address: str) -> str | SpawnError:
+        """The worker's actor registered its name before it said Ready (NameRegistered comes
+        first on the channel, and the router handles it as it reads it): nothing to register
+        here, only a name held by another to refuse."""
+        holder = self.router.names.get(self.path)
+        if holder is not None and holder != address:
+            return SpawnError(f"actor {self.path} failed to start: the name {self.path!r} is "
+                              f"already taken by {holder}")
+        return address
+
     def _ready(self, address: str) -> None:
         self.address = address
-        self.router.names.register(self.path, address)
         self.router.publish(ActorReady(path=self.path, address=address, pid=self.pid))
         self._move(Lifecycle.RUNNING)
 
