@@ -7,19 +7,23 @@ tells that the receiver has not yet passed on (into a mailbox, or onward to anot
 process); the receiver gives credit back (:class:`Credit`) as it passes them on. Asks,
 replies and control messages take no credit: each ask has a task (or a bounded request)
 waiting for it, so they cannot pile up without bound.
+
+:class:`Links` is the table of a process's links (kept by the router) as the parts that send
+through it see it.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import trio
 
 from protocol import Channel, FrameKind, Message, encode_message
 
-from .._base._control import Credit
+from .._base._control import Credit, Heartbeat
 
-__all__ = ["CREDIT_GRANT", "TELL_WINDOW", "Link"]
+__all__ = ["CREDIT_GRANT", "TELL_WINDOW", "Link", "Links"]
 
 TELL_WINDOW = 1024 * 1024
 """Bytes of tells a sender may have in flight on one link before it waits for credit."""
@@ -30,9 +34,10 @@ CREDIT_GRANT = TELL_WINDOW // 8
 class Link:
     """The channel to the parent process, or to one worker process this one started.
 
-    The router reads its frames (``Router.pump``) and answers what concerns routing itself
-    (names, events, heartbeats, credit); every other control message goes to ``control``,
-    which the link's owner reads (a worker handle in the parent, the bootstrap in a worker).
+    The router reads its frames (``Router.pump``); each control message goes to the part of
+    the process that handles its type (see ``_control_table``), and every other one to
+    ``control``, which the link's owner reads (a worker handle in the parent, the bootstrap
+    in a worker).
     ``subtree`` is the path of the worker's actor (child links only): the worker may name
     and report actors at that path or below it, nothing else.
 
@@ -88,6 +93,13 @@ class Link:
             return False
         return True
 
+    def to_owner(self, message: Message) -> None:
+        """Leave a control message for the link's owner (see ``control``)."""
+        try:
+            self.control.send_nowait(message)
+        except trio.ClosedResourceError:
+            pass  # nobody listens any more: the link is going down
+
     def owns(self, node_id: str) -> bool:
         """True when ``node_id`` is the peer or below it (only meaningful for child links)."""
         return node_id == self.peer or node_id.startswith(self._below)
@@ -104,9 +116,13 @@ class Link:
             self._credit_back = trio.Event()
             await self._credit_back.wait()
 
-    def credited(self, amount: int) -> None:
-        """The peer passed ``amount`` bytes of our tells on."""
-        self.send_credit += amount
+    def on_heartbeat(self, message: Heartbeat) -> None:
+        """The peer's event loop is alive: nothing to do, ``last_heard`` was set when the
+        frame was read (any frame shows it)."""
+
+    def on_credit(self, message: Credit) -> None:
+        """The peer passed ``message.bytes`` bytes of our tells on (its Credit handler)."""
+        self.send_credit += message.bytes
         self._credit_back.set()
 
     def passed_on(self, size: int) -> None:
@@ -119,3 +135,17 @@ class Link:
     def stop_sending(self) -> None:
         """Wake whoever waits for credit (the link is closing or down)."""
         self._credit_back.set()
+
+
+class Links(Protocol):
+    """The links of this process (the router keeps them), as the parts that send through
+    them use them: the name registry, the event publisher."""
+
+    @property
+    def parent(self) -> Link | None:
+        """The link to the parent process (None in the master)."""
+        ...
+
+    def link_towards(self, node_id: str) -> Link | None:
+        """The next hop towards ``node_id`` (None for this node or when there is none)."""
+        ...

@@ -1,7 +1,8 @@
 """``NameRegistry``: which actor holds which path, and who waits for a path to come back.
 
 Every process keeps the names of its own actors; each registration is also reported up the
-tree, so the master knows the names of the whole system and resolves sends by path. A path
+tree (:class:`NameRegistered`, :class:`NameUnregistered`, handled here when they arrive from a
+worker), so the master knows the names of the whole system and resolves sends by path. A path
 that a supervisor keeps alive is *held*: while nobody holds it (its actor is restarting),
 senders by path wait for the next incarnation, up to ``restart_wait`` seconds.
 """
@@ -14,7 +15,7 @@ import trio
 
 from .._base._control import NameRegistered, NameUnregistered
 from .._base._errors import ActorError
-from ._link import Link
+from ._link import Link, Links
 
 __all__ = ["NameRegistry"]
 
@@ -22,12 +23,16 @@ log = logging.getLogger("actors")
 
 
 class NameRegistry:
-    """Paths to addresses (``node/id``), and the paths supervisors keep alive."""
+    """Paths to addresses (``node/id``), and the paths supervisors keep alive.
+
+    ``links`` (set once by the process's :class:`Router`) are where registrations are
+    reported (the parent link; none in the master) and how the holder of a name is reached.
+    """
 
     def __init__(self, *, restart_wait: float = 5.0) -> None:
         self.restart_wait = restart_wait
         self.names: dict[str, str] = {}
-        self.upstream: Link | None = None  # where registrations are reported (None: master)
+        self.links: Links | None = None
         self._supervised: set[str] = set()
         self._awaiting: dict[str, trio.Event] = {}
 
@@ -45,15 +50,17 @@ class NameRegistry:
             raise ActorError(f"the name {path!r} is already taken by {holder}")
         self.names[path] = address
         self._wake(path)
-        if self.upstream is not None:
-            self.upstream.notify(NameRegistered(path=path, address=address))
+        upstream = self._upstream()
+        if upstream is not None:
+            upstream.notify(NameRegistered(path=path, address=address))
 
     def unregister(self, path: str, address: str) -> None:
         """``address`` gives ``path`` up (nothing happens if another holds it now)."""
         if self.names.get(path) == address:
             del self.names[path]
-            if self.upstream is not None:
-                self.upstream.notify(NameUnregistered(path=path, address=address))
+            upstream = self._upstream()
+            if upstream is not None:
+                upstream.notify(NameUnregistered(path=path, address=address))
 
     def hold(self, path: str) -> None:
         """A supervisor keeps ``path`` alive: while nobody holds it, senders by path wait
@@ -81,6 +88,55 @@ class NameRegistry:
         with trio.move_on_after(self.restart_wait):
             await event.wait()
         return self.names.get(path)
+
+    def drop(self, link: Link) -> list[tuple[str, str]]:
+        """Unregister the names held in the subtree of the worker behind ``link`` (its
+        process is gone or going); the ``(path, address)`` pairs dropped."""
+        dropped = []
+        for path, address in list(self.names.items()):
+            if link.owns(address.partition("/")[0]):
+                self.unregister(path, address)  # and up the tree
+                dropped.append((path, address))
+        return dropped
+
+    # -- reports from workers (handlers of the control table) -------------------------------
+
+    def on_registered(self, link: Link, message: NameRegistered) -> None:
+        """An actor in the worker behind ``link`` (or below it) took a path."""
+        if not self._may_name(link, message):
+            return
+        holder = self.names.get(message.path)
+        if holder is None or holder == message.address:
+            self.register(message.path, message.address)
+            return
+        holder_link = None if self.links is None else self.links.link_towards(
+            holder.partition("/")[0]
+        )
+        if holder_link is not None and (holder_link.retiring or holder_link.closing):
+            # The holder belongs to an incarnation on its way out (it asked to be
+            # replaced): names follow the live one.
+            self.register(message.path, message.address, replace=True)
+        else:
+            log.warning("%r registered twice (by %s and %s); keeping the first",
+                        message.path, holder, message.address)
+
+    def on_unregistered(self, link: Link, message: NameUnregistered) -> None:
+        """An actor in the worker behind ``link`` (or below it) gave its path up."""
+        if self._may_name(link, message):
+            self.unregister(message.path, message.address)
+
+    @staticmethod
+    def _may_name(link: Link, message: NameRegistered | NameUnregistered) -> bool:
+        """A worker names only actors of its own process tree, at its own path or below."""
+        node_id = message.address.partition("/")[0]
+        if link.owns(node_id) and link.covers(message.path):
+            return True
+        log.error("node %s (%s) may not name %r at %s: refused", link.peer, link.subtree,
+                  message.path, message.address)
+        return False
+
+    def _upstream(self) -> Link | None:
+        return None if self.links is None else self.links.parent
 
     def _wake(self, path: str) -> None:
         event = self._awaiting.pop(path, None)

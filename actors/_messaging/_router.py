@@ -15,6 +15,10 @@ messages are never held behind data.
 
 Every ask gets an answer: each hop that forwards an ask remembers it until the reply passes
 back, and answers it with :class:`ActorGone` itself if the link it went out on goes down.
+
+Control messages go to their handlers through one table (see ``_control_table``), filled
+when the router is made: names to the name registry, events to the publisher, credit and
+heartbeats to the link, the shutdown to the router itself.
 """
 
 from __future__ import annotations
@@ -40,7 +44,6 @@ from protocol import (
     ProtocolError,
     decode_message,
     encode_message,
-    registry,
 )
 
 from .._base._control import (
@@ -57,8 +60,10 @@ from .._base._errors import ActorGone, ActorNotFound, CallingSelf
 from .._base._events import ActorExited, Event, EventSink, ExitReason
 from .._base._ref import SENDER_CONTEXT_KEY, ActorRef
 from ._asks import Answered, Pending, PendingAsks, Reply, to_exception
+from ._control_table import ControlTable
 from ._link import Link
 from ._names import NameRegistry
+from ._publisher import Publisher
 
 __all__ = ["MASTER_NODE", "Mailbox", "Router", "current_actor"]
 
@@ -132,7 +137,7 @@ class Router:
         self.id = node_id
         self.nursery = nursery
         self.names = names
-        self.events = events
+        self.publisher = Publisher(events)
         self.max_frame_size = max_frame_size
         self.asks = PendingAsks()
         self.parent: Link | None = None
@@ -148,6 +153,18 @@ class Router:
         self._hops: dict[str, Link | None] = {}  # link_towards, remembered until links change
         # Actors known to be gone, by address: who they were and why they went (bounded).
         self._departed: OrderedDict[str, str] = OrderedDict()
+        # Names and events are reported up through this router's links.
+        names.links = self
+        self.publisher.links = self
+        # The control messages the router's parts handle, each once; any other goes to the
+        # link's owner (a worker handle in the parent, the bootstrap in a worker).
+        controls = self.controls = ControlTable()
+        controls.register(Heartbeat, Link.on_heartbeat, from_parent=True, from_children=True)
+        controls.register(Credit, Link.on_credit, from_parent=True, from_children=True)
+        controls.register(SystemStopping, self.on_system_stopping, from_parent=True)
+        controls.register(NameRegistered, names.on_registered, from_children=True)
+        controls.register(NameUnregistered, names.on_unregistered, from_children=True)
+        controls.register(EventReport, self.publisher.on_report, from_children=True)
 
     @property
     def is_master(self) -> bool:
@@ -164,7 +181,6 @@ class Router:
     def attach_parent(self, link: Link) -> None:
         """``link`` leads to the parent process: unknown paths and events go up it."""
         self.parent = link
-        self.names.upstream = link
         self._hops.clear()
 
     def add_child(self, link: Link) -> None:
@@ -175,10 +191,7 @@ class Router:
 
     def publish(self, event: Event) -> None:
         """Report a lifecycle event: to ``events()`` in the master, up the tree elsewhere."""
-        if self.events is not None:
-            self.events.publish(event)
-        elif self.parent is not None:
-            self.parent.notify(EventReport(tag=event.message_tag, body=event.model_dump_json()))
+        self.publisher.publish(event)
 
     def system_stopping(self) -> None:
         """The system is shutting down: say so here and in every process below."""
@@ -187,6 +200,10 @@ class Router:
         self.stopping = True
         for link in list(self.children.values()):
             link.notify(SystemStopping())
+
+    def on_system_stopping(self, link: Link, message: SystemStopping) -> None:
+        """The parent says the system is shutting down (its control table handler)."""
+        self.system_stopping()
 
     def departed(self, address: str, path: str, reason: ExitReason) -> None:
         """Remember that the actor at ``address`` is gone, so that sends to it say so."""
@@ -495,7 +512,7 @@ class Router:
         link.closing = True
         link.stop_sending()
         if not link.is_parent:
-            self._drop_names(link)
+            self.names.drop(link)
 
     def link_down(self, link: Link, reason: str, error: BaseException | None = None) -> None:
         """Forget ``link``: fail what waits on it, drop its names, and close it."""
@@ -527,17 +544,9 @@ class Router:
             if self.children.get(link.peer) is link:
                 del self.children[link.peer]
                 self._hops.clear()
-            lost = self._drop_names(link)
+            lost = self.names.drop(link)
             if not orderly:
                 self._report_lost(link, lost, reason)
-
-    def _drop_names(self, link: Link) -> list[tuple[str, str]]:
-        dropped = []
-        for path, address in list(self.names.names.items()):
-            if link.owns(address.partition("/")[0]):
-                self.names.unregister(path, address)  # and up the tree
-                dropped.append((path, address))
-        return dropped
 
     def _report_lost(self, link: Link, lost: list[tuple[str, str]], reason: str) -> None:
         """Actors that went down with a process, without a word of their own: their exit."""
@@ -553,7 +562,7 @@ class Router:
     def _on_frame(self, link: Link, frame: Frame) -> None:
         kind = frame.kind
         if kind is FrameKind.SYSTEM:
-            self._on_control(link, self.decode(frame))
+            self.controls.dispatch(link, self.decode(frame))
             return
         destination, sep, source = frame.route.partition("|")
         if not sep or not source:
@@ -566,59 +575,6 @@ class Router:
             self._on_request(link, frame, destination, source)
         else:
             self._on_answer(link, frame, destination, source)
-
-    def _on_control(self, link: Link, message: Message) -> None:
-        """What the router answers itself; the rest goes to the link's owner."""
-        if isinstance(message, Heartbeat):
-            return  # the pump already noted that the peer is alive
-        if isinstance(message, Credit):
-            link.credited(message.bytes)
-            return
-        if isinstance(message, SystemStopping) and link.is_parent:
-            self.system_stopping()
-            return
-        if link.is_parent or not isinstance(message, NameRegistered | NameUnregistered
-                                            | EventReport):
-            try:
-                link.control.send_nowait(message)
-            except trio.ClosedResourceError:
-                pass  # nobody listens any more: the link is going down
-            return
-        if isinstance(message, EventReport):
-            self._on_event_report(link, message)
-            return
-        node_id = message.address.partition("/")[0]
-        if not link.owns(node_id) or not link.covers(message.path):
-            log.error("node %s (%s) may not name %r at %s: refused", link.peer,
-                      link.subtree, message.path, message.address)
-            return
-        if isinstance(message, NameUnregistered):
-            self.names.unregister(message.path, message.address)
-            return
-        holder = self.names.get(message.path)
-        if holder is None or holder == message.address:
-            self.names.register(message.path, message.address)
-            return
-        holder_link = self.link_towards(holder.partition("/")[0])
-        if holder_link is not None and (holder_link.retiring or holder_link.closing):
-            # The holder belongs to an incarnation on its way out (it asked to be
-            # replaced): names follow the live one.
-            self.names.register(message.path, message.address, replace=True)
-        else:
-            log.warning("%r registered twice (by %s and %s); keeping the first",
-                        message.path, holder, message.address)
-
-    def _on_event_report(self, link: Link, report: EventReport) -> None:
-        try:
-            event = registry.decode(report.tag, report.body.encode())
-        except ProtocolError as exc:
-            log.error("node %s reported an event that cannot be read: %s", link.peer, exc)
-            return
-        if not isinstance(event, Event) or not link.covers(event.path):
-            log.error("node %s (%s) may not report %r: refused", link.peer, link.subtree,
-                      event)
-            return
-        self.publish(event)
 
     def _passed_on(self, link: Link, frame: Frame) -> None:
         if frame.kind is FrameKind.TELL:
