@@ -137,7 +137,7 @@ class Listener(ChildBase):
 
     @property
     def ref(self) -> ActorRef:
-        return ActorRef(self.router, path=self.path)
+        return ActorRef(self.router.outbox, path=self.path)
 
     @property
     def children(self) -> Sequence[Child]:

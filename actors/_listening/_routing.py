@@ -166,7 +166,7 @@ class Routing:
                 self._nursery.start_soon(self._settle, route)
 
         handoff = Handoff(conns=[SocketHandle.from_socket(conn) for conn, _ in batch.conns])
-        self.router.request(route.ref, handoff, answered)
+        self.router.outbox.request(route.ref, handoff, answered)
 
     async def _settle(self, route: Route) -> None:
         """Once the process of an acceptor that died with connections in doubt is gone,

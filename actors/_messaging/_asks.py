@@ -71,7 +71,7 @@ class Pending:
 
 
 class ReplyTransport(Protocol):
-    """What sends an answer back to an asker in another process (the router)."""
+    """What sends an answer back to an asker in another process (the outbox)."""
 
     def send_reply(self, target: str, corr: int, value: Message | None) -> None: ...
 

@@ -8,7 +8,7 @@ process); the receiver gives credit back (:class:`Credit`) as it passes them on.
 replies and control messages take no credit: each ask has a task (or a bounded request)
 waiting for it, so they cannot pile up without bound.
 
-:class:`Links` is the table of a process's links (kept by the router) as the parts that send
+:class:`Links` is the table of a process's links (kept by the relay) as the parts that send
 through it see it.
 """
 
@@ -19,7 +19,7 @@ from typing import Protocol
 
 import trio
 
-from protocol import Channel, FrameKind, Message, encode_message
+from protocol import Channel, Frame, FrameKind, Message, encode_message
 
 from .._base._control import Credit, Heartbeat
 
@@ -34,7 +34,7 @@ CREDIT_GRANT = TELL_WINDOW // 8
 class Link:
     """The channel to the parent process, or to one worker process this one started.
 
-    The router reads its frames (``Router.pump``); each control message goes to the part of
+    The relay reads its frames (``Relay.pump``); each control message goes to the part of
     the process that handles its type (see ``_control_table``), and every other one to
     ``control``, which the link's owner reads (a worker handle in the parent, the bootstrap
     in a worker).
@@ -125,12 +125,14 @@ class Link:
         self.send_credit += message.bytes
         self._credit_back.set()
 
-    def passed_on(self, size: int) -> None:
-        """A tell of ``size`` bytes from the peer was delivered, forwarded or dropped."""
-        self._passed_on += size
-        if self._passed_on >= CREDIT_GRANT:
-            amount, self._passed_on = self._passed_on, 0
-            self.notify(Credit(bytes=amount))
+    def passed(self, frame: Frame) -> None:
+        """A frame from the peer was delivered, forwarded or dropped: a tell's bytes go
+        towards the peer's credit (asks, replies and control messages take none)."""
+        if frame.kind is FrameKind.TELL:
+            self._passed_on += frame.size
+            if self._passed_on >= CREDIT_GRANT:
+                amount, self._passed_on = self._passed_on, 0
+                self.notify(Credit(bytes=amount))
 
     def stop_sending(self) -> None:
         """Wake whoever waits for credit (the link is closing or down)."""
@@ -138,8 +140,8 @@ class Link:
 
 
 class Links(Protocol):
-    """The links of this process (the router keeps them), as the parts that send through
-    them use them: the name registry, the event publisher."""
+    """The links of this process (the relay keeps them), as the parts that send through
+    them use them: the sending side, the name registry, the event publisher."""
 
     @property
     def parent(self) -> Link | None:
@@ -148,4 +150,8 @@ class Links(Protocol):
 
     def link_towards(self, node_id: str) -> Link | None:
         """The next hop towards ``node_id`` (None for this node or when there is none)."""
+        ...
+
+    def link_down(self, link: Link, reason: str, error: BaseException | None = None) -> None:
+        """Forget ``link``: fail what waits on it, drop its names, and close it."""
         ...

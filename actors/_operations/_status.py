@@ -150,7 +150,7 @@ async def _ask(router: Router, address: str | None, question: Message, *, within
         return None
     with trio.move_on_after(within):
         try:
-            return await ActorRef(router, address=address).ask(question)
+            return await ActorRef(router.outbox, address=address).ask(question)
         except ActorError as exc:
             log.debug("no answer to %s from %s: %r", type(question).__name__, address, exc)
     return None

@@ -26,7 +26,8 @@ from .._base._tree import (
     StopCause,
     stop_children,
 )
-from .._messaging._router import Router, current_actor
+from .._messaging._mailboxes import current_actor
+from .._messaging._router import Router
 from ._context import CellContext
 from ._mailbox import ActorMailbox
 
@@ -95,7 +96,7 @@ class Cell(ChildBase):
         self.shared_state = shared_state
         self.register_name = register_name
         self.mailbox = ActorMailbox(router, actor, path=path, owner=self)
-        self._ref = ActorRef(router, address=self.mailbox.address)
+        self._ref = ActorRef(router.outbox, address=self.mailbox.address)
         self.running: list[Child] = []  # what it spawned (ctx.spawn), running
         self.failure: BaseException | None = None
         self._retirements = retirements
@@ -180,7 +181,7 @@ class Cell(ChildBase):
     ) -> None:
         router = self.router
         mailbox = self.mailbox
-        router.mailboxes[mailbox.id] = mailbox
+        router.mailboxes.add(mailbox.id, mailbox)
         current_actor.set(None)  # not its parent's handler any more (spawned from one)
         self.started_at = trio.current_time()
         self._report(ActorStarted(path=self.path, pid=self.pid))
@@ -205,7 +206,7 @@ class Cell(ChildBase):
                 raise self.failure  # the start failed: whoever started us hears why
         finally:
             mailbox.abandon()
-            router.mailboxes.pop(mailbox.id, None)
+            router.mailboxes.remove(mailbox.id)
             if self.address is not None and self.register_name:
                 router.names.unregister(self.path, self.address)
             if self._retirements is not None:

@@ -10,7 +10,8 @@ from .._base._ref import ActorRef
 from .._base._shared import State
 from .._base._spec import ChildSpec
 from .._base._tree import Parent, SpawnChild, StopCause
-from .._messaging._router import Router, current_actor
+from .._messaging._mailboxes import current_actor
+from .._messaging._router import Router
 
 __all__ = ["CellContext", "ContextHost"]
 
@@ -74,7 +75,7 @@ class CellContext:
         )
 
     def ref_to(self, path: str) -> ActorRef:
-        return ActorRef(self._cell.router, path=path)
+        return ActorRef(self._cell.router.outbox, path=path)
 
     def start_soon(
         self, function: Callable[..., Awaitable[object]], *args: object, name: str | None = None

@@ -23,7 +23,8 @@ from .._base._actor import Actor, no_handler
 from .._base._control import Failure, Probe, Probed
 from .._base._errors import ActorGone
 from .._messaging._asks import Reply
-from .._messaging._router import Router, current_actor
+from .._messaging._mailboxes import current_actor
+from .._messaging._router import Router
 
 __all__ = ["ASK_BUCKETS", "ActorMailbox", "MailboxOwner"]
 

@@ -95,7 +95,7 @@ class WorkerHandle(ChildBase):
     def ref(self) -> ActorRef:
         if self.address is None:
             raise SpawnError(f"actor {self.path} is not ready")
-        return ActorRef(self.router, address=self.address)
+        return ActorRef(self.router.outbox, address=self.address)
 
     async def run(
         self, *, task_status: trio.TaskStatus[WorkerHandle] = trio.TASK_STATUS_IGNORED

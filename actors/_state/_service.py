@@ -129,8 +129,9 @@ class StateService:
             return self._local
         found = self._remote.get(replica)
         if found is None:
-            found = self._remote[replica] = _Subscriber(ref=ActorRef(self.router,
-                                                                     address=replica))
+            found = self._remote[replica] = _Subscriber(
+                ref=ActorRef(self.router.outbox, address=replica)
+            )
             assert self.nursery is not None
             self.nursery.start_soon(self._push_to, found)
         return found

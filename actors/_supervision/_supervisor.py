@@ -90,7 +90,7 @@ class Supervisor(ChildBase):
         self.running: list[Child] = []
         self.nursery: trio.Nursery
         self._start_child = start_child
-        self._places = Places(self, router, spec, membership)
+        self._places = Places(self, router.outbox, spec, membership)
         self._history = RestartHistory()
         self._inbox, self._inbox_received = trio.open_memory_channel[_Exited | Notice](math.inf)
         self._scope = trio.CancelScope()
@@ -99,7 +99,7 @@ class Supervisor(ChildBase):
     @property
     def ref(self) -> ActorRef:
         """A ref by path; a plain supervisor takes no messages, its children do."""
-        return ActorRef(self.router, path=self.path)
+        return ActorRef(self.router.outbox, path=self.path)
 
     def instances(self) -> dict[str, Child]:
         """The running instance of each child, by name."""

@@ -294,7 +294,7 @@ async def _open_replica(nursery: trio.Nursery, router: Router, start: Start
                 parent=Root(start.path, nursery), shutdown_timeout=1.0,
                 spawn=_no_spawn, report_events=False, register_name=False)
     await nursery.start(cell.run)
-    upstream = RemoteUpstream(ActorRef(router, address=start.state_service),
+    upstream = RemoteUpstream(ActorRef(router.outbox, address=start.state_service),
                               lambda: cell.mailbox.address, start.max_frame_size)
     return SharedState(upstream, replica, max_size=start.max_frame_size)
 

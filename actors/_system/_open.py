@@ -32,7 +32,8 @@ from .._base._spec import ChildSpec, SupervisorSpec, validate_name
 from .._base._tree import Child, Lifecycle, stop_children, walk
 from .._listening._listener import Listener, run_listeners
 from .._messaging._names import NameRegistry
-from .._messaging._router import MASTER_NODE, Router
+from .._messaging._outbox import MASTER_NODE
+from .._messaging._router import Router
 from .._operations._metrics import open_metrics_server
 from .._operations._output import OutputLog
 from .._operations._protocol import ActorStatus, SystemInfo
@@ -127,7 +128,7 @@ class ActorSystem:
         ``restart_wait`` seconds, then :class:`ActorGone`); sending to a path nobody holds
         raises :class:`ActorNotFound`.
         """
-        return ActorRef(self._router, path=path)
+        return ActorRef(self._router.outbox, path=path)
 
     def names(self) -> dict[str, str]:
         """Every registered path and the address of the actor holding it."""

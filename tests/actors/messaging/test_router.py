@@ -89,7 +89,7 @@ class Net:
     def box(self, router: Router, path: str) -> Box:
         actor_id = router.next_actor_id()
         box = Box(path, f"{router.id}/{actor_id}")
-        router.mailboxes[actor_id] = box  # type: ignore[assignment]
+        router.mailboxes.add(actor_id, box)
         router.names.register(path, box.address)
         return box
 
@@ -123,10 +123,10 @@ async def test_tell_and_ask_cross_a_link_both_ways() -> None:
         here = n.box(n.master, "here")
         there = n.box(n.workers["0.1"], "w1")
         await trio.testing.wait_all_tasks_blocked()
-        to_there = ActorRef(n.master, address=there.address)
+        to_there = ActorRef(n.master.outbox, address=there.address)
         assert await to_there.ask(Ping(n=1)) == Pong(n=1)
         await to_there.tell(Ping(n=2))
-        to_here = ActorRef(n.workers["0.1"], address=here.address)
+        to_here = ActorRef(n.workers["0.1"].outbox, address=here.address)
         assert await to_here.ask(Ping(n=3)) == Pong(n=3)
         await trio.testing.wait_all_tasks_blocked()
         assert there.told == [Ping(n=2)]
@@ -138,10 +138,10 @@ async def test_worker_to_worker_goes_through_the_master_by_path_and_address() ->
         sender = n.workers["0.1"]
         await trio.testing.wait_all_tasks_blocked()  # the name reached the master
         assert n.master.names.get("w2") == target.address
-        assert await ActorRef(sender, path="w2").ask(Ping(n=5)) == Pong(n=5)
-        assert await ActorRef(sender, address=target.address).ask(Ping(n=6)) == Pong(n=6)
+        assert await ActorRef(sender.outbox, path="w2").ask(Ping(n=5)) == Pong(n=5)
+        assert await ActorRef(sender.outbox, address=target.address).ask(Ping(n=6)) == Pong(n=6)
         for i in range(10):
-            await ActorRef(sender, path="w2").tell(Ping(n=i))
+            await ActorRef(sender.outbox, path="w2").tell(Ping(n=i))
         await trio.testing.wait_all_tasks_blocked()
         assert target.told == [Ping(n=i) for i in range(10)]  # in order
 
@@ -150,11 +150,11 @@ async def test_unknown_paths_and_dead_actors_fail_clearly() -> None:
     async with trio.open_nursery() as nursery, net(nursery) as n:
         sender = n.workers["0.1"]
         with pytest.raises(ActorNotFound, match="nobody"):
-            await ActorRef(sender, path="nobody").ask(Ping(n=1))
+            await ActorRef(sender.outbox, path="nobody").ask(Ping(n=1))
         box = n.box(n.workers["0.2"], "w2")
         box.accepting = False
         with pytest.raises(ActorGone, match=r"w2 \(0\.2/1\) is stopping") as info:
-            await ActorRef(sender, address=box.address).ask(Ping(n=1))
+            await ActorRef(sender.outbox, address=box.address).ask(Ping(n=1))
         assert not info.value.in_doubt  # refused before any handler saw it
 
 
@@ -168,7 +168,7 @@ async def test_a_link_going_down_fails_its_asks_in_doubt_and_drops_its_names() -
 
         async def ask() -> None:
             try:
-                await ActorRef(n.master, path="w1").ask(Ping(n=1))
+                await ActorRef(n.master.outbox, path="w1").ask(Ping(n=1))
             except ActorGone as exc:
                 failed.append(exc)
 
@@ -180,7 +180,7 @@ async def test_a_link_going_down_fails_its_asks_in_doubt_and_drops_its_names() -
         assert failed[0].in_doubt  # type: ignore[attr-defined]
         assert n.master.names.get("w1") is None
         with pytest.raises(ActorNotFound):
-            await ActorRef(n.master, path="w1").tell(Ping(n=2))
+            await ActorRef(n.master.outbox, path="w1").tell(Ping(n=2))
 
 
 async def test_a_send_to_a_restarting_path_waits_for_the_next_holder() -> None:
@@ -189,7 +189,7 @@ async def test_a_send_to_a_restarting_path_waits_for_the_next_holder() -> None:
         got: list[Message | None] = []
 
         async def ask() -> None:
-            got.append(await ActorRef(n.workers["0.2"], path="w1").ask(Ping(n=7)))
+            got.append(await ActorRef(n.workers["0.2"].outbox, path="w1").ask(Ping(n=7)))
 
         nursery.start_soon(ask)
         await trio.testing.wait_all_tasks_blocked()
@@ -203,7 +203,7 @@ async def test_a_held_send_fails_once_restart_wait_is_over(autojump_clock: objec
     async with trio.open_nursery() as nursery, net(nursery) as n:
         n.master.names.hold("w1")
         with pytest.raises(ActorGone, match="not back within"):
-            await ActorRef(n.workers["0.2"], path="w1").ask(Ping(n=7))
+            await ActorRef(n.workers["0.2"].outbox, path="w1").ask(Ping(n=7))
 
 
 async def test_a_frame_claiming_another_source_closes_that_link() -> None:
@@ -258,7 +258,7 @@ async def test_a_remote_handler_failure_reaches_the_asker() -> None:
 
         box.answer = failing
         with pytest.raises(RemoteError, match="boom") as info:
-            await ActorRef(n.master, path="w1").ask(Ping(n=1))
+            await ActorRef(n.master.outbox, path="w1").ask(Ping(n=1))
         assert info.value.type_name == "KeyError"
         assert info.value.actor == "w1"
 
@@ -275,7 +275,7 @@ async def test_a_message_behind_a_full_mailbox_still_goes_to_its_inline_handler(
         box.inline[Quick] = lambda message: Pong(n=message.n * 10)  # type: ignore[attr-defined]
         box.full = trio.Event()
         await trio.testing.wait_all_tasks_blocked()
-        ref = ActorRef(n.master, address=box.address)
+        ref = ActorRef(n.master.outbox, address=box.address)
         await ref.tell(Ping(n=1))  # waits in the lane
         answers: list[Message | None] = []
         answered = trio.Event()

@@ -53,7 +53,7 @@ class Adder(Actor):
 class Vandal(Adder):
     @handler
     async def misbehave(self, msg: Misbehave) -> None:
-        node = self.ctx._cell.router  # type: ignore[attr-defined]  # the raw channel, on purpose
+        node = self.ctx._cell.router.relay  # type: ignore[attr-defined]  # the raw channel, on purpose
         assert node.parent is not None
         fd = node.parent.channel.fileno()
         route = f"{msg.target.address}|{self.ctx.node}".encode()

@@ -1,0 +1,153 @@
+"""``Lanes``: where messages wait, so that the relay never stops reading a link.
+
+A message that cannot be passed on at once waits in a *lane*: one per incoming link and
+destination, so that order is kept and one slow destination holds up nothing else. A
+*delivery lane* leads to a mailbox of this process that is full; a *forwarding lane* to
+another process whose link has no credit left for tells. Once a lane exists, everything
+from its link to its destination queues behind it (the inbox and the relay look a lane up
+before passing a frame on), and its task passes the messages on one at a time, in order;
+the sender's credit comes back only as its lane moves (see ``_link``).
+
+A request by path for an actor that is restarting is *held* (in the master, which resolves
+paths) until the path has a holder again, then routed as if it had just arrived; after
+``restart_wait`` seconds without one, it fails.
+
+Each lane or held path has a task in the process's nursery; what is left when it ends (the
+system is shutting down, or the link onward went down) is refused: an asker hears why.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from protocol import Frame, FrameKind, Message, ProtocolError
+
+from .._base._control import FailureKind
+from ._link import Link
+from ._names import NameRegistry
+
+__all__ = ["Deliver", "Lane", "Lanes", "Refuse", "Route", "SendOn"]
+
+log = logging.getLogger("actors")
+
+Deliver = Callable[[Link, str, Frame, str, Message | None], Awaitable[None]]
+"""Deliver one message of a lane from a link to a local actor (the inbox's)."""
+SendOn = Callable[[Link, Link, Frame, str], None]
+"""Send one frame on from one link to another, now (the relay's)."""
+Route = Callable[[Link, Frame], None]
+"""Route a frame as if it had just arrived on a link (the relay's)."""
+Refuse = Callable[[Link, Frame, str, FailureKind, str], None]
+"""Tell the asker of a request that reached no actor why (the outbox's)."""
+
+
+class Lane:
+    """Frames from one link to one destination, in order: the first is being passed on.
+
+    Each item is a frame, the node it came from, and its message if already decoded."""
+
+    __slots__ = ("items", "link")
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+        self.items: deque[tuple[Frame, str, Message | None]] = deque()
+
+
+class Lanes:
+    """The lanes and held requests of one process; their tasks run in ``nursery``."""
+
+    def __init__(self, nursery: trio.Nursery, names: NameRegistry, refuse: Refuse) -> None:
+        self.nursery = nursery
+        self.names = names
+        self.refuse = refuse
+        # Looked up for every frame while not empty (by the inbox and the relay): a lane
+        # that exists takes every later frame of its link and destination.
+        self.delivery: dict[tuple[Link, str], Lane] = {}  # by (link, local actor id)
+        self.forwarding: dict[tuple[Link, Link], Lane] = {}  # by (link in, link out)
+        self._held: dict[str, list[tuple[Link, Frame, str]]] = {}
+
+    # -- delivery lanes ---------------------------------------------------------------------
+
+    def deliver_later(self, link: Link, actor: str, frame: Frame, source: str,
+                      message: Message, deliver: Deliver) -> None:
+        """Open the lane from ``link`` to local actor ``actor`` (its mailbox is full), with
+        ``message`` first; ``deliver`` passes each message on, waiting for room."""
+        key = (link, actor)
+        lane = self.delivery[key] = Lane(link)
+        lane.items.append((frame, source, message))
+        self.nursery.start_soon(self._deliver, key, lane, deliver)
+
+    async def _deliver(self, key: tuple[Link, str], lane: Lane, deliver: Deliver) -> None:
+        """Deliver one lane's messages in order, each as soon as its mailbox has room."""
+        link, actor = key
+        try:
+            while lane.items:
+                frame, source, message = lane.items[0]
+                await deliver(link, actor, frame, source, message)
+                lane.items.popleft()
+        finally:
+            del self.delivery[key]
+            for frame, source, _ in lane.items:  # cancelled: the system is going away
+                self.refuse(link, frame, source, "gone", "the system is shutting down")
+
+    # -- forwarding lanes -------------------------------------------------------------------
+
+    def forward_later(self, came_from: Link, out: Link, frame: Frame, source: str,
+                      send_on: SendOn) -> None:
+        """Queue a frame from ``came_from`` for ``out`` behind the others of its lane (the
+        lane opens if it is the first); ``send_on`` sends each on, tells as credit comes."""
+        key = (came_from, out)
+        lane = self.forwarding.get(key)
+        if lane is None:
+            lane = self.forwarding[key] = Lane(came_from)
+            self.nursery.start_soon(self._forward, key, lane, send_on)
+        lane.items.append((frame, source, None))
+
+    async def _forward(self, key: tuple[Link, Link], lane: Lane, send_on: SendOn) -> None:
+        """Send one lane's frames on in order, tells as credit comes back from ``out``."""
+        came_from, out = key
+        try:
+            while lane.items:
+                frame, source, _ = lane.items[0]
+                if frame.kind is FrameKind.TELL and out.send_credit <= 0:
+                    await out.wait_credit()
+                if not out.open_for_sending:
+                    break
+                lane.items.popleft()
+                send_on(came_from, out, frame, source)
+        finally:
+            del self.forwarding[key]
+            for frame, source, _ in lane.items:
+                self.refuse(came_from, frame, source, "gone",
+                            f"the process of node {out.peer} is gone")
+
+    # -- requests held for a restarting path ------------------------------------------------
+
+    def hold(self, path: str, link: Link, frame: Frame, source: str, route: Route) -> None:
+        """Keep a request for ``path`` (whose actor is restarting) until it is back, then
+        ``route`` it; fail it if the path is not back within ``restart_wait``."""
+        held = self._held.get(path)
+        if held is None:
+            held = self._held[path] = []
+            self.nursery.start_soon(self._release, path, route)
+        held.append((link, frame, source))
+
+    async def _release(self, path: str, route: Route) -> None:
+        address = await self.names.wait_for(path)
+        held = self._held.pop(path, [])
+        if address is None and self.names.supervised(path):
+            log.warning("%s was not back within %s s: failing what waited for it",
+                        path, self.names.restart_wait)
+            for link, frame, source in held:
+                self.refuse(link, frame, source, "gone",
+                            f"{path!r} is restarting and was not back within "
+                            f"{self.names.restart_wait} s")
+            return
+        for link, frame, source in held:
+            try:
+                route(link, frame)
+            except ProtocolError as exc:
+                log.error("dropping a held message from node %s: %s", source, exc)
