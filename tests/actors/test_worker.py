@@ -18,6 +18,7 @@ from actors._base._tree import Root
 from actors._messaging._link import Link
 from actors._messaging._names import NameRegistry
 from actors._messaging._router import Router
+from actors._running._processes import WorkerProcess
 from actors._running._worker import WorkerHandle
 from protocol import PROTOCOL_VERSION
 from tests.links import link_pair
@@ -40,7 +41,7 @@ class Idle(Actor):
 
 
 class NoSpawner:
-    async def start(self, fd: int, output: tuple[int, int] | None = None) -> None:
+    async def start(self, fd: int, output: tuple[int, int] | None = None) -> WorkerProcess:
         raise AssertionError("the test plays the worker")
 
 
