@@ -12,7 +12,8 @@ import trio.testing
 from actors import Actor, ActorExited, ActorRef, Event, ExitReason, SpawnError, handler
 from actors._base._tree import ChildBase, ChildKind, Lifecycle, Root
 from actors._messaging._names import NameRegistry
-from actors._messaging._router import MASTER_NODE, Router
+from actors._messaging._outbox import MASTER_NODE
+from actors._messaging._router import Router
 from actors._running._cell import Cell, Retirement
 from protocol import Message
 

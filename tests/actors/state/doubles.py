@@ -44,6 +44,11 @@ class Wire:
         self.actors: dict[str, Actor] = {}
         self.asked: list[Message] = []
 
+    @property
+    def outbox(self) -> Wire:
+        """The sender behind the refs the service makes: this double too."""
+        return self
+
     def publish(self, event: Event) -> None:
         self.published.append(event)
 

@@ -19,6 +19,7 @@ from actors._messaging._link import Link
 from actors._messaging._names import NameRegistry
 from actors._messaging._router import Router
 from actors._running._processes import WorkerProcess
+from actors._running._spawning import handshake
 from actors._running._worker import WorkerHandle
 from protocol import PROTOCOL_VERSION
 from tests.links import link_pair
@@ -65,7 +66,7 @@ async def tree(nursery: trio.Nursery) -> AsyncIterator[Tree]:
         middle, Idle, path="w/c", arguments="{}", parent=Root("w", nursery),
         spawner=NoSpawner(), shutdown_timeout=1.0, start_timeout=1.0,
     )
-    assert handle.node_id == "0.1.1"
+    assert handle.node == "0.1.1"
     async with link_pair("0", "0.1", subtree="w") as (down1, up1), \
             link_pair("0.1", "0.1.1", subtree="w/c") as (down2, up2):
         top.add_child(down1)
@@ -75,6 +76,17 @@ async def tree(nursery: trio.Nursery) -> AsyncIterator[Tree]:
         for router, link in ((top, down1), (middle, up1), (middle, down2), (leaf, up2)):
             nursery.start_soon(router.pump, link)
         yield Tree(master, middle, leaf, handle, down2, up2)
+
+
+async def start(handle: WorkerHandle, link: Link) -> None:
+    """The handle's side of a start, from the handshake to ready (what its run does)."""
+    ready = await handshake(link, handle._start_message(), deadline=trio.current_time() + 5,
+                            start_timeout=5)
+    if not isinstance(ready, SpawnError):
+        ready = handle._check_name(ready)
+    if isinstance(ready, SpawnError):
+        raise ready
+    handle._ready(ready)
 
 
 async def play_worker(t: Tree, address: str) -> None:
@@ -91,7 +103,7 @@ async def test_a_worker_name_is_registered_once(nursery: trio.Nursery) -> None:
     async with tree(nursery) as t:
         nursery.start_soon(play_worker, t, "0.1.1/1")
         with trio.fail_after(5):
-            await t.handle._handshake(t.down)
+            await start(t.handle, t.down)
         await trio.testing.wait_all_tasks_blocked()
         assert t.handle.address == "0.1.1/1"
         assert t.middle.names.get("w/c") == "0.1.1/1"
@@ -107,6 +119,6 @@ async def test_a_worker_whose_name_is_held_by_another_fails_to_start(
         t.middle.names.register("w/c", "0.1.2/1")  # another worker took the name first
         nursery.start_soon(play_worker, t, "0.1.1/1")
         with trio.fail_after(5), pytest.raises(SpawnError, match="'w/c' is already taken"):
-            await t.handle._handshake(t.down)
+            await start(t.handle, t.down)
         assert t.middle.names.get("w/c") == "0.1.2/1"
         assert "registered twice" in caplog.text
