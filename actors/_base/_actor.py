@@ -147,9 +147,9 @@ class Actor:
     mailbox_size: ClassVar[int] = 1024
     """Messages that may wait in the mailbox before ``tell`` waits for room."""
 
-    __handlers__: ClassVar[dict[type[Message], str]] = {}
+    _handlers: ClassVar[dict[type[Message], str]] = {}
     # Runtime-internal: synchronous handlers run by the task reading the channel (no mailbox).
-    __inline_handlers__: ClassVar[dict[type[Message], str]] = {}
+    _inline_handlers: ClassVar[dict[type[Message], str]] = {}
     # The @handler methods a class body defines (name -> message types), not inherited ones.
     _own_handlers: ClassVar[dict[str, tuple[type[Message], ...]]] = {}
     _actor_context: ActorContext | None = None
@@ -185,7 +185,7 @@ class Actor:
                     "handler per actor class (to replace an inherited handler, define a "
                     "method of the same name)"
                 )
-        cls.__handlers__ = {
+        cls._handlers = {
             message_type: name for name, (_, handled) in by_name.items()
             for message_type in handled
         }
@@ -193,7 +193,7 @@ class Actor:
     @classmethod
     def handler_for(cls, message_type: type[Message]) -> str | None:
         """Name of the method handling ``message_type`` (nearest base class wins), or None."""
-        table = cls.__handlers__
+        table = cls._handlers
         name = table.get(message_type)
         if name is None:
             for base in message_type.__mro__[1:]:

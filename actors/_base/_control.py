@@ -22,7 +22,7 @@ __all__ = [
     "Probe",
     "Probed",
     "Ready",
-    "Release",
+    "Relieve",
     "Retire",
     "Start",
     "StartFailed",
@@ -122,7 +122,7 @@ class Retire(Message, tag="actors.Retire"):
     reason: str
 
 
-class Release(Message, tag="actors.Release"):
+class Relieve(Message, tag="actors.Relieve"):
     """To a worker draining after its suicide: the replacement is ready, finish and exit."""
 
 

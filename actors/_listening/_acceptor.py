@@ -162,7 +162,7 @@ class Acceptor(Actor):
     # Attach and Handoff are taken by the task that reads the worker's channel, not through
     # the mailbox: both only start tasks and answer at once, and a hand-off that waited
     # behind the actor's own task would cost a scheduling round per connection.
-    __inline_handlers__: ClassVar[dict[type[Message], str]] = {
+    _inline_handlers: ClassVar[dict[type[Message], str]] = {
         Attach: "_take_attach",
         Handoff: "_take_handoff",
     }

@@ -65,7 +65,7 @@ from ._routing import Routing
 from ._sockets import bind, claim_address
 from ._spec import ListenerSpec
 
-__all__ = ["Listener", "run_listeners"]
+__all__ = ["Listener", "register_listener_kind"]
 
 log = logging.getLogger("actors")
 
@@ -342,7 +342,7 @@ class Listener(ChildBase):
             return replaced
 
 
-def run_listeners(
+def register_listener_kind(
     starter: Starter, sockets: dict[str, socket.socket], registry: dict[str, Listener]
 ) -> None:
     """Make ``starter`` run listener specs as :class:`Listener` (with these system-owned

@@ -9,7 +9,7 @@ before passing a frame on), and its task passes the messages on one at a time, i
 the sender's credit comes back only as its lane moves (see ``_link``).
 
 A request by path for an actor that is restarting is *held* (in the master, which resolves
-paths) until the path has a holder again, then routed as if it had just arrived; after
+paths) until the path has an owner again, then routed as if it had just arrived; after
 ``restart_wait`` seconds without one, it fails.
 
 Each lane or held path has a task in the process's nursery; what is left when it ends (the
@@ -126,7 +126,7 @@ class Lanes:
 
     # -- requests held for a restarting path ------------------------------------------------
 
-    def hold(self, path: str, link: Link, frame: Frame, source: str, route: Route) -> None:
+    def park(self, path: str, link: Link, frame: Frame, source: str, route: Route) -> None:
         """Keep a request for ``path`` (whose actor is restarting) until it is back, then
         ``route`` it; fail it if the path is not back within ``restart_wait``."""
         held = self._held.get(path)

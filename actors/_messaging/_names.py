@@ -26,7 +26,7 @@ class NameRegistry:
     """Paths to addresses (``node/id``), and the paths supervisors keep alive.
 
     ``links`` (set once by the process's :class:`Router`) are where registrations are
-    reported (the parent link; none in the master) and how the holder of a name is reached.
+    reported (the parent link; none in the master) and how the owner of a name is reached.
     """
 
     def __init__(self, *, restart_wait: float = 5.0) -> None:
@@ -45,9 +45,9 @@ class NameRegistry:
     def register(self, path: str, address: str, *, replace: bool = False) -> None:
         """``address`` holds ``path`` from now on; a path held by another is an error,
         unless ``replace`` (a successor takes the name from an incarnation on its way out)."""
-        holder = self.names.get(path)
-        if holder is not None and holder != address and not replace:
-            raise ActorError(f"the name {path!r} is already taken by {holder}")
+        owner = self.names.get(path)
+        if owner is not None and owner != address and not replace:
+            raise ActorError(f"the name {path!r} is already taken by {owner}")
         self.names[path] = address
         self._wake(path)
         upstream = self._upstream()
@@ -62,12 +62,12 @@ class NameRegistry:
             if upstream is not None:
                 upstream.notify(NameUnregistered(path=path, address=address))
 
-    def hold(self, path: str) -> None:
+    def supervise(self, path: str) -> None:
         """A supervisor keeps ``path`` alive: while nobody holds it, senders by path wait
         (up to ``restart_wait``) for the next incarnation instead of failing at once."""
         self._supervised.add(path)
 
-    def release(self, path: str) -> None:
+    def unsupervise(self, path: str) -> None:
         """``path`` will not come back: wake whoever waits for it (they fail)."""
         if path not in self.names:
             self._supervised.discard(path)
@@ -105,20 +105,20 @@ class NameRegistry:
         """An actor in the worker behind ``link`` (or below it) took a path."""
         if not self._may_name(link, message):
             return
-        holder = self.names.get(message.path)
-        if holder is None or holder == message.address:
+        owner = self.names.get(message.path)
+        if owner is None or owner == message.address:
             self.register(message.path, message.address)
             return
-        holder_link = None if self.links is None else self.links.link_towards(
-            holder.partition("/")[0]
+        owner_link = None if self.links is None else self.links.link_towards(
+            owner.partition("/")[0]
         )
-        if holder_link is not None and (holder_link.retiring or holder_link.closing):
-            # The holder belongs to an incarnation on its way out (it asked to be
+        if owner_link is not None and (owner_link.retiring or owner_link.closing):
+            # The owner belongs to an incarnation on its way out (it asked to be
             # replaced): names follow the live one.
             self.register(message.path, message.address, replace=True)
         else:
             log.warning("%r registered twice (by %s and %s); keeping the first",
-                        message.path, holder, message.address)
+                        message.path, owner, message.address)
 
     def on_unregistered(self, link: Link, message: NameUnregistered) -> None:
         """An actor in the worker behind ``link`` (or below it) gave its path up."""

@@ -7,7 +7,7 @@ towards it (the relay keeps the links), tells within the credit the receiver giv
 its answer comes back (``on_answer``) or its link goes down.
 
 A send that certainly reached no actor (:class:`_Undelivered`) is retried once, on the next
-holder of the path, when the ref is by path and a supervisor keeps that path alive: a
+owner of the path, when the ref is by path and a supervisor keeps that path alive: a
 restart between the lookup and the delivery is not a failure for the sender.
 
 The answers this process owes to askers elsewhere (replies, failures, refusals of requests
@@ -102,7 +102,7 @@ class Outbox:
             if not self._follows(ref):
                 raise exc.error from None
             try:
-                await self._tell(ref, message)  # the holder went: wait for its successor
+                await self._tell(ref, message)  # the owner went: wait for its successor
             except _Undelivered as again:
                 raise again.error from None
 
@@ -115,7 +115,7 @@ class Outbox:
             if not self._follows(ref):
                 raise exc.error from None
             try:
-                return await self._ask(ref, message)  # the holder went: wait for its successor
+                return await self._ask(ref, message)  # the owner went: wait for its successor
             except _Undelivered as again:
                 raise again.error from None
 
@@ -149,7 +149,7 @@ class Outbox:
             pending.fail(ActorGone(f"no route to actor {address}: {exc}"))
 
     def _follows(self, ref: ActorRef) -> bool:
-        """A ref by path to a supervised actor retries a send its old holder never got."""
+        """A ref by path to a supervised actor retries a send its old owner never got."""
         return ref.path is not None and self.names.supervised(ref.path)
 
     async def _resolve(self, ref: ActorRef) -> str:

@@ -181,7 +181,7 @@ class Relay:
             path = actor[1:]  # a send by path, which this node (the master) resolves
             address = self.names.get(path)
             if address is None and self.names.supervised(path):
-                self._lanes.hold(path, link, frame, source, self.on_frame)
+                self._lanes.park(path, link, frame, source, self.on_frame)
                 return
             if address is None:
                 self._refuse(link, frame, source, "not_found",

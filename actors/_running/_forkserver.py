@@ -101,7 +101,7 @@ class ChildExited(Message, tag="actors.forkserver.ChildExited"):
 
 
 class ForkedProcess:
-    """A worker forked by the server, as the master sees it (see ``WorkerProcess``).
+    """A worker forked by the server, as the master sees it (see ``SpawnedProcess``).
 
     Its exit status comes from the server's report. If the server dies first, the worker
     lives on (an orphan); the master then learns of its exit through a pidfd, without a

@@ -16,7 +16,7 @@ from ._forkserver import ForkServer, open_fork_server
 from ._processes import (
     ColdSpawner,
     OutputSink,
-    WorkerProcess,
+    SpawnedProcess,
 )
 
 __all__ = ["LazyForkServer", "open_lazy_fork_server"]
@@ -52,7 +52,7 @@ class LazyForkServer:
     def started(self) -> bool:
         return self._first is not None
 
-    async def start(self, fd: int, output: tuple[int, int] | None = None) -> WorkerProcess:
+    async def start(self, fd: int, output: tuple[int, int] | None = None) -> SpawnedProcess:
         if self._closing.is_set():
             raise SpawnError("the system is closing: no new worker starts")
         if self._first is None:

@@ -95,7 +95,7 @@ class ActorMailbox:
         """The runtime's synchronous handler for ``message`` on this actor, if it has one."""
         if type(message) is Probe:
             return self._probe
-        name = type(self.actor).__inline_handlers__.get(type(message))
+        name = type(self.actor)._inline_handlers.get(type(message))
         if name is None or not self.accepting:
             return None
         handle: Callable[[Message], Message | None] = getattr(self.actor, name)

@@ -27,8 +27,8 @@ __all__ = [
     "ColdSpawner",
     "OutputLines",
     "OutputSink",
+    "SpawnedProcess",
     "Spawner",
-    "WorkerProcess",
     "class_path",
     "main_script",
     "output_pipes",
@@ -54,7 +54,7 @@ def unguarded_main(path: str) -> str:
 _RUNTIME_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-class WorkerProcess(Protocol):
+class SpawnedProcess(Protocol):
     """What the parent needs of a started worker process (``trio.Process`` is one)."""
 
     @property
@@ -74,7 +74,7 @@ class Spawner(Protocol):
     """Starts a worker process whose channel is ``fd`` (to be passed by number); with
     ``output``, its stdout and stderr are those two fds (the caller keeps its copies)."""
 
-    async def start(self, fd: int, output: tuple[int, int] | None = None) -> WorkerProcess: ...
+    async def start(self, fd: int, output: tuple[int, int] | None = None) -> SpawnedProcess: ...
 
 
 class OutputSink(Protocol):
@@ -172,7 +172,7 @@ async def relay_lines(
 
 
 class ChildProcess:
-    """A process this one started (a :class:`WorkerProcess`), watched through a pidfd.
+    """A process this one started (a :class:`SpawnedProcess`), watched through a pidfd.
 
     Workers are started from the event loop's own thread, not a helper thread as
     ``trio.lowlevel.open_process`` does: ``PR_SET_PDEATHSIG`` fires when the *thread* that
@@ -251,7 +251,7 @@ def start_process(
 class ColdSpawner:
     """A fresh interpreter per worker: ``sys.executable -m actors._system._bootstrap``."""
 
-    async def start(self, fd: int, output: tuple[int, int] | None = None) -> WorkerProcess:
+    async def start(self, fd: int, output: tuple[int, int] | None = None) -> SpawnedProcess:
         process = start_process([sys.executable, "-m", "actors._system._bootstrap"], fd=fd,
                                 extra_env={}, output=output)
         await trio.lowlevel.checkpoint()

@@ -12,7 +12,7 @@ import trio
 from .._base._events import ExitReason
 from .._messaging._link import Link
 from .._messaging._router import Router
-from ._processes import WorkerProcess
+from ._processes import SpawnedProcess
 
 __all__ = ["GRACE_AFTER_EOF", "end_channel", "kill", "reap"]
 
@@ -41,7 +41,7 @@ async def end_channel(router: Router, link: Link) -> None:
     link.channel.send_eof()
 
 
-def kill(process: WorkerProcess | None) -> None:
+def kill(process: SpawnedProcess | None) -> None:
     """SIGKILL the worker's process group (it leads one), unless it exited already."""
     if process is None or process.returncode is not None:
         return
@@ -52,7 +52,7 @@ def kill(process: WorkerProcess | None) -> None:
 
 
 async def reap(
-    process: WorkerProcess, grace: float, *, path: str, said_a_word: bool
+    process: SpawnedProcess, grace: float, *, path: str, said_a_word: bool
 ) -> ExitReason | None:
     """Wait up to ``grace`` seconds for ``process`` to exit, then kill it and wait for
     that. Why its end was odd, if it was: no exit status even after the kill, or none known
@@ -76,6 +76,6 @@ async def reap(
     return None
 
 
-def _ended(process: WorkerProcess) -> bool:
+def _ended(process: SpawnedProcess) -> bool:
     # (a process forked by the fork server whose status can no longer come says so)
     return process.returncode is not None or getattr(process, "status_unknown", False)

@@ -20,7 +20,7 @@ from .._base._control import Failure, Hello, Ready, Start, StartFailed, Stopping
 from .._base._errors import SpawnError
 from .._base._events import ExitKind, ExitReason
 from .._messaging._link import Link
-from ._processes import OutputSink, Spawner, WorkerProcess, output_pipes, relay_lines
+from ._processes import OutputSink, SpawnedProcess, Spawner, output_pipes, relay_lines
 
 __all__ = ["failure_reason", "handshake", "spawn", "timed_out"]
 
@@ -33,7 +33,7 @@ async def spawn(
     start_timeout: float,
     output: OutputSink | None,
     relays: trio.Nursery,
-) -> tuple[WorkerProcess, socket.socket]:
+) -> tuple[SpawnedProcess, socket.socket]:
     """Start the worker of the actor at ``path`` by ``deadline``: its process, and our end
     of its channel (the caller closes it).
 

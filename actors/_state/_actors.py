@@ -23,10 +23,10 @@ from ._service import StateService
 from ._store import Record
 from ._wire import (
     Failed,
-    Hold,
     Page,
     ReadKey,
     Records,
+    Resubscribe,
     Resync,
     Sync,
     WatchPrefix,
@@ -97,8 +97,8 @@ class StateServiceActor(Actor):
         return Records(written=written)
 
     @handler
-    async def hold(self, msg: Hold) -> Records | Failed:
-        failed = await self._answer(self.service.hold(msg.replica, msg.keys, msg.prefixes))
+    async def resubscribe(self, msg: Resubscribe) -> Records | Failed:
+        failed = await self._answer(self.service.resubscribe(msg.replica, msg.keys, msg.prefixes))
         return failed if isinstance(failed, Failed) else Records()
 
     @handler
@@ -113,7 +113,7 @@ class ReplicaActor(Actor):
     the task that reads the channel (inline), so they are in the replica before anything
     that came after them on the channel (the answer to a sync, say)."""
 
-    __inline_handlers__: ClassVar[dict[type[Message], str]] = {
+    _inline_handlers: ClassVar[dict[type[Message], str]] = {
         Records: "_take_records",
         Resync: "_take_resync",
     }
@@ -194,6 +194,6 @@ class RemoteUpstream(Upstream):
         keys = sorted(replica.keys)
         prefixes = sorted(replica.prefixes)
         for start in range(0, max(len(keys), len(prefixes), 1), per_part):
-            await self._ask(Hold(replica=address, keys=keys[start:start + per_part],
+            await self._ask(Resubscribe(replica=address, keys=keys[start:start + per_part],
                                  prefixes=prefixes[start:start + per_part]))
         return await self.pages(lambda after: Sync(replica=address, after=after))

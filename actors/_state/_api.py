@@ -104,7 +104,7 @@ class SharedState:
                 await trio.lowlevel.checkpoint()
         else:
             check_key(key)
-            if replica.holds(key):
+            if replica.keeps(key):
                 await trio.lowlevel.checkpoint()  # held here: no IPC
             else:
                 replica.subscribe(key, await self._upstream.read(key, replica))

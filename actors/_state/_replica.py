@@ -98,7 +98,7 @@ class Replica:
         self._fed: dict[str, int] = {}  # per key, the newest version given to watchers
         self._decoded: dict[str, tuple[int, Message]] = {}
 
-    def holds(self, key: str) -> bool:
+    def keeps(self, key: str) -> bool:
         return key in self.keys or any(key.startswith(p) for p in self.prefixes)
 
     def learn(self, record: Record) -> bool:
@@ -107,7 +107,7 @@ class Replica:
         current = self.records.get(record.key)
         if current is not None and current.version >= record.version:
             return False
-        if current is None and not self.holds(record.key):
+        if current is None and not self.keeps(record.key):
             return False
         self.records[record.key] = record
         return True
@@ -116,7 +116,7 @@ class Replica:
         """A change pushed by the service (in order, per key): for reads and watchers."""
         self.learn(record)
         key = record.key
-        if record.version <= self._fed.get(key, 0) or not self.holds(key):
+        if record.version <= self._fed.get(key, 0) or not self.keeps(key):
             return
         self._fed[key] = record.version
         for watcher in self.watchers:

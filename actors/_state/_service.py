@@ -208,7 +208,7 @@ class StateService:
         """The newest record of ``key`` this service knows."""
         return self._cache.get(key)
 
-    async def hold(self, replica: str, keys: list[str], prefixes: list[str]) -> None:
+    async def resubscribe(self, replica: str, keys: list[str], prefixes: list[str]) -> None:
         """``replica`` holds ``keys`` and ``prefixes``: subscribe it again to any this
         service does not know it holds (lost: it may have missed changes, so it is
         resynced)."""

@@ -17,10 +17,10 @@ __all__ = [
     "ENVELOPE",
     "TOO_LARGE",
     "Failed",
-    "Hold",
     "Page",
     "ReadKey",
     "Records",
+    "Resubscribe",
     "Resync",
     "Sync",
     "WatchPrefix",
@@ -120,7 +120,7 @@ class Write(Message, tag="actors.state.Write"):
     expect: int | None
 
 
-class Hold(Message, tag="actors.state.Hold"):
+class Resubscribe(Message, tag="actors.state.Resubscribe"):
     """``replica`` holds these keys and prefixes: subscribe it to any the service lost (it
     is then resynced). Part of a sync."""
 

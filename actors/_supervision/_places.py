@@ -95,11 +95,11 @@ class Restarting(ChildBase):
 class Place:
     """One child's place: its spec, what holds the place, and how often it was restarted."""
 
-    __slots__ = ("holder", "kind", "restarts", "spec", "wanted")
+    __slots__ = ("kind", "occupant", "restarts", "spec", "wanted")
 
     def __init__(self, spec: ChildSpec, *, wanted: bool = False) -> None:
         self.spec = spec
-        self.holder: Child | None = None  # the running instance, or its stand-in between two
+        self.occupant: Child | None = None  # the running instance, or its stand-in between two
         self.wanted = wanted  # expected to run (restarts of it may be pending)
         self.restarts = 0
         # What its stand-in shows: the kind of its last instance (a spec cannot tell a
@@ -110,8 +110,8 @@ class Place:
     @property
     def instance(self) -> Child | None:
         """The running instance that holds the place (None: nobody, or a stand-in)."""
-        holder = self.holder
-        return None if holder is None or isinstance(holder, Restarting) else holder
+        occupant = self.occupant
+        return None if occupant is None or isinstance(occupant, Restarting) else occupant
 
     def replacement(self) -> Replacement:
         spec = self.spec
@@ -152,9 +152,9 @@ class Places(dict[str, Place]):
         return {name: instance for name, place in self.items()
                 if (instance := place.instance) is not None}
 
-    def holders(self) -> list[Child]:
+    def occupants(self) -> list[Child]:
         """What holds each place: instances, and stand-ins between two."""
-        return [place.holder for place in self.values() if place.holder is not None]
+        return [place.occupant for place in self.values() if place.occupant is not None]
 
     def stand_in(
         self, name: str, reason: ExitReason | None, started_at: float,
@@ -171,7 +171,7 @@ class Places(dict[str, Place]):
         """``instance`` holds ``name``'s place now (it is ready)."""
         place = self[name]
         instance.restarts = place.restarts
-        place.holder = instance
+        place.occupant = instance
         place.kind = instance.kind
         if self._membership is not None:
             self._membership.send_nowait(ChildUp(name, instance))

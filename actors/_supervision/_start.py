@@ -21,8 +21,8 @@ from .._base._spec import ChildSpec, SupervisorSpec, WorkerSpec, grace_of, valid
 from .._base._tree import Child, Notice, Parent
 from .._messaging._router import Router
 from .._running._cell import Cell
+from .._running._process import ProcessHandle
 from .._running._processes import OutputSink, Spawner
-from .._running._worker import WorkerHandle
 from ._places import child_path
 from ._supervisor import Supervisor
 
@@ -74,7 +74,7 @@ class Starter:
         self.spawner = spawner
         self.kinds = dict(kinds or {})
         self.state = state  # what actors of this process reach as ctx.state
-        self.workers: set[WorkerHandle] = set()  # running, started from this process
+        self.workers: set[ProcessHandle] = set()  # running, started from this process
         self.state_service = state_service  # its address, for workers started from here
         self.output = output  # where the workers' output goes (None: where ours does)
 
@@ -127,7 +127,7 @@ class Starter:
         notices: trio.MemorySendChannel[Notice] | None,
     ) -> Child:
         assert spec.arguments_json is not None
-        handle = WorkerHandle(
+        handle = ProcessHandle(
             self.router, spec.actor_class, path=path, arguments=spec.arguments_json,
             parent=parent, spawner=self.spawner, shutdown_timeout=grace_of(spec.shutdown),
             start_timeout=spec.start_timeout, heartbeat_timeout=spec.heartbeat_timeout,
@@ -143,7 +143,7 @@ class Starter:
         parent.nursery.start_soon(self._forget, handle)
         return handle
 
-    async def _forget(self, handle: WorkerHandle) -> None:
+    async def _forget(self, handle: ProcessHandle) -> None:
         await handle.done.wait()
         self.workers.discard(handle)
 

@@ -107,7 +107,7 @@ class Supervisor(ChildBase):
 
     @property
     def children(self) -> list[Child]:
-        return self._places.holders()
+        return self._places.occupants()
 
     def replaces(self, child: Child) -> Replacement | None:
         place = self._places.get(_name_of(child))
@@ -156,7 +156,7 @@ class Supervisor(ChildBase):
         finally:
             self._inbox.close()
             for name in self._places:
-                self.router.names.release(child_path(self.path, name))
+                self.router.names.unsupervise(child_path(self.path, name))
             failures = [] if error is None else [
                 e for e in leaves(error) if not isinstance(e, trio.Cancelled)
             ]
@@ -180,14 +180,14 @@ class Supervisor(ChildBase):
     async def _start(self, name: str) -> bool:
         place = self._places[name]
         place.wanted = True
-        self.router.names.hold(child_path(self.path, name))
+        self.router.names.supervise(child_path(self.path, name))
         try:
             instance = await self._start_child(self, place.spec, notices=self._inbox)
         except SpawnError as exc:
             if exc.fatal:
                 raise  # a configuration error: restarting cannot fix it
             reason = exc.reason or crash_reason(exc)
-            ended = place.holder = self._places.stand_in(name, reason, trio.current_time())
+            ended = place.occupant = self._places.stand_in(name, reason, trio.current_time())
             self._inbox.send_nowait(_Exited(name, ended))
             return False
         self._take(name, instance)
@@ -213,7 +213,7 @@ class Supervisor(ChildBase):
             return
         name, instance = item.name, item.child
         place = self._places.get(name)
-        if place is None or place.holder is not instance:
+        if place is None or place.occupant is not instance:
             return  # an instance already replaced, or stopped on purpose
         if not isinstance(instance, Restarting):
             self._places.going(name, instance)
@@ -227,9 +227,9 @@ class Supervisor(ChildBase):
     def _on_notice(self, notice: Notice) -> None:
         """A child asked to be replaced now: it drains meanwhile, relieved once replaced."""
         for name, place in self._places.items():
-            if place.holder is notice.child:
+            if place.occupant is notice.child:
                 # The old instance's own exit is no longer news: its stand-in's is.
-                ended = place.holder = self._places.stand_in(
+                ended = place.occupant = self._places.stand_in(
                     name, notice.reason, notice.child.started_at, draining=notice.child
                 )
                 self._places.going(name, notice.child)
@@ -242,7 +242,7 @@ class Supervisor(ChildBase):
         place = places[name]
         reason = instance.exit_reason or ExitReason(kind="crashed", detail="unknown")
         if not isinstance(instance, Restarting):  # (until decided otherwise, it restarts)
-            place.holder = places.stand_in(name, reason, instance.started_at)
+            place.occupant = places.stand_in(name, reason, instance.started_at)
         now = trio.current_time()
         running = [n for n, p in places.items() if n != name and p.wanted]
         decision = decide(
@@ -255,20 +255,20 @@ class Supervisor(ChildBase):
                 self.path, len(self._history.restarts), self.spec.within, reason.describe()
             ) from None
         if name not in decision.restart:
-            place.holder = None
+            place.occupant = None
             place.wanted = False
-            self.router.names.release(child_path(self.path, name))
+            self.router.names.unsupervise(child_path(self.path, name))
             if place.spec.restart == "temporary":
                 del places[name]  # as OTP deletes a temporary child's spec: it may come again
             return
         for other in decision.stop:
             other_place = places[other]
-            holder, other_place.holder = other_place.holder, None
-            if holder is not None and other in decision.restart:
-                other_place.holder = places.stand_in(other, None, holder.started_at)
-            if holder is not None and not isinstance(holder, Restarting):
-                places.going(other, holder)
-                await holder.shutdown(holder.shutdown_timeout)
+            occupant, other_place.occupant = other_place.occupant, None
+            if occupant is not None and other in decision.restart:
+                other_place.occupant = places.stand_in(other, None, occupant.started_at)
+            if occupant is not None and not isinstance(occupant, Restarting):
+                places.going(other, occupant)
+                await occupant.shutdown(occupant.shutdown_timeout)
         if decision.delay:
             await trio.sleep(decision.delay)
         for other in decision.restart:
@@ -285,12 +285,12 @@ class Supervisor(ChildBase):
         if spec.name in self._places:
             raise SpawnError(f"supervisor {self.path} already has a child named {spec.name!r}")
         self._places[spec.name] = Place(spec, wanted=True)
-        self.router.names.hold(child_path(self.path, spec.name))
+        self.router.names.supervise(child_path(self.path, spec.name))
         try:
             instance = await self._start_child(self, spec, notices=self._inbox)
         except BaseException:
             del self._places[spec.name]
-            self.router.names.release(child_path(self.path, spec.name))
+            self.router.names.unsupervise(child_path(self.path, spec.name))
             raise
         self._take(spec.name, instance)
         return instance
@@ -304,7 +304,7 @@ class Supervisor(ChildBase):
         if place is None:
             raise SpawnError(f"supervisor {self.path} has no child named {name!r}")
         place.wanted = False
-        self.router.names.release(child_path(self.path, name))
+        self.router.names.unsupervise(child_path(self.path, name))
         instance = place.instance
         if instance is not None:
             self._places.going(name, instance)
@@ -327,10 +327,10 @@ class Supervisor(ChildBase):
             new = await self._start_child(self, place.spec, notices=self._inbox)
         except SpawnError as exc:
             log.error("replacing %s: the new instance did not start: %s", path, exc)
-            if address is not None and place.holder is old and not old.done.is_set():
+            if address is not None and place.occupant is old and not old.done.is_set():
                 self.router.names.register(path, address)  # the old one goes on serving
             return False
-        if place.holder is not old:  # the old one went meanwhile: the new one takes over
+        if place.occupant is not old:  # the old one went meanwhile: the new one takes over
             await self._settle(name, place, new)
             return True
         self._take(name, new)

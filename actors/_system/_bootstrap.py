@@ -42,7 +42,7 @@ from .._base._control import (
     Heartbeat,
     Hello,
     Ready,
-    Release,
+    Relieve,
     Retire,
     Start,
     StartFailed,
@@ -53,7 +53,7 @@ from .._base._control import (
 from .._base._errors import SpawnError
 from .._base._ref import ActorRef
 from .._base._tree import Root
-from .._listening._listener import run_listeners
+from .._listening._listener import register_listener_kind
 from .._messaging._link import Link
 from .._messaging._names import NameRegistry
 from .._messaging._router import Router
@@ -247,7 +247,7 @@ async def _run_actor(
     router.attach_parent(link)
     state = await _open_replica(nursery, router, start)
     starter = Starter(router, ColdSpawner(), state=state, state_service=start.state_service)
-    run_listeners(starter, {}, {})
+    register_listener_kind(starter, {}, {})
     parent_gone = trio.Event()
     nursery.start_soon(_pump_parent, router, link, nursery, parent_gone,
                        min(start.shutdown_timeout, 10.0) + 1.0)
@@ -325,11 +325,11 @@ def _orphaned(grace: float) -> None:
 
 
 async def _obey_parent(link: Link, cell: Cell) -> None:
-    """Stop and Release from the parent."""
+    """Stop and Relieve from the parent."""
     async for message in link.control_received:
         if isinstance(message, Stop):
             cell.stop("asked")
-        elif isinstance(message, Release):
+        elif isinstance(message, Relieve):
             cell.relieve()  # its successor is up: it drains and stops
         else:
             link.notify(Stopping(failure=Failure.from_exception(

@@ -30,7 +30,7 @@ from .._base._handoff import AcceptorStats
 from .._base._ref import ActorRef
 from .._base._spec import ChildSpec, SupervisorSpec, validate_name
 from .._base._tree import Child, Lifecycle, stop_children, walk
-from .._listening._listener import Listener, run_listeners
+from .._listening._listener import Listener, register_listener_kind
 from .._messaging._names import NameRegistry
 from .._messaging._outbox import MASTER_NODE
 from .._messaging._router import Router
@@ -375,7 +375,7 @@ async def open_system(
             starter = Starter(router, spawner, output=output)
             await start_state(nursery, router, starter, kept, store_timeout, events)
             listeners: dict[str, Listener] = {}
-            run_listeners(starter, sockets, listeners)
+            register_listener_kind(starter, sockets, listeners)
             system = ActorSystem(router, starter, nursery, events, listeners, name=name,
                                  output=output)
             async with _control(system, name, control), _metrics(system, metrics):

@@ -135,13 +135,13 @@ async def test_a_forwarding_lane_refuses_its_frames_once_its_link_closes(
 
 async def test_a_held_request_is_routed_once_its_path_is_back(nursery: trio.Nursery) -> None:
     names = NameRegistry()
-    names.hold("w1")  # a supervisor keeps it alive: it is restarting
+    names.supervise("w1")  # a supervisor keeps it alive: it is restarting
     refused = Refused()
     lanes = Lanes(nursery, names, refused)
     routed: list[tuple[Link, int]] = []
     async with link_pair() as (down, _):
         for n in (1, 2):
-            lanes.hold("w1", down, frame(n), "0.1",
+            lanes.park("w1", down, frame(n), "0.1",
                        lambda link, frame: routed.append((link, frame.corr)))
         await trio.testing.wait_all_tasks_blocked()
         assert routed == []
@@ -154,11 +154,11 @@ async def test_a_held_request_is_routed_once_its_path_is_back(nursery: trio.Nurs
 @pytest.mark.usefixtures("autojump_clock")
 async def test_a_held_request_fails_once_restart_wait_is_over(nursery: trio.Nursery) -> None:
     names = NameRegistry(restart_wait=2.0)
-    names.hold("w1")
+    names.supervise("w1")
     refused = Refused()
     lanes = Lanes(nursery, names, refused)
     async with link_pair() as (down, _):
-        lanes.hold("w1", down, frame(1, FrameKind.ASK), "0.1",
+        lanes.park("w1", down, frame(1, FrameKind.ASK), "0.1",
                    lambda link, frame: pytest.fail("routed without a holder"))
         await trio.sleep(2.5)
         assert refused.log == [

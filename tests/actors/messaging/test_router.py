@@ -185,7 +185,7 @@ async def test_a_link_going_down_fails_its_asks_in_doubt_and_drops_its_names() -
 
 async def test_a_send_to_a_restarting_path_waits_for_the_next_holder() -> None:
     async with trio.open_nursery() as nursery, net(nursery) as n:
-        n.master.names.hold("w1")  # a supervisor keeps it alive
+        n.master.names.supervise("w1")  # a supervisor keeps it alive
         got: list[Message | None] = []
 
         async def ask() -> None:
@@ -201,7 +201,7 @@ async def test_a_send_to_a_restarting_path_waits_for_the_next_holder() -> None:
 
 async def test_a_held_send_fails_once_restart_wait_is_over(autojump_clock: object) -> None:
     async with trio.open_nursery() as nursery, net(nursery) as n:
-        n.master.names.hold("w1")
+        n.master.names.supervise("w1")
         with pytest.raises(ActorGone, match="not back within"):
             await ActorRef(n.workers["0.2"].outbox, path="w1").ask(Ping(n=7))
 

@@ -16,7 +16,7 @@ from actors._state._api import SharedState
 from actors._state._replica import Replica
 from actors._state._service import StateService
 from actors._state._store import Record
-from actors._state._wire import Hold, Records, Resync, Sync, WatchPrefix, page_budget
+from actors._state._wire import Records, Resubscribe, Resync, Sync, WatchPrefix, page_budget
 from protocol import DEFAULT_MAX_FRAME_SIZE, Message
 from tests.actors.state.doubles import SharedStore, Wire, serving
 from tests.waiting import TIMEOUT
@@ -86,7 +86,7 @@ async def test_a_sync_larger_than_a_frame_is_asked_and_answered_in_parts(
             # the replica holds, in parts, and takes what the service has, in pages.
             wire.asked.clear()
             await state.sync()
-            holds = [m for m in wire.asked if isinstance(m, Hold)]
+            holds = [m for m in wire.asked if isinstance(m, Resubscribe)]
             assert len(holds) > 1
             assert sorted(k for h in holds for k in h.keys) == keys
             assert len([m for m in wire.asked if isinstance(m, Sync)]) > 1
@@ -110,7 +110,7 @@ async def test_pushes_and_resyncs_are_split_to_fit_a_frame(
             assert len(pushes) == len(wire.sent["0.1/7"]) > 3
             assert [r.key for m in pushes for r in m.records] == keys  # in order, in parts
             # A replica resynced (it had lost its subscription) gets it all, in parts.
-            await service.hold("0.2/9", keys=[], prefixes=["k/"])
+            await service.resubscribe("0.2/9", keys=[], prefixes=["k/"])
             await trio.testing.wait_all_tasks_blocked()
             parts = [m for m in wire.sent["0.2/9"] if isinstance(m, Resync)]
             assert len(parts) == len(wire.sent["0.2/9"]) > 1

@@ -73,7 +73,7 @@ class Canned(Upstream):
 
     async def sync(self, replica: Replica) -> list[Record]:
         await trio.lowlevel.checkpoint()
-        return [r for k, r in self.records.items() if replica.holds(k)]
+        return [r for k, r in self.records.items() if replica.keeps(k)]
 
 
 def state_over(upstream: Canned, *, max_size: int = DEFAULT_MAX_FRAME_SIZE
@@ -88,8 +88,8 @@ def state_over(upstream: Canned, *, max_size: int = DEFAULT_MAX_FRAME_SIZE
 def test_a_replica_keeps_the_newest_record_of_what_it_holds() -> None:
     replica = Replica()
     replica.subscribe("k", [record("k", 2)])
-    assert replica.holds("k")
-    assert not replica.holds("j")
+    assert replica.keeps("k")
+    assert not replica.keeps("j")
     assert not replica.learn(record("k", 1))  # older
     assert not replica.learn(record("k", 2))  # the same
     assert replica.learn(record("k", 3, "new"))
@@ -223,8 +223,8 @@ async def test_a_watch_left_stops_holding_its_prefix(autojump_clock: trio.testin
     state, replica = state_over(Canned())
     with trio.fail_after(TIMEOUT):
         async with state.watch("cfg/"), state.watch("cfg/"):
-            assert replica.holds("cfg/a")
-        assert not replica.holds("cfg/a")
+            assert replica.keeps("cfg/a")
+        assert not replica.keeps("cfg/a")
         assert replica.watchers == []
 
 

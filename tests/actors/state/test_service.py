@@ -141,13 +141,13 @@ async def test_hold_subscribes_again_what_the_service_lost_and_resyncs_it(
             await put(service, "k", "k")
             await put(service, "j", "j")
             await service.read("k", "0.1/7")  # what the service knows of it
-            await service.hold("0.1/7", keys=["j", "k"], prefixes=["cfg/"])
+            await service.resubscribe("0.1/7", keys=["j", "k"], prefixes=["cfg/"])
             await trio.testing.wait_all_tasks_blocked()
             assert wire.sent["0.1/7"] == [Resync(prefixes=["cfg/"], records=[
                 record("cfg/a", 1, "a"), record("j", 1, "j"), record("k", 1, "k"),
             ])]
             assert "had lost 1 key(s) and 1 prefix(es)" in caplog.text
-            await service.hold("0.1/7", keys=["j", "k"], prefixes=["cfg/"])  # all known
+            await service.resubscribe("0.1/7", keys=["j", "k"], prefixes=["cfg/"])  # all known
             await put(service, "cfg/b", "b")
             await put(service, "j", "two")
             await trio.testing.wait_all_tasks_blocked()

@@ -18,9 +18,9 @@ from actors._base._tree import Root
 from actors._messaging._link import Link
 from actors._messaging._names import NameRegistry
 from actors._messaging._router import Router
-from actors._running._processes import WorkerProcess
+from actors._running._process import ProcessHandle
+from actors._running._processes import SpawnedProcess
 from actors._running._spawning import handshake
-from actors._running._worker import WorkerHandle
 from protocol import PROTOCOL_VERSION
 from tests.links import link_pair
 
@@ -42,7 +42,7 @@ class Idle(Actor):
 
 
 class NoSpawner:
-    async def start(self, fd: int, output: tuple[int, int] | None = None) -> WorkerProcess:
+    async def start(self, fd: int, output: tuple[int, int] | None = None) -> SpawnedProcess:
         raise AssertionError("the test plays the worker")
 
 
@@ -51,7 +51,7 @@ class Tree:
     master: Counting
     middle: Router
     leaf: Router
-    handle: WorkerHandle
+    handle: ProcessHandle
     down: Link  # the middle worker's link to the leaf, which the handle reads
     up: Link  # the leaf's link to the middle worker
 
@@ -62,7 +62,7 @@ async def tree(nursery: trio.Nursery) -> AsyncIterator[Tree]:
     top = Router("0", nursery, names=master)
     middle = Router("0.1", nursery, names=NameRegistry())
     leaf = Router("0.1.1", nursery, names=NameRegistry())
-    handle = WorkerHandle(
+    handle = ProcessHandle(
         middle, Idle, path="w/c", arguments="{}", parent=Root("w", nursery),
         spawner=NoSpawner(), shutdown_timeout=1.0, start_timeout=1.0,
     )
@@ -78,7 +78,7 @@ async def tree(nursery: trio.Nursery) -> AsyncIterator[Tree]:
         yield Tree(master, middle, leaf, handle, down2, up2)
 
 
-async def start(handle: WorkerHandle, link: Link) -> None:
+async def start(handle: ProcessHandle, link: Link) -> None:
     """The handle's side of a start, from the handshake to ready (what its run does)."""
     ready = await handshake(link, handle._start_message(), deadline=trio.current_time() + 5,
                             start_timeout=5)

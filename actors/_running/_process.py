@@ -1,4 +1,4 @@
-"""``WorkerHandle``: a process actor, seen from the process that started it.
+"""``ProcessHandle``: a process actor, seen from the process that started it.
 
 The handle starts the worker and waits for its actor to be ready (:mod:`._spawning`); from
 then on the router carries the worker's frames, and the handle reads the control messages
@@ -19,24 +19,24 @@ import trio
 from protocol import PROTOCOL_VERSION, ProtocolError, open_channel
 
 from .._base._actor import Actor
-from .._base._control import Failure, Release, Retire, Start, Stop, Stopping, Suicide
+from .._base._control import Failure, Relieve, Retire, Start, Stop, Stopping, Suicide
 from .._base._errors import SpawnError
 from .._base._events import ActorReady, ActorStarted, ActorSuicided, ExitReason, crash_reason
 from .._base._ref import ActorRef
 from .._base._tree import Child, ChildBase, ChildKind, Lifecycle, Notice, Parent
 from .._messaging._link import Link
 from .._messaging._router import Router
-from ._processes import OutputSink, Spawner, WorkerProcess, class_path, main_script
+from ._processes import OutputSink, SpawnedProcess, Spawner, class_path, main_script
 from ._reaping import GRACE_AFTER_EOF, end_channel, kill, reap
 from ._spawning import failure_reason, handshake, spawn
 from ._watchers import memory_over, silence
 
-__all__ = ["WorkerHandle"]
+__all__ = ["ProcessHandle"]
 
 log = logging.getLogger("actors")
 
 
-class WorkerHandle(ChildBase):
+class ProcessHandle(ChildBase):
     """A worker process running one actor, as its parent sees it (a :class:`Child`).
 
     Start it with ``await nursery.start(handle.run)``: that returns once the worker's actor
@@ -79,14 +79,14 @@ class WorkerHandle(ChildBase):
         self.heartbeat_timeout = heartbeat_timeout
         self.notices = notices
         self.node: str = router.next_child_node()  # its process, in the process tree
-        self.process: WorkerProcess | None = None
+        self.process: SpawnedProcess | None = None
         self.link: Link | None = None
         self.returncode: int | None = None
         self._stop_sent_at: float | None = None  # when it was sent Stop
         self._last_word: Stopping | None = None  # what it said as it stopped, if it did
-        # What relieves it once its successor is up: Release (it drains and goes), or Stop
+        # What relieves it once its successor is up: Relieve (it drains and goes), or Stop
         # when the master replaces it (over its memory limit: nothing lets it go on).
-        self._relief: Release | Stop = Release()
+        self._relief: Relieve | Stop = Relieve()
         # Once relieved, it has its shutdown time to go: this scope's deadline is then set,
         # and when it passes, the worker is killed (see _kill_when_overdue).
         self._overdue = trio.CancelScope()
@@ -98,7 +98,7 @@ class WorkerHandle(ChildBase):
         return ActorRef(self.router.outbox, address=self.address)
 
     async def run(
-        self, *, task_status: trio.TaskStatus[WorkerHandle] = trio.TASK_STATUS_IGNORED
+        self, *, task_status: trio.TaskStatus[ProcessHandle] = trio.TASK_STATUS_IGNORED
     ) -> None:
         router = self.router
         self.started_at = trio.current_time()
@@ -177,10 +177,10 @@ class WorkerHandle(ChildBase):
         """The worker's actor registered its name before it said Ready (NameRegistered comes
         first on the channel, and the router handles it as it reads it): nothing to register
         here, only a name held by another to refuse."""
-        holder = self.router.names.get(self.path)
-        if holder is not None and holder != address:
+        owner = self.router.names.get(self.path)
+        if owner is not None and owner != address:
             return SpawnError(f"actor {self.path} failed to start: the name {self.path!r} is "
-                              f"already taken by {holder}")
+                              f"already taken by {owner}")
         return address
 
     def _ready(self, address: str) -> None:
@@ -352,5 +352,5 @@ class WorkerHandle(ChildBase):
         self.returncode = process.returncode
 
 
-def _is_child(handle: WorkerHandle) -> Child:
-    return handle  # a WorkerHandle is a Child (checked by mypy here)
+def _is_child(handle: ProcessHandle) -> Child:
+    return handle  # a ProcessHandle is a Child (checked by mypy here)
