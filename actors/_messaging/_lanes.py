@@ -132,10 +132,10 @@ class Lanes:
         held = self._held.get(path)
         if held is None:
             held = self._held[path] = []
-            self.nursery.start_soon(self._release, path, route)
+            self.nursery.start_soon(self._deliver_parked, path, route)
         held.append((link, frame, source))
 
-    async def _release(self, path: str, route: Route) -> None:
+    async def _deliver_parked(self, path: str, route: Route) -> None:
         address = await self.names.wait_for(path)
         held = self._held.pop(path, [])
         if address is None and self.names.supervised(path):
