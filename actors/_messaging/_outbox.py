@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import NoReturn
 
 import trio
 
@@ -95,7 +96,8 @@ class Outbox:
         # _TELL_BUDGET calls (or when it has to wait): a burst of tells to a worker then
         # leaves in a few large writes instead of one write and one scheduling round each.
         await trio.lowlevel.checkpoint_if_cancelled()
-        _check_message(message)
+        if not isinstance(message, Message):
+            _not_a_message(message)
         try:
             await self._tell(ref, message)
         except _Undelivered as exc:
@@ -108,7 +110,8 @@ class Outbox:
 
     async def ask(self, ref: ActorRef, message: Message) -> Message | None:
         await trio.lowlevel.checkpoint_if_cancelled()
-        _check_message(message)
+        if not isinstance(message, Message):
+            _not_a_message(message)
         try:
             return await self._ask(ref, message)
         except _Undelivered as exc:
@@ -152,12 +155,9 @@ class Outbox:
         """A ref by path to a supervised actor retries a send its old owner never got."""
         return ref.path is not None and self.names.supervised(ref.path)
 
-    async def _resolve(self, ref: ActorRef) -> str:
-        """The address to send to: an address, or a path this node can resolve or route."""
-        if ref.address is not None:
-            return ref.address
-        path = ref.path
-        assert path is not None
+    async def _resolve(self, path: str) -> str:
+        """The address to send to for ``path``: its holder's if this node knows it (waiting
+        for a restarting one), else the master's, which resolves it on the way."""
         address = self.names.get(path)
         if address is None and self.names.supervised(path):
             address = await self.names.wait_for(path)
@@ -184,7 +184,11 @@ class Outbox:
         return link
 
     async def _tell(self, ref: ActorRef, message: Message) -> None:
-        address = await self._resolve(ref)
+        # A ref by address (most sends) needs no resolving: no coroutine for it.
+        address = ref.address
+        if address is None:
+            assert ref.path is not None
+            address = await self._resolve(ref.path)
         node_id, _, actor = address.partition("/")
         if node_id == self.id:
             try:
@@ -212,7 +216,10 @@ class Outbox:
             await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def _ask(self, ref: ActorRef, message: Message) -> Message | None:
-        address = await self._resolve(ref)
+        address = ref.address
+        if address is None:
+            assert ref.path is not None
+            address = await self._resolve(ref.path)
         if address == current_actor.get():
             raise CallingSelf(
                 f"actor {ref.path or address} asked itself from its own handler: it would "
@@ -347,12 +354,11 @@ def _answer(pending: Pending) -> Message | None:
     return pending.result()
 
 
-def _check_message(message: object) -> None:
-    if not isinstance(message, Message):
-        raise TypeError(
-            f"only Message instances can be sent, not {type(message).__qualname__} "
-            f"({message!r:.60})"
-        )
+def _not_a_message(message: object) -> NoReturn:
+    raise TypeError(
+        f"only Message instances can be sent, not {type(message).__qualname__} "
+        f"({message!r:.60})"
+    )
 
 
 class _Undelivered(Exception):
