@@ -62,8 +62,10 @@ from ._base._shared import State as State
 from ._base._shared import StateChanged as StateChanged
 from ._base._shared import StateResynced as StateResynced
 from ._base._spec import Backoff as Backoff
+from ._base._spec import CommandSpec as CommandSpec
 from ._base._spec import SupervisorSpec as SupervisorSpec
 from ._base._spec import WorkerSpec as WorkerSpec
+from ._base._spec import command as command
 from ._base._spec import supervisor as supervisor
 from ._base._spec import worker as worker
 from ._listening._acceptor import Acceptor as Acceptor
@@ -99,6 +101,7 @@ __all__ = [
     "Backoff",
     "BindError",
     "CallingSelf",
+    "CommandSpec",
     "Decision",
     "Entry",
     "Event",
@@ -133,6 +136,7 @@ __all__ = [
     "SystemReloaded",
     "UnexpectedReply",
     "WorkerSpec",
+    "command",
     "decide",
     "handler",
     "listener",

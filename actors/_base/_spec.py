@@ -1,7 +1,7 @@
 """Child specifications: what a supervisor starts, and how it treats each child.
 
 A supervisor is data (as in OTP): its flags and an ordered list of child specs, validated
-and frozen when built with :func:`supervisor` and :func:`worker`.
+and frozen when built with :func:`supervisor`, :func:`worker` and :func:`command`.
 """
 
 from __future__ import annotations
@@ -18,11 +18,13 @@ from ._arguments import arguments_to_json, validate_arguments
 __all__ = [
     "Backoff",
     "ChildSpec",
+    "CommandSpec",
     "RestartType",
     "Shutdown",
     "Strategy",
     "SupervisorSpec",
     "WorkerSpec",
+    "command",
     "grace_of",
     "supervisor",
     "validate_name",
@@ -141,7 +143,26 @@ class SupervisorSpec:
         return math.inf
 
 
-ChildSpec = WorkerSpec | SupervisorSpec
+@dataclass(frozen=True)
+class CommandSpec:
+    """How to run an external program and what to do when it exits. Build it with
+    :func:`command`."""
+
+    name: str
+    argv: tuple[str, ...]
+    env: Mapping[str, str] | None = None
+    cwd: str | None = None
+    restart: RestartType = "permanent"
+    shutdown: Shutdown = 5.0
+    sockets: tuple[str, ...] = ()
+    stdin: bytes | None = None
+
+    @property
+    def start_timeout(self) -> float:
+        return math.inf  # ready once spawned: there is no handshake to wait for
+
+
+ChildSpec = WorkerSpec | SupervisorSpec | CommandSpec
 
 
 def worker(
@@ -203,6 +224,55 @@ def worker(
     )
 
 
+def command(
+    name: str,
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    restart: RestartType = "permanent",
+    shutdown: Shutdown = 5.0,
+    sockets: Sequence[str] = (),
+    stdin: bytes | None = None,
+) -> CommandSpec:
+    """Spec of an external program under a supervisor (a Node or Go server, a script).
+
+    ``argv[0]`` is looked up in ``PATH`` as a shell would; ``env`` is added to the master's
+    environment; ``cwd`` is where it runs. ``restart`` and ``shutdown`` as for
+    :func:`worker`: stopping it sends SIGTERM to its process group, then SIGKILL after
+    ``shutdown`` seconds. ``sockets``: paths of listeners (``listener(..., acceptor=None)``)
+    whose listening sockets it gets by the systemd socket-activation convention
+    (``LISTEN_FDS``, ``LISTEN_PID``, ``LISTEN_FDNAMES``, fds from 3). ``stdin``: bytes
+    written to its standard input, which is then closed (None: ``/dev/null``).
+    """
+    if isinstance(argv, str | bytes) or not argv or not all(
+            isinstance(arg, str) and "\0" not in arg for arg in argv):
+        raise TypeError("command() takes argv as a non-empty sequence of strings, not "
+                        f"{argv!r}")
+    if restart not in _RESTART_TYPES:
+        raise ValueError(f"restart must be one of {_RESTART_TYPES}, not {restart!r}")
+    if env is not None and not all(
+            isinstance(k, str) and isinstance(v, str) and k and "=" not in k
+            for k, v in env.items()):
+        raise TypeError("env maps variable names (without '=') to strings")
+    if cwd is not None and not isinstance(cwd, str):
+        raise TypeError(f"cwd is a directory's path, not {cwd!r}")
+    if isinstance(sockets, str) or not all(isinstance(path, str) and path for path in sockets):
+        raise TypeError(f"sockets is a sequence of listener paths, not {sockets!r}")
+    if stdin is not None and not isinstance(stdin, bytes):
+        raise TypeError(f"stdin is bytes (or None), not {type(stdin).__name__}")
+    return CommandSpec(
+        name=validate_name(name),
+        argv=tuple(argv),
+        env=None if env is None else MappingProxyType(dict(env)),
+        cwd=cwd,
+        restart=restart,
+        shutdown=_check_shutdown(shutdown),
+        sockets=tuple(sockets),
+        stdin=stdin,
+    )
+
+
 def supervisor(
     name: str,
     *,
@@ -233,8 +303,10 @@ def supervisor(
         raise TypeError("backoff must be a Backoff")
     seen: set[str] = set()
     for child in children:
-        if not isinstance(child, WorkerSpec | SupervisorSpec):
-            raise TypeError(f"children are worker(...) or supervisor(...) specs, not {child!r}")
+        if not isinstance(child, WorkerSpec | SupervisorSpec | CommandSpec):
+            raise TypeError(
+                f"children are worker(...), command(...) or supervisor(...) specs, not {child!r}"
+            )
         if child.name in seen:
             raise ValueError(f"supervisor {name!r} has two children named {child.name!r}")
         seen.add(child.name)

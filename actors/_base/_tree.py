@@ -1,6 +1,7 @@
 """The supervision tree as interfaces: what a parent knows of its children, and back.
 
-A child is an in-process cell, a worker process, a supervisor or a listener; a parent is a
+A child is an in-process cell, a worker process, an external command, a supervisor or a
+listener; a parent is a
 cell, a supervisor, a listener, or the system's root. Starting children is a capability
 injected into whoever needs it (:class:`StartChild`, :class:`SpawnChild`), so that the layers
 that run actors never import the layers that compose them. :func:`walk` is the one walk of
@@ -42,9 +43,9 @@ __all__ = [
     "walk",
 ]
 
-ChildKind = Literal["supervisor", "listener", "worker", "actor"]
+ChildKind = Literal["supervisor", "listener", "worker", "actor", "command"]
 """What a child is, for status: a (plain) supervisor, a listener, a worker process's actor,
-an actor in this process."""
+an actor in this process, an external program."""
 
 
 class Lifecycle(enum.Enum):

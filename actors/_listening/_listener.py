@@ -65,7 +65,7 @@ from ._routing import Routing
 from ._sockets import bind, claim_address
 from ._spec import ListenerSpec
 
-__all__ = ["Listener", "register_listener_kind"]
+__all__ = ["CommandSockets", "Listener", "register_listener_kind"]
 
 log = logging.getLogger("actors")
 
@@ -264,6 +264,9 @@ class Listener(ChildBase):
         sup = self._supervisor
         if sup is None:
             raise SpawnError(f"listener {self.path} is not running")
+        if not self.spec.children:
+            raise SpawnError(f"listener {self.path} has no acceptors to scale: its socket "
+                             "is served by commands")
         async with self._reload_lock:
             names = sorted(sup.child_names(), key=int)
             template = sup.spec.children[0]
@@ -342,11 +345,38 @@ class Listener(ChildBase):
             return replaced
 
 
+class CommandSockets:
+    """The listening sockets commands may be given (``command(..., sockets=...)``): those of
+    the running listeners declared without acceptors, by path (the master accepts on none
+    of them, and a command may put one in blocking mode)."""
+
+    def __init__(self, registry: dict[str, Listener]) -> None:
+        self._registry = registry
+
+    def passable(self, path: str) -> list[socket.socket]:
+        found = self._registry.get(path)
+        if found is None or found.sock is None:
+            raise _fatal(f"no listener at {path!r} to take a socket from (a command's "
+                         "sockets name listeners that start before it)")
+        if found.spec.children:
+            raise _fatal(f"listener {path!r} serves its socket with acceptors: a command "
+                         "takes the socket of a listener(..., acceptor=None)")
+        return [found.sock]
+
+
+def _fatal(text: str) -> SpawnError:
+    error = SpawnError(text)
+    error.fatal = True  # the tree is wrong: a restart would fail the same way
+    return error
+
+
 def register_listener_kind(
     starter: Starter, sockets: dict[str, socket.socket], registry: dict[str, Listener]
 ) -> None:
     """Make ``starter`` run listener specs as :class:`Listener` (with these system-owned
-    ``sockets`` and ``registry``)."""
+    ``sockets`` and ``registry``), and give commands it starts the sockets of listeners
+    without acceptors."""
+    starter.listening = CommandSockets(registry)
 
     def make(spec: SupervisorSpec, parent: Parent, path: str) -> Listener:
         assert isinstance(spec, ListenerSpec)

@@ -40,9 +40,9 @@ def listener(
     *,
     host: str = "127.0.0.1",
     port: int = 0,
-    acceptor: type[Acceptor],
+    acceptor: type[Acceptor] | None,
     count: int | None = None,
-    policy: Policy = "round_robin",
+    policy: Policy | None = None,
     in_flight: int = 64,
     backlog: int = 1024,
     shutdown: Shutdown = 10.0,
@@ -60,14 +60,26 @@ def listener(
     ``max_memory`` (bytes): an acceptor whose resident memory stays above it is replaced
     (its successor first). ``max_connections_per_worker``: an acceptor is replaced after
     about that many connections (each gets up to 10% more, at random, so that they do not
-    all go at once), as gunicorn's ``max_requests``."""
-    if not (isinstance(acceptor, type) and issubclass(acceptor, Acceptor)):
-        raise TypeError(f"listener() takes an Acceptor subclass, not {acceptor!r}")
+    all go at once), as gunicorn's ``max_requests``.
+
+    ``acceptor=None`` declares the socket alone, for commands (``command(...,
+    sockets=(path,))``): the master binds it and holds it for the tree's life, and nothing
+    in Python accepts on it (``count`` is then 0, ``policy`` ``shared`` or unset)."""
+    if acceptor is None:
+        if policy not in (None, "shared"):
+            raise ValueError(f"a listener without acceptors has no policy {policy!r}: its "
+                             "socket goes to commands as it is (policy 'shared' or unset)")
+        if count not in (None, 0):
+            raise ValueError("a listener without acceptors has count 0 (or unset)")
+        policy, count = "shared", 0
+    elif not (isinstance(acceptor, type) and issubclass(acceptor, Acceptor)):
+        raise TypeError(f"listener() takes an Acceptor subclass (or None), not {acceptor!r}")
+    policy = "round_robin" if policy is None else policy
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")
     if count is None:
         count = os.cpu_count() or 1
-    if count < 1:
+    if acceptor is not None and count < 1:
         raise ValueError("a listener needs at least one acceptor")
     if not 0 <= port <= 65535:
         raise ValueError(f"port must be in 0..65535, not {port}")
@@ -75,7 +87,9 @@ def listener(
         raise ValueError("in_flight must be >= 1")
     if max_connections_per_worker is not None and max_connections_per_worker < 1:
         raise ValueError("max_connections_per_worker must be >= 1 (or None)")
-    children = tuple(
+    if acceptor is None and kwargs:
+        raise TypeError(f"a listener without acceptors takes no acceptor arguments: {kwargs}")
+    children = () if acceptor is None else tuple(
         worker(acceptor, name=str(i), process=True, shutdown=shutdown,
                max_memory=max_memory, **kwargs)
         for i in range(count)

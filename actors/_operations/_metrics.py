@@ -72,7 +72,7 @@ class _Snapshot:
             exits.add_metric([kind], count)
         for row in self.rows:
             path = [row.path]
-            if row.kind in ("worker", "acceptor", "actor", "supervisor", "listener"):
+            if row.kind in ("worker", "acceptor", "actor", "supervisor", "listener", "command"):
                 restarts.add_metric(path, row.restarts)
             if row.mailbox is not None:
                 mailbox.add_metric(path, row.mailbox)

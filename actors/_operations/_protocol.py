@@ -46,7 +46,7 @@ class SystemInfo(Message, tag="actors.ops.SystemInfo"):
     socket: str
 
 
-Kind = Literal["supervisor", "listener", "acceptor", "worker", "actor"]
+Kind = Literal["supervisor", "listener", "acceptor", "worker", "actor", "command"]
 """What a status row is: a child's kind, a worker under a listener being an acceptor."""
 
 

@@ -115,7 +115,7 @@ async def collect_status(
             else round(now - child.started_at, 3),
             "last_exit": _described(last_exits.get(child.path)),
         }
-        if child.kind == "worker":
+        if child.kind in ("worker", "command"):
             row["rss"], row["cpu"] = PROCESSES.figures(child.pid)
             if child.pid is not None and child.node is not None:
                 pids[child.node] = child.pid

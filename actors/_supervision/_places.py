@@ -20,7 +20,7 @@ import trio
 from .._base._errors import SpawnError
 from .._base._events import ExitReason
 from .._base._ref import ActorRef, Sender
-from .._base._spec import ChildSpec, SupervisorSpec, WorkerSpec, validate_name
+from .._base._spec import ChildSpec, CommandSpec, SupervisorSpec, WorkerSpec, validate_name
 from .._base._tree import Child, ChildBase, ChildKind, Lifecycle, Parent, Replacement
 
 __all__ = ["ChildDown", "ChildUp", "Membership", "Place", "Places", "Restarting", "child_path"]
@@ -104,8 +104,11 @@ class Place:
         self.restarts = 0
         # What its stand-in shows: the kind of its last instance (a spec cannot tell a
         # listener from a plain supervisor).
-        self.kind: ChildKind = "supervisor" if isinstance(spec, SupervisorSpec) else (
-            "worker" if spec.process else "actor")
+        self.kind: ChildKind = (
+            "supervisor" if isinstance(spec, SupervisorSpec)
+            else "command" if isinstance(spec, CommandSpec)
+            else "worker" if spec.process else "actor"
+        )
 
     @property
     def instance(self) -> Child | None:

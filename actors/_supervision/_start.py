@@ -1,4 +1,4 @@
-"""Starting one child (an actor, a worker process, or a supervisor) under a parent.
+"""Starting one child (an actor, a worker process, a command, or a supervisor) under a parent.
 
 :class:`Starter` holds what starting needs in one process (its router, how processes start,
 and how each kind of supervisor spec runs) and hands its :meth:`Starter.start_child` and
@@ -17,10 +17,19 @@ from .._base._errors import ActorError, SpawnError
 from .._base._events import crash_reason
 from .._base._ref import ActorRef
 from .._base._shared import State
-from .._base._spec import ChildSpec, SupervisorSpec, WorkerSpec, grace_of, validate_name, worker
+from .._base._spec import (
+    ChildSpec,
+    CommandSpec,
+    SupervisorSpec,
+    WorkerSpec,
+    grace_of,
+    validate_name,
+    worker,
+)
 from .._base._tree import Child, Notice, Parent
 from .._messaging._router import Router
 from .._running._cell import Cell
+from .._running._command import CommandHandle, ListeningSockets
 from .._running._process import ProcessHandle
 from .._running._processes import OutputSink, Spawner
 from ._places import child_path
@@ -77,6 +86,9 @@ class Starter:
         self.workers: set[ProcessHandle] = set()  # running, started from this process
         self.state_service = state_service  # its address, for workers started from here
         self.output = output  # where the workers' output goes (None: where ours does)
+        self.commands: set[CommandHandle] = set()  # running, started from this process
+        # Where commands' sockets come from (the listeners' layer sets it; None: nowhere).
+        self.listening: ListeningSockets | None = None
 
     async def start_child(
         self,
@@ -94,6 +106,8 @@ class Starter:
             raise SpawnError(f"the name {path!r} is already taken")
         if isinstance(spec, SupervisorSpec):
             return await self._start_supervisor(parent, spec, path)
+        if isinstance(spec, CommandSpec):
+            return await self._start_command(parent, spec, path)
         if spec.process:
             return await self._start_worker(parent, spec, path, notices)
         return await self._start_cell(parent, spec, path)
@@ -147,10 +161,32 @@ class Starter:
         await handle.done.wait()
         self.workers.discard(handle)
 
+    async def _start_command(self, parent: Parent, spec: CommandSpec, path: str) -> Child:
+        handle = CommandHandle(
+            self.router, ActorRef(self.router.outbox, path=path), path=path, argv=spec.argv,
+            env=spec.env, cwd=spec.cwd, stdin=spec.stdin, sockets=spec.sockets,
+            listening=self.listening, parent=parent, shutdown_timeout=grace_of(spec.shutdown),
+            output=self.output, relays=self.router.nursery,
+        )
+        self.commands.add(handle)
+        try:
+            await _start_under(parent, handle)
+        except BaseException:
+            self.commands.discard(handle)  # it never ran, or it is gone already
+            raise
+        parent.nursery.start_soon(self._forget_command, handle)
+        return handle
+
+    async def _forget_command(self, handle: CommandHandle) -> None:
+        await handle.done.wait()
+        self.commands.discard(handle)
+
     def kill_all(self) -> None:
-        """SIGKILL every worker this process started (a stop 'at once')."""
+        """SIGKILL every worker and command this process started (a stop 'at once')."""
         for handle in list(self.workers):
             handle.kill_now()
+        for command in list(self.commands):
+            command.kill_now()
 
     async def _start_cell(self, parent: Parent, spec: WorkerSpec, path: str) -> Cell:
         try:
@@ -187,7 +223,7 @@ class Starter:
         start_timeout: float = 30.0,
     ) -> ActorRef:
         """``system.spawn``/``ctx.spawn``: an unsupervised (temporary) child, or a given spec."""
-        if isinstance(actor_class, WorkerSpec | SupervisorSpec):
+        if isinstance(actor_class, WorkerSpec | SupervisorSpec | CommandSpec):
             spec: ChildSpec = actor_class
         else:
             if not (isinstance(actor_class, type) and issubclass(actor_class, Actor)):

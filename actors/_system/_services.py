@@ -11,7 +11,7 @@ from pathlib import Path
 import trio
 
 from .._base._events import EventBus
-from .._base._spec import ChildSpec, SupervisorSpec
+from .._base._spec import ChildSpec, CommandSpec, SupervisorSpec
 from .._base._tree import Root
 from .._messaging._router import Router
 from .._operations._output import OutputLog
@@ -80,5 +80,7 @@ def _modules_of(spec: ChildSpec | None) -> list[str]:
         return []
     if isinstance(spec, SupervisorSpec):
         return sorted({name for child in spec.children for name in _modules_of(child)})
+    if isinstance(spec, CommandSpec):
+        return []
     module = spec.actor_class.__module__
     return [] if module in ("__main__", "__mp_main__") else [module]

@@ -15,7 +15,7 @@ import trio
 
 from tests.leaks import child_processes, descendants
 from tests.processes import is_running, wait_exited
-from tests.waiting import TIMEOUT
+from tests.waiting import TIMEOUT, eventually
 
 SCRIPT = Path(__file__).with_name("master_script.py")
 _PR_SET_CHILD_SUBREAPER = 36
@@ -100,5 +100,50 @@ async def test_worker_exits_when_its_master_dies(subreaper: None, how: signal.Si
                 await wait_exited(worker)
                 try:  # re-parented to us as subreaper: reap it (it has exited: no wait)
                     os.waitpid(worker, os.WNOHANG)  # noqa: ASYNC222
+                except ChildProcessError:
+                    pass
+
+
+COMMAND_SCRIPT = Path(__file__).with_name("command_master.py")
+
+
+async def test_command_exits_when_its_master_is_sigkilled(subreaper: None) -> None:
+    """A command dies with its master even when the master gets no chance to stop it: the
+    launcher set its parent-death signal before it exec'd the program."""
+    with trio.fail_after(TIMEOUT):
+        receive, send = os.pipe()
+        try:
+            master = await trio.lowlevel.open_process(
+                [sys.executable, str(COMMAND_SCRIPT)], stdout=send, cwd=COMMAND_SCRIPT.parent
+            )
+        finally:
+            os.close(send)
+        program = 0
+        try:
+            async with trio.lowlevel.FdStream(receive) as stdout:
+                line = b""
+                while not line.endswith(b"\n"):
+                    chunk = await stdout.receive_some()
+                    assert chunk, "the master exited before printing its command's pid"
+                    line += chunk
+            program = int(line)
+
+            async def execd() -> bool:  # the launcher became the program
+                cmdline = await trio.Path(f"/proc/{program}/cmdline").read_bytes()
+                return cmdline.split(b"\0")[0] == b"sleep"
+
+            await eventually(execd, what="the launcher to exec the program")
+            master.send_signal(signal.SIGKILL)
+            await master.wait()
+            await wait_exited(program)
+        finally:
+            master.kill()
+            await master.wait()
+            if program:
+                if is_running(program):
+                    os.kill(program, signal.SIGKILL)
+                await wait_exited(program)
+                try:  # re-parented to us as subreaper: reap it (it has exited: no wait)
+                    os.waitpid(program, os.WNOHANG)  # noqa: ASYNC222
                 except ChildProcessError:
                     pass
