@@ -69,6 +69,7 @@ from ._base._spec import command as command
 from ._base._spec import supervisor as supervisor
 from ._base._spec import worker as worker
 from ._listening._acceptor import Acceptor as Acceptor
+from ._listening._datagram import DatagramAcceptor as DatagramAcceptor
 from ._listening._listener import Listener as Listener
 from ._listening._spec import ListenerSpec as ListenerSpec
 from ._listening._spec import listener as listener
@@ -102,6 +103,7 @@ __all__ = [
     "BindError",
     "CallingSelf",
     "CommandSpec",
+    "DatagramAcceptor",
     "Decision",
     "Entry",
     "Event",

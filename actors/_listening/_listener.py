@@ -62,7 +62,7 @@ from .._supervision._start import Starter
 from .._supervision._supervisor import Supervisor
 from ._dispatcher import Dispatcher
 from ._routing import Routing
-from ._sockets import bind, claim_address
+from ._sockets import bind, bound_address, claim_address, hold_out_of_spread
 from ._spec import ListenerSpec
 
 __all__ = ["CommandSockets", "Listener", "register_listener_kind"]
@@ -158,7 +158,7 @@ class Listener(ChildBase):
         failure: BaseException | None = None
         try:
             self.sock = await self._socket()
-            self.host, self.port = self.sock.getsockname()[:2]
+            self.host, self.port = bound_address(self.sock)
             self._registry[self.path] = self
             membership, joined = trio.open_memory_channel[Membership](math.inf)
             async with trio.open_nursery() as nursery:
@@ -222,11 +222,15 @@ class Listener(ChildBase):
         sock = self._sockets.get(self.path)
         if sock is None:
             spec = self.spec
+            udp = spec.transport == "udp"
             sock = await bind(spec.host, spec.port, reuseport=spec.policy == "reuseport",
-                              listen=spec.policy != "reuseport", backlog=spec.backlog)
+                              listen=spec.policy != "reuseport", backlog=spec.backlog,
+                              udp=udp)
             if spec.policy == "reuseport":
                 host, port = sock.getsockname()[:2]
-                sock = claim_address(sock, str(host), int(port))
+                sock = claim_address(sock, str(host), int(port), udp=udp)
+                if udp:
+                    hold_out_of_spread(sock)
             self._sockets[self.path] = sock
         return sock
 

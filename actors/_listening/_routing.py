@@ -24,7 +24,7 @@ from .._messaging._router import Router
 from .._supervision._places import ChildDown, ChildUp, Membership
 from ._accepting import accept_all, accept_loop
 from ._dispatcher import Batch, Dispatcher, Route, outcome
-from ._sockets import AcceptBackoff, bind
+from ._sockets import AcceptBackoff, bind, bound_address
 from ._spec import ListenerSpec
 
 __all__ = ["Routing"]
@@ -57,8 +57,7 @@ class Routing:
         self.spec = spec
         self.path = path
         self.sock = sock
-        host, port = sock.getsockname()[:2]
-        self._host, self._port = str(host), int(port)
+        self._host, self._port = bound_address(sock)
         self._sockets = sockets
         self.dispatcher = dispatcher
         self._nursery = nursery
@@ -123,6 +122,7 @@ class Routing:
         if sock is None:
             sock = self._sockets[key] = await bind(
                 self._host, self._port, reuseport=True, listen=True, backlog=self.spec.backlog,
+                udp=self.spec.transport == "udp",
             )
         return sock
 
@@ -131,6 +131,11 @@ class Routing:
         the others, then it is closed."""
         sock = self._sockets.pop(f"{self.path}/{name}", None)
         if sock is None:
+            return
+        if self.spec.transport == "udp":
+            # (What waits on it is lost, as a datagram may be: there is no connection to
+            # hand over.)
+            sock.close()
             return
         taken = accept_all(sock, self.path)
         trio.lowlevel.notify_closing(sock)

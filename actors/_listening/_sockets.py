@@ -21,7 +21,9 @@ __all__ = [
     "LockedSocket",
     "accept_failure",
     "bind",
+    "bound_address",
     "claim_address",
+    "hold_out_of_spread",
     "runtime_directory",
     "unread_bytes",
     "untouched",
@@ -122,6 +124,7 @@ class LockedSocket(socket.socket):
 
     lock_fd: int = -1
     lock_path: Path | None = None
+    bound: tuple[str, int] | None = None  # its address, if connecting it changed its name
 
     def close(self) -> None:
         if self.lock_fd >= 0:
@@ -141,15 +144,17 @@ def _same_file(fd: int, path: Path) -> bool:
         return False
 
 
-def claim_address(sock: socket.socket, host: str, port: int) -> LockedSocket:
-    """Hold a lock that names ``host:port`` for as long as ``sock`` lives.
+def claim_address(sock: socket.socket, host: str, port: int, *, udp: bool = False
+                  ) -> LockedSocket:
+    """Hold a lock that names ``host:port`` (of TCP, or of UDP) for as long as ``sock``
+    lives.
 
     ``SO_REUSEPORT`` lets every socket of one user bind the same port: a second system would
     silently share the traffic. The lock makes it fail to bind instead, as it would under
     any other policy."""
     directory = runtime_directory()
     directory.mkdir(mode=0o700, exist_ok=True)
-    lock_path = directory / f"port-{host}-{port}.lock"
+    lock_path = directory / f"port-{'udp-' if udp else ''}{host}-{port}.lock"
     while True:
         lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
@@ -170,28 +175,56 @@ def claim_address(sock: socket.socket, host: str, port: int) -> LockedSocket:
     return claimed
 
 
+def bound_address(sock: socket.socket) -> tuple[str, int]:
+    """The address ``sock`` was bound to (host, port)."""
+    bound = getattr(sock, "bound", None)
+    if bound is not None:
+        return bound  # type: ignore[no-any-return]
+    host, port = sock.getsockname()[:2]
+    return str(host), int(port)
+
+
+def hold_out_of_spread(sock: LockedSocket) -> None:
+    """Keep the master's own ``SO_REUSEPORT`` UDP socket out of the kernel's spread.
+
+    Every bound UDP socket of a reuseport group gets its share of the datagrams, and this
+    one (it holds the address and its lock for the listener's life) is read by nobody. A
+    connected UDP socket is skipped by the group's selection and matches only datagrams
+    from the address it is connected to: it is connected to its own address, which sends
+    nothing."""
+    host, port = sock.bound = bound_address(sock)
+    loopback = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    sock.connect((loopback, port))
+
+
 async def bind(
-    host: str, port: int, *, reuseport: bool, listen: bool, backlog: int = 1024
+    host: str, port: int, *, reuseport: bool, listen: bool, backlog: int = 1024,
+    udp: bool = False,
 ) -> socket.socket:
-    """A non-blocking TCP socket bound to ``host:port`` (listening if ``listen``).
+    """A non-blocking TCP socket bound to ``host:port`` (listening if ``listen``), or a UDP
+    one (``udp``).
 
     The caller owns it. Any failure (a name that does not resolve, an address in use) is a
     :class:`BindError` naming the address.
     """
     try:
         infos = await trio.socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            host, port, type=socket.SOCK_DGRAM if udp else socket.SOCK_STREAM,
+            flags=socket.AI_PASSIVE,
         )
     except socket.gaierror as exc:
         raise BindError(f"cannot listen on {host}:{port}: {exc}") from exc
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if not udp:
+            # (For UDP, SO_REUSEADDR would let a second socket bind the same address and
+            # take its datagrams: no second instance may share it that way.)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuseport:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
-        if listen:
+        if listen and not udp:
             sock.listen(backlog)
         sock.setblocking(False)
     except OSError as exc:

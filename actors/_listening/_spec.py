@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from .._base._handoff import (
     POLICIES,
@@ -13,11 +13,18 @@ from .._base._handoff import (
 )
 from .._base._spec import Shutdown, SupervisorSpec, supervisor, worker
 from ._acceptor import Acceptor
+from ._datagram import DatagramAcceptor
 
 __all__ = [
+    "TRANSPORTS",
     "ListenerSpec",
+    "Transport",
     "listener",
 ]
+
+Transport = Literal["tcp", "udp"]
+TRANSPORTS: tuple[Transport, ...] = ("tcp", "udp")
+_DATAGRAM_POLICIES: tuple[Policy, ...] = ("shared", "reuseport")
 
 log = logging.getLogger("actors")
 
@@ -33,6 +40,7 @@ class ListenerSpec(SupervisorSpec):
     backlog: int = 1024
     report_every: float = 5.0
     max_connections_per_worker: int | None = None
+    transport: Transport = "tcp"
 
 
 def listener(
@@ -40,9 +48,10 @@ def listener(
     *,
     host: str = "127.0.0.1",
     port: int = 0,
-    acceptor: type[Acceptor] | None,
+    acceptor: type[Acceptor] | type[DatagramAcceptor] | None,
     count: int | None = None,
     policy: Policy | None = None,
+    transport: Transport = "tcp",
     in_flight: int = 64,
     backlog: int = 1024,
     shutdown: Shutdown = 10.0,
@@ -64,7 +73,32 @@ def listener(
 
     ``acceptor=None`` declares the socket alone, for commands (``command(...,
     sockets=(path,))``): the master binds it and holds it for the tree's life, and nothing
-    in Python accepts on it (``count`` is then 0, ``policy`` ``shared`` or unset)."""
+    in Python accepts on it (``count`` is then 0, ``policy`` ``shared`` or unset).
+
+    ``transport="udp"``: a UDP socket, whose datagrams ``acceptor`` (a
+    :class:`DatagramAcceptor`) answers, under policy ``shared`` (the default: every
+    acceptor receives on the listener's socket) or ``reuseport`` (each on a socket of its
+    own, which the master keeps for its place)."""
+    if transport not in TRANSPORTS:
+        raise ValueError(f"transport must be one of {TRANSPORTS}, not {transport!r}")
+    if transport == "udp":
+        if policy is None:
+            policy = "shared"
+        if policy not in _DATAGRAM_POLICIES:
+            raise ValueError(f"a UDP listener's policy is one of {_DATAGRAM_POLICIES}, not "
+                             f"{policy!r}: no connection to hand over, each datagram stands "
+                             "alone")
+        if acceptor is not None and not (
+                isinstance(acceptor, type) and issubclass(acceptor, DatagramAcceptor)):
+            raise TypeError(f"a UDP listener takes a DatagramAcceptor subclass (or None), "
+                            f"not {acceptor!r}")
+        if max_connections_per_worker is not None:
+            raise ValueError("a UDP listener has no connections: max_connections_per_worker "
+                             "is for TCP")
+    elif acceptor is not None and isinstance(acceptor, type) and issubclass(
+            acceptor, DatagramAcceptor):
+        raise TypeError(f"{acceptor.__qualname__} is a DatagramAcceptor: it needs "
+                        "transport='udp'")
     if acceptor is None:
         if policy not in (None, "shared"):
             raise ValueError(f"a listener without acceptors has no policy {policy!r}: its "
@@ -72,7 +106,8 @@ def listener(
         if count not in (None, 0):
             raise ValueError("a listener without acceptors has count 0 (or unset)")
         policy, count = "shared", 0
-    elif not (isinstance(acceptor, type) and issubclass(acceptor, Acceptor)):
+    elif transport == "tcp" and not (isinstance(acceptor, type) and issubclass(acceptor,
+                                                                                Acceptor)):
         raise TypeError(f"listener() takes an Acceptor subclass (or None), not {acceptor!r}")
     policy = "round_robin" if policy is None else policy
     if policy not in POLICIES:
@@ -100,6 +135,7 @@ def listener(
         within=checked.within, children=checked.children, shutdown="infinity",
         host=host, port=port, policy=policy, in_flight=in_flight, backlog=backlog,
         report_every=report_every, max_connections_per_worker=max_connections_per_worker,
+        transport=transport,
     )
 
 

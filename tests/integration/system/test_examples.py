@@ -241,3 +241,17 @@ async def test_the_readme_reload_demo_fails_no_keep_alive_client() -> None:
             process.send_signal(signal.SIGTERM)
             assert await process.wait() == 0
     assert not descendants()
+
+
+async def test_udp_echo_answers_every_datagram_from_its_workers() -> None:
+    for policy in ("shared", "reuseport"):
+        with trio.fail_after(TIMEOUT):
+            result = await trio.run_process(
+                [sys.executable, str(EXAMPLES / "udp_echo.py"), "--port", "0", "--workers",
+                 "2", "--policy", policy, "--check", "200", "--name", f"udp_echo_{policy}"],
+                capture_stdout=True, capture_stderr=True, check=False,
+            )
+        assert result.returncode == 0, result.stderr.decode()
+        out = result.stdout.decode()
+        assert f"policy={policy} workers=2" in out
+        assert "echoed 200/200 datagrams from 8 clients" in out
