@@ -12,7 +12,7 @@ import logging
 from protocol import ProtocolError, registry
 
 from .._base._control import EventReport
-from .._base._events import Event, EventSink
+from .._base._events import ActorExited, ActorReady, ActorStarted, Event, EventSink
 from ._link import Link, Links
 
 __all__ = ["Publisher"]
@@ -27,6 +27,10 @@ class Publisher:
     def __init__(self, events: EventSink | None) -> None:
         self.events = events
         self.links: Links | None = None
+        # Instances reported from behind each child link that started and hold no name (a
+        # supervisor, an actor still in its setup): if the link's process dies, the names
+        # it drops say nothing of them, so their exits are reported from here (`unnamed`).
+        self._unnamed: dict[Link, dict[tuple[str, int | None], None]] = {}
 
     def publish(self, event: Event) -> None:
         """Report a lifecycle event: to ``events()`` in the master, up the tree elsewhere."""
@@ -48,4 +52,19 @@ class Publisher:
             log.error("node %s (%s) may not report %r: refused", link.peer, link.subtree,
                       event)
             return
+        self._track(link, event)
         self.publish(event)
+
+    def _track(self, link: Link, event: Event) -> None:
+        if isinstance(event, ActorStarted):
+            self._unnamed.setdefault(link, {})[(event.path, event.pid)] = None
+        elif isinstance(event, ActorExited) or (
+                isinstance(event, ActorReady) and event.address is not None):
+            unnamed = self._unnamed.get(link)
+            if unnamed is not None:
+                unnamed.pop((event.path, event.pid), None)
+
+    def unnamed(self, link: Link) -> list[str]:
+        """Forget ``link`` (it is down): the paths of the instances behind it that started,
+        have not ended, and hold no name."""
+        return [path for path, _ in self._unnamed.pop(link, {})]

@@ -290,17 +290,21 @@ class Relay:
             if self.children.get(link.peer) is link:
                 del self.children[link.peer]
                 self._hops.clear()
-            lost = self.names.drop(link)
+            lost: list[tuple[str, str | None]] = list(self.names.drop(link))
+            lost += [(path, None) for path in self._publisher.unnamed(link)]
             if not orderly:
                 self._report_lost(link, lost, reason)
 
-    def _report_lost(self, link: Link, lost: list[tuple[str, str]], reason: str) -> None:
-        """Actors that went down with a process, without a word of their own: their exit."""
+    def _report_lost(self, link: Link, lost: list[tuple[str, str | None]], reason: str
+                     ) -> None:
+        """Instances that went down with a process, without a word of their own (named
+        ones with their address, and unnamed ones: a supervisor of theirs): their exit."""
         for path, address in lost:
             if path == link.subtree:
                 continue  # the worker's own actor: its handle reports it
             lost_reason = ExitReason(
                 kind="killed", detail=f"its process (node {link.peer}) went away: {reason}",
             )
-            self._mailboxes.departed(address, path, lost_reason)
+            if address is not None:
+                self._mailboxes.departed(address, path, lost_reason)
             self._publisher.publish(ActorExited(path=path, address=address, reason=lost_reason))

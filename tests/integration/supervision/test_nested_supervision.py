@@ -9,6 +9,7 @@ import trio
 
 from actors import (
     Actor,
+    ActorExited,
     ActorReady,
     SupervisorGaveUp,
     handler,
@@ -79,3 +80,38 @@ async def test_a_tree_inside_a_worker_restarts_its_own_children() -> None:
             ready = await next_event(events, ActorReady, "root/owner/pool/m")
             assert ready.pid not in (old, owner_pid)
             assert (await ref.ask(WhoAreYou(), Pid)).pid == ready.pid
+
+
+class TreeOwner(Actor):
+    """A process actor with a supervisor of one process and one in-process child, and a
+    process child of its own."""
+
+    async def setup(self) -> None:
+        await self.ctx.spawn(supervisor("sup", children=[
+            worker(Member, name="far", process=True),
+            worker(Member, name="near"),
+        ]))
+        await self.ctx.spawn(Member, name="own", process=True)
+
+    @handler
+    async def who(self, msg: WhoAreYou) -> Pid:
+        return Pid(pid=os.getpid())
+
+
+async def test_every_instance_of_a_killed_worker_gets_exactly_one_exit() -> None:
+    below = {"owner/sup", "owner/sup/far", "owner/sup/near", "owner/own"}
+    with trio.fail_after(TIMEOUT):
+        async with open_system() as system:
+            events = system.events()
+            owner = await system.spawn(TreeOwner, name="owner", process=True)
+            pid = (await owner.ask(WhoAreYou(), Pid)).pid
+            os.kill(pid, signal.SIGKILL)
+            exited: list[str] = []
+            async for event in events:
+                if isinstance(event, ActorExited):
+                    exited.append(event.path)
+                    if below | {"owner"} <= set(exited):
+                        break
+        # (the system stopped meanwhile: whatever came late is in the channel by now)
+        exited += [e.path for e in received(events) if isinstance(e, ActorExited)]
+    assert sorted(exited) == sorted(below | {"owner"})
