@@ -22,11 +22,15 @@ a connection, a worker and a state change through the functions they pass.
 from ._base._actor import Actor as Actor
 from ._base._actor import ActorContext as ActorContext
 from ._base._actor import handler as handler
+from ._base._children import ChildCount as ChildCount
+from ._base._children import ChildInfo as ChildInfo
 from ._base._errors import ActorError as ActorError
 from ._base._errors import ActorGone as ActorGone
 from ._base._errors import ActorNotFound as ActorNotFound
 from ._base._errors import BindError as BindError
 from ._base._errors import CallingSelf as CallingSelf
+from ._base._errors import ChildExists as ChildExists
+from ._base._errors import ChildRunning as ChildRunning
 from ._base._errors import InvalidArguments as InvalidArguments
 from ._base._errors import InvalidKey as InvalidKey
 from ._base._errors import InvalidStoredValue as InvalidStoredValue
@@ -39,6 +43,7 @@ from ._base._errors import StoreInUse as StoreInUse
 from ._base._errors import StoreUnavailable as StoreUnavailable
 from ._base._errors import SystemNameTaken as SystemNameTaken
 from ._base._errors import UnexpectedReply as UnexpectedReply
+from ._base._events import ActorDown as ActorDown
 from ._base._events import ActorDrained as ActorDrained
 from ._base._events import ActorExited as ActorExited
 from ._base._events import ActorReady as ActorReady
@@ -87,6 +92,7 @@ __all__ = [
     "AcceptorStats",
     "Actor",
     "ActorContext",
+    "ActorDown",
     "ActorDrained",
     "ActorError",
     "ActorExited",
@@ -102,6 +108,10 @@ __all__ = [
     "Backoff",
     "BindError",
     "CallingSelf",
+    "ChildCount",
+    "ChildExists",
+    "ChildInfo",
+    "ChildRunning",
     "CommandSpec",
     "DatagramAcceptor",
     "Decision",

@@ -14,7 +14,10 @@ from protocol import Message
 from ._ref import ActorRef
 from ._shared import State
 
-__all__ = ["Actor", "ActorContext", "handler", "no_handler"]
+if typing.TYPE_CHECKING:
+    from ._children import ChildCount, ChildInfo
+
+__all__ = ["Actor", "ActorContext", "SpecLike", "handler", "no_handler"]
 
 _HANDLER_MARK = "__actors_handler__"
 
@@ -228,6 +231,15 @@ class Actor:
         return None
 
 
+class SpecLike(Protocol):
+    """What ``ctx.start_child`` takes: a ``worker(...)`` or ``supervisor(...)`` spec (the
+    specs are defined over :class:`Actor`, so this interface names them by what they
+    have)."""
+
+    @property
+    def name(self) -> str: ...
+
+
 class ActorContext(Protocol):
     """The running actor's own ref and path, its children and its background tasks."""
 
@@ -294,4 +306,38 @@ class ActorContext(Protocol):
         """Ask to be replaced without failing (to recycle a worker, say): a supervised
         process actor gets its successor started first, then stops (draining) with exit
         reason ``recycled``; any other actor just stops."""
+        ...
+
+    async def start_child(self, supervisor_path: str, spec: SpecLike) -> ActorRef:
+        """Start ``spec`` under the supervisor at ``supervisor_path``, wherever it runs
+        (as ``system.start_child``); its ref once it is ready."""
+        ...
+
+    async def terminate_child(self, path: str) -> None:
+        """Stop the supervised child at ``path`` in order; it is not restarted."""
+        ...
+
+    async def restart_child(self, path: str) -> ActorRef:
+        """Start the terminated child at ``path`` again from its kept spec."""
+        ...
+
+    async def delete_child(self, path: str) -> None:
+        """Forget the terminated child at ``path`` (its spec)."""
+        ...
+
+    async def which_children(self, supervisor_path: str) -> list[ChildInfo]:
+        """A row per child of the supervisor at ``supervisor_path``."""
+        ...
+
+    async def count_children(self, supervisor_path: str) -> ChildCount:
+        """How many children the supervisor at ``supervisor_path`` has, and of what kind."""
+        ...
+
+    async def monitor(self, ref: ActorRef) -> str:
+        """Be told (an :class:`ActorDown` message, to this actor's handler for it) when
+        ``ref``'s instance ends; at once (``noproc``) if it is gone. The monitor's id."""
+        ...
+
+    async def demonitor(self, monitor_id: str) -> None:
+        """Remove a monitor (an ActorDown it already sent may still arrive)."""
         ...

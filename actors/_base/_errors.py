@@ -5,9 +5,11 @@
     ActorError                 the root: anything the runtime raises on purpose
     ├── SpawnError             an actor could not be started
     │   ├── InvalidArguments   constructor arguments refused before any process started
-    │   └── BindError          a listener's socket could not be bound (address in use, bad host)
+    │   ├── BindError          a listener's socket could not be bound (address in use, bad host)
+    │   └── ChildExists        the supervisor already has a child of that name
     ├── RestartLimitExceeded   a supervisor restarted too often and gave up
     ├── ActorNotFound          no actor is registered under that name or path
+    ├── ChildRunning           the child runs: terminate it before deleting or restarting it
     ├── ActorGone              the actor stopped or its process died before it could answer
     ├── RemoteError            a handler raised (or the far side could not decode the request
     │                          or encode the answer); carries the original type name and text
@@ -34,7 +36,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ._events import ExitReason
+    from ._exits import ExitReason
 
 __all__ = [
     "ActorError",
@@ -42,6 +44,8 @@ __all__ = [
     "ActorNotFound",
     "BindError",
     "CallingSelf",
+    "ChildExists",
+    "ChildRunning",
     "InvalidArguments",
     "InvalidKey",
     "InvalidStoredValue",
@@ -97,6 +101,16 @@ class BindError(SpawnError):
 
 class ActorNotFound(ActorError):
     """No actor is registered under the name or path asked for."""
+
+
+class ChildExists(SpawnError):
+    """The supervisor already has a child of that name (running, or terminated and kept)."""
+
+    fatal = True  # the same name stays taken
+
+
+class ChildRunning(ActorError):
+    """The child runs (or restarts): terminate it before deleting or restarting it."""
 
 
 class ActorGone(ActorError):

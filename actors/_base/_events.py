@@ -7,10 +7,11 @@ events from supervisors running inside worker processes are forwarded to the mas
 from __future__ import annotations
 
 import logging
+import math
 import time
 import traceback
 from collections import deque
-from typing import Literal, Protocol
+from typing import Protocol
 
 import trio
 from pydantic import Field
@@ -18,17 +19,24 @@ from pydantic import Field
 from protocol import Message
 
 from ._control import qualified_name
+from ._exits import ExitKind as ExitKind  # (kept importable from here)
+from ._exits import ExitReason
+from ._ref import ActorRef
 
 __all__ = [
+    "ActorDown",
     "ActorExited",
     "ActorReady",
     "ActorRestarted",
     "ActorStarted",
     "ActorSuicided",
+    "Demonitor",
     "Event",
     "EventBus",
     "EventSink",
     "ExitReason",
+    "Monitor",
+    "Monitoring",
     "ReloadAborted",
     "StoreDisconnected",
     "StoreReconnected",
@@ -40,76 +48,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("actors.events")
-
-ExitKind = Literal[
-    "normal", "shutdown", "crashed", "killed", "suicide", "timeout", "unresponsive", "memory",
-    "recycled",
-]
-
-
-class ExitReason(Message, tag="actors.ExitReason"):
-    """Why an actor instance ended.
-
-    ``normal``: it stopped by itself. ``shutdown``: it stopped because it was asked.
-    ``crashed``: an exception ended it (``error_type``, ``detail``, ``traceback``), or its
-    process exited with a non-zero status. ``killed``: a signal ended its process. ``suicide``:
-    it reported an unexpected exception and asked to be replaced. ``timeout``: it did not
-    become ready within its start timeout. ``unresponsive``: its process stopped answering
-    heartbeats and was killed. ``memory``: its process stayed above ``max_memory`` and was
-    replaced. ``recycled``: an acceptor served ``max_connections_per_worker`` connections
-    and was replaced.
-    """
-
-    kind: ExitKind
-    detail: str = ""
-    error_type: str = ""
-    traceback: str = ""
-    exit_code: int | None = None
-    signal: int | None = None
-
-    @property
-    def normal(self) -> bool:
-        """True for the exits OTP calls normal: the actor ended by itself or as asked."""
-        return self.kind in ("normal", "shutdown")
-
-    def why(self) -> str:
-        """The reason in words, for messages: ``"it crashed (KeyError: 'x')"``."""
-        detail = _first_line(self.detail)
-        detail = f"{self.error_type}: {detail}" if self.error_type else detail
-        words = {
-            "normal": "it stopped by itself",
-            "shutdown": "it was stopped",
-            "crashed": "it crashed",
-            "killed": "it was killed",
-            "suicide": "it crashed and asked to be replaced",
-            "timeout": "it did not become ready in time",
-            "unresponsive": "it stopped answering heartbeats and was killed",
-            "memory": "it used more memory than it may and was replaced",
-            "recycled": "it served its share of connections and was replaced",
-        }[self.kind]
-        if self.signal is not None:
-            detail = f"{detail}, signal {self.signal}" if detail else f"signal {self.signal}"
-        return f"{words} ({detail})" if detail else words
-
-    def describe(self) -> str:
-        """One line: the kind, the error or detail (its first line), the status."""
-        parts: list[str] = [self.kind]
-        detail = _first_line(self.detail)
-        if self.error_type:
-            parts.append(f"{self.error_type}: {detail}")
-        elif detail:
-            parts.append(detail)
-        if self.signal is not None:
-            parts.append(f"signal {self.signal}")
-        elif self.exit_code is not None:
-            parts.append(f"exit status {self.exit_code}")
-        return " - ".join(parts)
-
-
-def _first_line(text: str, limit: int = 200) -> str:
-    line = text.strip().split("\n", 1)[0]
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
 
 def crash_reason(exc: BaseException) -> ExitReason:
     """The exit reason of an instance that ``exc`` ended."""
@@ -270,6 +208,34 @@ class ReloadAborted(Event, tag="actors.ReloadAborted"):
     replaced: list[str]
 
 
+class ActorDown(Message, tag="actors.ActorDown"):
+    """A monitored actor ended, or could not be watched (``reason``: ``noproc``,
+    ``nodedown``, or the kind of its exit reason)."""
+
+    ref: ActorRef
+    reason: str
+    exit: ExitReason | None = None
+
+
+class Monitor(Message, tag="actors.Monitor"):
+    """``watcher`` asks to be told (:class:`ActorDown`) when ``target``'s instance ends."""
+
+    watcher: ActorRef
+    target: ActorRef
+
+
+class Monitoring(Message, tag="actors.Monitoring"):
+    """The answer to :class:`Monitor`: the monitor's id (for :class:`Demonitor`)."""
+
+    id: str
+
+
+class Demonitor(Message, tag="actors.Demonitor"):
+    """Remove monitor ``id`` (nothing happens if it fired or was removed already)."""
+
+    id: str
+
+
 class EventSink(Protocol):
     """Where a process's runtime reports lifecycle events."""
 
@@ -291,8 +257,13 @@ class EventBus:
         self.last_exits: dict[str, ExitReason] = {}  # by path: how its last instance ended
         self.exits: dict[str, int] = {}  # how many instances ended, by exit kind
 
-    def subscribe(self, *, history: bool = False) -> trio.MemoryReceiveChannel[Event]:
-        send, receive = trio.open_memory_channel[Event](self._buffer)
+    def subscribe(self, *, history: bool = False, unbounded: bool = False
+                  ) -> trio.MemoryReceiveChannel[Event]:
+        """A channel of the events from now on (``history``: the last ``buffer`` first).
+        ``unbounded``: for the runtime's own reader, which must see every event (the
+        monitors) and keeps up by itself; an observer's falls behind and is let go."""
+        size = math.inf if unbounded else self._buffer
+        send, receive = trio.open_memory_channel[Event](size)
         if history:
             for event in self._history:
                 send.send_nowait(event)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import trio
 
+from ._children import ChildCount, ChildInfo, ChildKind
 from ._errors import RestartLimitExceeded
 from ._events import ActorExited, Event, ExitReason, exit_reason
 from ._ref import ActorRef
@@ -31,6 +32,7 @@ __all__ = [
     "ChildBase",
     "ChildKind",
     "Lifecycle",
+    "ManageChildren",
     "Notice",
     "Parent",
     "Replacement",
@@ -43,9 +45,6 @@ __all__ = [
     "walk",
 ]
 
-ChildKind = Literal["supervisor", "listener", "worker", "actor", "command"]
-"""What a child is, for status: a (plain) supervisor, a listener, a worker process's actor,
-an actor in this process, an external program."""
 
 
 class Lifecycle(enum.Enum):
@@ -389,6 +388,23 @@ class SpawnChild(Protocol):
         kwargs: dict[str, Any],
         start_timeout: float = 30.0,
     ) -> ActorRef: ...
+
+
+class ManageChildren(Protocol):
+    """OTP's supervisor API on any supervisor of the system, wherever it runs (given to
+    actor contexts; the system's own is :class:`ActorSystem`'s)."""
+
+    async def start_child(self, supervisor_path: str, spec: ChildSpec) -> ActorRef: ...
+
+    async def terminate_child(self, path: str) -> None: ...
+
+    async def restart_child(self, path: str) -> ActorRef: ...
+
+    async def delete_child(self, path: str) -> None: ...
+
+    async def which_children(self, supervisor_path: str) -> list[ChildInfo]: ...
+
+    async def count_children(self, supervisor_path: str) -> ChildCount: ...
 
 
 async def stop_children(parent: Parent) -> None:

@@ -307,4 +307,6 @@ class Relay:
             )
             if address is not None:
                 self._mailboxes.departed(address, path, lost_reason)
+            if "@" in path:
+                continue  # the runtime's own actors (a worker's services) have no events
             self._publisher.publish(ActorExited(path=path, address=address, reason=lost_reason))

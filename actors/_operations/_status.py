@@ -128,7 +128,7 @@ async def collect_status(
         rows.append(ActorStatus(**row))
     known = {row.path for row in rows}
     for path, address in sorted(router.names.names.items()):
-        if path in known:
+        if path in known or "@" in path:  # (the runtime's own actors)
             continue
         node = address.partition("/")[0]
         pid = next((p for n, p in pids.items() if node == n or node.startswith(n + ".")), None)

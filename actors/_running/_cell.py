@@ -21,6 +21,7 @@ from .._base._tree import (
     ChildBase,
     ChildKind,
     Lifecycle,
+    ManageChildren,
     Parent,
     SpawnChild,
     StopCause,
@@ -87,6 +88,7 @@ class Cell(ChildBase):
         report_events: bool = True,
         register_name: bool = True,
         retirements: trio.MemorySendChannel[Retirement] | None = None,
+        manage_children: ManageChildren | None = None,
     ) -> None:
         super().__init__(path, parent, shutdown_timeout)
         self.router = router
@@ -94,6 +96,7 @@ class Cell(ChildBase):
         self.start_timeout = start_timeout
         self.spawn = spawn
         self.shared_state = shared_state
+        self.manage_children = manage_children  # ctx.start_child & co. (None: not here)
         self.register_name = register_name
         self.mailbox = ActorMailbox(router, actor, path=path, owner=self)
         self._ref = ActorRef(router.outbox, address=self.mailbox.address)

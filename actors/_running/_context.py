@@ -5,15 +5,20 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from .._base._actor import Actor
+from .._base._actor import Actor, SpecLike
+from .._base._children import ChildCount, ChildInfo
+from .._base._events import Demonitor, Monitor, Monitoring
 from .._base._ref import ActorRef
 from .._base._shared import State
-from .._base._spec import ChildSpec
-from .._base._tree import Parent, SpawnChild, StopCause
+from .._base._spec import ChildSpec, SupervisorSpec, WorkerSpec
+from .._base._tree import ManageChildren, Parent, SpawnChild, StopCause
 from .._messaging._mailboxes import current_actor
 from .._messaging._router import Router
 
-__all__ = ["CellContext", "ContextHost"]
+__all__ = ["MONITORS", "CellContext", "ContextHost"]
+
+MONITORS = "@monitors"
+"""The path of the master's monitors' actor, which every process reaches by it."""
 
 
 class ContextHost(Parent, Protocol):
@@ -22,6 +27,7 @@ class ContextHost(Parent, Protocol):
     router: Router
     spawn: SpawnChild
     shared_state: State | None
+    manage_children: ManageChildren | None
 
     @property
     def ref(self) -> ActorRef: ...
@@ -99,3 +105,40 @@ class CellContext:
 
     def request_replacement(self, reason: str) -> None:
         self._cell.request_replacement(reason)
+
+    # -- children managed at runtime, and monitors ---------------------------------------------
+
+    def _children(self) -> ManageChildren:
+        children = self._cell.manage_children
+        if children is None:
+            raise RuntimeError("this actor runs without the runtime's children operations")
+        return children
+
+    async def start_child(self, supervisor_path: str, spec: SpecLike) -> ActorRef:
+        if not isinstance(spec, WorkerSpec | SupervisorSpec):
+            raise TypeError(f"start_child takes a worker(...) or supervisor(...) spec, "
+                            f"not {spec!r}")
+        return await self._children().start_child(supervisor_path, spec)
+
+    async def terminate_child(self, path: str) -> None:
+        await self._children().terminate_child(path)
+
+    async def restart_child(self, path: str) -> ActorRef:
+        return await self._children().restart_child(path)
+
+    async def delete_child(self, path: str) -> None:
+        await self._children().delete_child(path)
+
+    async def which_children(self, supervisor_path: str) -> list[ChildInfo]:
+        return await self._children().which_children(supervisor_path)
+
+    async def count_children(self, supervisor_path: str) -> ChildCount:
+        return await self._children().count_children(supervisor_path)
+
+    async def monitor(self, ref: ActorRef) -> str:
+        monitors = ActorRef(self._cell.router.outbox, path=MONITORS)
+        answer = await monitors.ask(Monitor(watcher=self._cell.ref, target=ref), Monitoring)
+        return answer.id
+
+    async def demonitor(self, monitor_id: str) -> None:
+        await ActorRef(self._cell.router.outbox, path=MONITORS).ask(Demonitor(id=monitor_id))

@@ -33,6 +33,7 @@ from .._running._command import CommandHandle, ListeningSockets
 from .._running._process import ProcessHandle
 from .._running._processes import OutputSink, Spawner
 from ._places import child_path
+from ._runtime import RuntimeChildren
 from ._supervisor import Supervisor
 
 __all__ = ["Runnable", "Starter", "SupervisorKind"]
@@ -89,6 +90,10 @@ class Starter:
         self.commands: set[CommandHandle] = set()  # running, started from this process
         # Where commands' sockets come from (the listeners' layer sets it; None: nowhere).
         self.listening: ListeningSockets | None = None
+        # The plain supervisors of this process, by path, for the runtime operations
+        # (start_child, terminate_child, ...): each is listed while it runs.
+        self.supervisors: dict[str, Supervisor] = {}
+        self.children = RuntimeChildren(router, self.supervisors)  # what ctx.start_child uses
 
     async def start_child(
         self,
@@ -117,8 +122,16 @@ class Starter:
         kind = self.kinds.get(type(spec))
         if kind is not None:
             return kind(spec, parent, path)
-        return Supervisor(self.router, spec, parent=parent, path=path,
-                          start_child=self.start_child)
+        sup = Supervisor(self.router, spec, parent=parent, path=path,
+                         start_child=self.start_child)
+        self.supervisors[path] = sup
+        parent.nursery.start_soon(self._unlist, sup)
+        return sup
+
+    async def _unlist(self, sup: Supervisor) -> None:
+        await sup.done.wait()
+        if self.supervisors.get(sup.path) is sup:
+            del self.supervisors[sup.path]
 
     async def _start_supervisor(self, parent: Parent, spec: SupervisorSpec, path: str) -> Child:
         sup = self.supervisor(spec, parent, path)
@@ -198,7 +211,7 @@ class Starter:
         cell = Cell(
             self.router, actor, path=path, parent=parent,
             shutdown_timeout=grace_of(spec.shutdown), start_timeout=spec.start_timeout,
-            spawn=self.spawn, shared_state=self.state,
+            spawn=self.spawn, shared_state=self.state, manage_children=self.children,
         )
         try:
             await _start_under(parent, cell)

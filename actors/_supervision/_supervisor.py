@@ -18,7 +18,16 @@ from dataclasses import dataclass
 
 import trio
 
-from .._base._errors import RestartLimitExceeded, SpawnError, leaves, unwrap_actor_errors
+from .._base._children import ChildCount, ChildInfo
+from .._base._errors import (
+    ActorNotFound,
+    ChildExists,
+    ChildRunning,
+    RestartLimitExceeded,
+    SpawnError,
+    leaves,
+    unwrap_actor_errors,
+)
 from .._base._events import (
     ActorReady,
     ActorRestarted,
@@ -95,6 +104,10 @@ class Supervisor(ChildBase):
         self._inbox, self._inbox_received = trio.open_memory_channel[_Exited | Notice](math.inf)
         self._scope = trio.CancelScope()
         self._random = random.Random()
+        # Held while it acts on an exit (a restart, with its delay) and by each runtime
+        # operation (start_child, terminate_child, ...): one at a time, as OTP's supervisor
+        # handles one message at a time, so an operation never meets a half-done restart.
+        self._acting = trio.Lock()
 
     @property
     def ref(self) -> ActorRef:
@@ -219,7 +232,9 @@ class Supervisor(ChildBase):
             self._places.going(name, instance)
         draining = instance.draining if isinstance(instance, Restarting) else None
         try:
-            await self._decide_and_act(name, instance)
+            async with self._acting:
+                if place.occupant is instance:  # (an operation may have ended it meanwhile)
+                    await self._decide_and_act(name, instance)
         finally:
             if draining is not None:
                 draining.relieve()  # its replacement is ready (or none is coming)
@@ -281,19 +296,100 @@ class Supervisor(ChildBase):
                 return  # the failure comes back through the loop as an exit
 
     async def add_child(self, spec: ChildSpec) -> Child:
-        """Start a child at runtime (``system.spawn`` under a tree); failures raise."""
-        if spec.name in self._places:
-            raise SpawnError(f"supervisor {self.path} already has a child named {spec.name!r}")
-        self._places[spec.name] = Place(spec, wanted=True)
-        self.router.names.supervise(child_path(self.path, spec.name))
-        try:
-            instance = await self._start_child(self, spec, notices=self._inbox)
-        except BaseException:
-            del self._places[spec.name]
-            self.router.names.unsupervise(child_path(self.path, spec.name))
-            raise
-        self._take(spec.name, instance)
-        return instance
+        """Start a child at runtime (``start_child``; ``system.spawn`` under a tree); a
+        failed start raises and leaves no trace."""
+        async with self._acting:
+            self._check_running()
+            if spec.name in self._places:
+                raise ChildExists(
+                    f"supervisor {self.path} already has a child named {spec.name!r}"
+                )
+            self._places[spec.name] = Place(spec, wanted=True)
+            self.router.names.supervise(child_path(self.path, spec.name))
+            try:
+                instance = await self._start_child(self, spec, notices=self._inbox)
+            except BaseException:
+                del self._places[spec.name]
+                self.router.names.unsupervise(child_path(self.path, spec.name))
+                raise
+            self._take(spec.name, instance)
+            return instance
+
+    async def terminate_child(self, name: str) -> None:
+        """Stop child ``name`` in order (it drains) and do not restart it; its spec is
+        kept for :meth:`restart_child` (a temporary child's is deleted, as in OTP)."""
+        async with self._acting:
+            place = self._place(name)
+            occupant, place.occupant = place.occupant, None
+            place.wanted = False
+            self.router.names.unsupervise(child_path(self.path, name))
+            if place.spec.restart == "temporary":
+                del self._places[name]
+            if isinstance(occupant, Restarting):
+                if occupant.draining is not None:
+                    occupant.draining.relieve()  # no successor is coming
+            elif occupant is not None:
+                self._places.going(name, occupant)
+                await occupant.shutdown(occupant.shutdown_timeout)
+
+    async def restart_child(self, name: str) -> Child:
+        """Start terminated child ``name`` again from its kept spec; a failed start raises
+        (:class:`SpawnError`) and leaves it terminated."""
+        async with self._acting:
+            self._check_running()
+            place = self._place(name)
+            if place.occupant is not None:
+                raise ChildRunning(f"{child_path(self.path, name)} runs: terminate it first")
+            path = child_path(self.path, name)
+            self.router.names.supervise(path)
+            try:
+                instance = await self._start_child(self, place.spec, notices=self._inbox)
+            except BaseException:
+                self.router.names.unsupervise(path)
+                raise
+            place.wanted = True
+            self._take(name, instance)
+            return instance
+
+    async def delete_child(self, name: str) -> None:
+        """Forget terminated child ``name``'s spec."""
+        async with self._acting:
+            if self._place(name).occupant is not None:
+                raise ChildRunning(
+                    f"{child_path(self.path, name)} runs: terminate it before deleting it"
+                )
+            del self._places[name]
+
+    def which_children(self) -> list[ChildInfo]:
+        """A row per child spec, in the order of the spec (children added later last)."""
+        rows = []
+        for name, place in self._places.items():
+            occupant = place.occupant
+            rows.append(ChildInfo(
+                name=name, path=child_path(self.path, name),
+                kind=place.kind if occupant is None else occupant.kind,
+                pid=None if occupant is None else occupant.pid,
+                state="terminated" if occupant is None else occupant.state.value,
+                restarts=place.restarts,
+            ))
+        return rows
+
+    def count_children(self) -> ChildCount:
+        rows = self.which_children()
+        active = [row for row in rows if row.state not in ("terminated", "restarting")]
+        supervisors = sum(row.kind in ("supervisor", "listener") for row in active)
+        return ChildCount(specs=len(rows), active=len(active), supervisors=supervisors,
+                          workers=len(active) - supervisors)
+
+    def _place(self, name: str) -> Place:
+        place = self._places.get(name)
+        if place is None:
+            raise ActorNotFound(f"supervisor {self.path} has no child named {name!r}")
+        return place
+
+    def _check_running(self) -> None:
+        if self._reached(Lifecycle.STOPPING):
+            raise ActorNotFound(f"supervisor {self.path} is stopping")
 
     def child_names(self) -> list[str]:
         return list(self._places)

@@ -68,6 +68,8 @@ from .._running._processes import (
 from .._state._actors import RemoteUpstream, ReplicaActor
 from .._state._api import SharedState
 from .._state._replica import Replica
+from .._supervision._runtime import SERVICE as CHILDREN
+from .._supervision._runtime import ChildrenService
 from .._supervision._start import Starter
 
 _PR_SET_PDEATHSIG = 1
@@ -254,6 +256,7 @@ async def _run_actor(
     nursery.start_soon(_watch_sigterm, link)
     if start.heartbeat > 0:
         nursery.start_soon(_send_heartbeats, link, start.heartbeat)
+    await _start_children_service(nursery, router, starter, start.path)
     root = Root(start.path.rpartition("/")[0], nursery)
     # At most two: one crash, one request to be replaced.
     retirements, retired = trio.open_memory_channel[Retirement](2)
@@ -262,7 +265,8 @@ async def _run_actor(
         # The parent reports this actor's lifecycle; the worker reports its children's.
         cell = Cell(router, actor, path=start.path, parent=root,
                     shutdown_timeout=start.shutdown_timeout, spawn=starter.spawn,
-                    shared_state=state, report_events=False, retirements=retirements)
+                    shared_state=state, report_events=False, retirements=retirements,
+                    manage_children=starter.children)
         root.running.append(cell)
         await nursery.start(cell.run)
     except Exception as exc:
@@ -282,6 +286,17 @@ async def _run_actor(
     with trio.move_on_after(_EXIT_FLUSH_TIMEOUT):
         await parent_gone.wait()
     return 0 if failure is None else 1
+
+
+async def _start_children_service(
+    nursery: trio.Nursery, router: Router, starter: Starter, path: str
+) -> None:
+    """What the master passes on to this process of the runtime child operations on its
+    supervisors (at ``<path>/@children``, a name the master finds it by)."""
+    service = ChildrenService(starter.children, pass_on=False)
+    cell = Cell(router, service, path=f"{path}/{CHILDREN}", parent=Root(path, nursery),
+                shutdown_timeout=1.0, spawn=_no_spawn, report_events=False)
+    await nursery.start(cell.run)
 
 
 async def _open_replica(nursery: trio.Nursery, router: Router, start: Start

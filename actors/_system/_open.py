@@ -45,15 +45,17 @@ from .._running._processes import (
 )
 from .._state._api import SharedState
 from .._state._stores import check_store_url, open_store
+from .._supervision._monitors import Monitors
 from .._supervision._start import Runnable, Starter
-from ._services import default_name, open_spawner, start_state
+from ._runtime import RuntimeOperations
+from ._services import default_name, open_spawner, start_runtime_services, start_state
 
 __all__ = ["ActorSystem", "open_system"]
 
 log = logging.getLogger("actors")
 
 
-class ActorSystem:
+class ActorSystem(RuntimeOperations):
     """The running system, as seen from the master. Get one from :func:`open_system`."""
 
     def __init__(
@@ -66,9 +68,12 @@ class ActorSystem:
         *,
         name: str = "actors",
         output: OutputLog | None = None,
+        monitors: Monitors,
     ) -> None:
         self._router = router
         self._starter = starter
+        self._children = starter.children
+        self._monitors = monitors
         self._events = events
         self._listeners = listeners
         self.name = name
@@ -131,8 +136,10 @@ class ActorSystem:
         return ActorRef(self._router.outbox, path=path)
 
     def names(self) -> dict[str, str]:
-        """Every registered path and the address of the actor holding it."""
-        return dict(self._router.names.names)
+        """Every registered path and the address of the actor holding it (the runtime's
+        own actors, whose paths have an ``@``, left out)."""
+        return {path: address for path, address in self._router.names.names.items()
+                if "@" not in path}
 
     def events(self, *, history: bool = False) -> trio.MemoryReceiveChannel[Event]:
         """A channel of the lifecycle events from now on (iterate it; close it when done).
@@ -374,10 +381,11 @@ async def open_system(
                             events=events, max_frame_size=max_frame_size)
             starter = Starter(router, spawner, output=output)
             await start_state(nursery, router, starter, kept, store_timeout, events)
+            monitors = await start_runtime_services(nursery, router, starter, events)
             listeners: dict[str, Listener] = {}
             register_listener_kind(starter, sockets, listeners)
             system = ActorSystem(router, starter, nursery, events, listeners, name=name,
-                                 output=output)
+                                 output=output, monitors=monitors)
             async with _control(system, name, control), _metrics(system, metrics):
                 if handle_signals and threading.current_thread() is threading.main_thread():
                     await nursery.start(_handle_signals, system)

@@ -22,9 +22,29 @@ from .._state._actors import StateServiceActor
 from .._state._api import SharedState
 from .._state._service import LocalUpstream, StateService
 from .._state._store import Store
+from .._supervision._monitors import SERVICE as MONITORS
+from .._supervision._monitors import Monitors, MonitorsActor
+from .._supervision._runtime import SERVICE as CHILDREN
+from .._supervision._runtime import ChildrenService
 from .._supervision._start import Starter
 
-__all__ = ["default_name", "open_spawner", "start_state"]
+__all__ = ["default_name", "open_spawner", "start_runtime_services", "start_state"]
+
+
+async def start_runtime_services(
+    nursery: trio.Nursery, router: Router, starter: Starter, events: EventBus
+) -> Monitors:
+    """The master's monitors and its service for children managed at runtime, each an
+    actor every process reaches by its path (``@monitors``, ``@children``)."""
+    monitors = Monitors(router, events)
+    await nursery.start(monitors.run)
+    parent = Root("", nursery)  # the runtime's own actors
+    for actor, path in ((MonitorsActor(monitors), MONITORS),
+                        (ChildrenService(starter.children, pass_on=True), CHILDREN)):
+        cell = Cell(router, actor, path=path, parent=parent, shutdown_timeout=1.0,
+                    spawn=starter.spawn, report_events=False)
+        await nursery.start(cell.run)
+    return monitors
 
 
 async def start_state(
