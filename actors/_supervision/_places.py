@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import trio
 
+from .._base._children import ChildCount, ChildInfo
 from .._base._errors import SpawnError
 from .._base._events import ExitReason
 from .._base._ref import ActorRef, Sender
@@ -187,6 +188,27 @@ class Places(dict[str, Place]):
     def all_going(self) -> None:
         for name, instance in self.instances().items():
             self.going(name, instance)
+
+    def rows(self) -> list[ChildInfo]:
+        """A row per place (``which_children``): what holds it, or ``terminated``."""
+        rows = []
+        for name, place in self.items():
+            occupant = place.occupant
+            rows.append(ChildInfo(
+                name=name, path=child_path(self._owner.path, name),
+                kind=place.kind if occupant is None else occupant.kind,
+                pid=None if occupant is None else occupant.pid,
+                state="terminated" if occupant is None else occupant.state.value,
+                restarts=place.restarts,
+            ))
+        return rows
+
+    def count(self) -> ChildCount:
+        """``count_children``: the places, those that run, and of which kind."""
+        active = [row for row in self.rows() if row.state not in ("terminated", "restarting")]
+        supervisors = sum(row.kind in ("supervisor", "listener") for row in active)
+        return ChildCount(specs=len(self), active=len(active), supervisors=supervisors,
+                          workers=len(active) - supervisors)
 
     def close(self) -> None:
         """Nobody comes or goes any more (the owner ended)."""

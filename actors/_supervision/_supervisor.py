@@ -362,24 +362,10 @@ class Supervisor(ChildBase):
 
     def which_children(self) -> list[ChildInfo]:
         """A row per child spec, in the order of the spec (children added later last)."""
-        rows = []
-        for name, place in self._places.items():
-            occupant = place.occupant
-            rows.append(ChildInfo(
-                name=name, path=child_path(self.path, name),
-                kind=place.kind if occupant is None else occupant.kind,
-                pid=None if occupant is None else occupant.pid,
-                state="terminated" if occupant is None else occupant.state.value,
-                restarts=place.restarts,
-            ))
-        return rows
+        return self._places.rows()
 
     def count_children(self) -> ChildCount:
-        rows = self.which_children()
-        active = [row for row in rows if row.state not in ("terminated", "restarting")]
-        supervisors = sum(row.kind in ("supervisor", "listener") for row in active)
-        return ChildCount(specs=len(rows), active=len(active), supervisors=supervisors,
-                          workers=len(active) - supervisors)
+        return self._places.count()
 
     def _place(self, name: str) -> Place:
         place = self._places.get(name)
@@ -393,18 +379,6 @@ class Supervisor(ChildBase):
 
     def child_names(self) -> list[str]:
         return list(self._places)
-
-    async def remove_child(self, name: str) -> None:
-        """Stop child ``name`` for good (it drains) and forget it."""
-        place = self._places.pop(name, None)
-        if place is None:
-            raise SpawnError(f"supervisor {self.path} has no child named {name!r}")
-        place.wanted = False
-        self.router.names.unsupervise(child_path(self.path, name))
-        instance = place.instance
-        if instance is not None:
-            self._places.going(name, instance)
-            await instance.shutdown(instance.shutdown_timeout)
 
     async def replace(self, name: str) -> bool:
         """Replace the running instance of ``name``: start a new one, and once it is ready,
