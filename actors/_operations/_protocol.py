@@ -15,9 +15,12 @@ from protocol import (
     encode_message,
 )
 
+from .._base._children import ChildInfo
+
 __all__ = [
     "ActorStatus",
     "Answer",
+    "Children",
     "End",
     "EventLine",
     "Kind",
@@ -83,7 +86,8 @@ class Status(Message, tag="actors.ops.Status"):
 class Request(Message, tag="actors.ops.Request"):
     """What a client wants (``verb``), with its arguments."""
 
-    verb: Literal["info", "status", "reload", "restart", "scale", "stop", "events", "logs"]
+    verb: Literal["info", "status", "reload", "restart", "scale", "stop", "events", "logs",
+                  "children", "terminate", "delete"]
     path: str | None = None
     count: int | None = None
     follow: bool = False
@@ -95,6 +99,12 @@ class Answer(Message, tag="actors.ops.Answer"):
     ok: bool
     error: str | None = None
     detail: list[str] = []
+
+
+class Children(Message, tag="actors.ops.Children"):
+    """The answer to ``children``: a row per child of the supervisor asked about."""
+
+    rows: list[ChildInfo]
 
 
 class EventLine(Message, tag="actors.ops.EventLine"):

@@ -33,6 +33,7 @@ from protocol import (
     open_channel,
 )
 
+from .._base._children import ChildInfo
 from .._base._errors import ActorError, SystemNameTaken
 from .._base._events import Event
 from .._listening._sockets import AcceptBackoff, accept_failure, runtime_directory
@@ -41,6 +42,7 @@ from ._output import OutputLog
 from ._protocol import (
     ActorStatus,
     Answer,
+    Children,
     End,
     EventLine,
     LogLine,
@@ -79,6 +81,12 @@ class Operable(Protocol):
     async def restart(self, path: str) -> None: ...
 
     async def scale(self, path: str, count: int) -> None: ...
+
+    async def terminate_child(self, path: str) -> None: ...
+
+    async def delete_child(self, path: str) -> None: ...
+
+    async def which_children(self, supervisor_path: str) -> list[ChildInfo]: ...
 
     def request_stop(self) -> None: ...
 
@@ -194,6 +202,14 @@ class ControlServer:
                     if request.count is None:
                         raise ValueError("scale needs a count")
                     await system.scale(_path(request), request.count)
+                elif verb == "terminate":
+                    await system.terminate_child(_path(request))
+                elif verb == "delete":
+                    await system.delete_child(_path(request))
+                elif verb == "children":
+                    rows = await system.which_children(_path(request))
+                    await send_control(channel, Children(rows=rows))
+                    return
                 elif verb == "stop":
                     system.request_stop()
                 await send_control(channel, Answer(ok=True, detail=detail))

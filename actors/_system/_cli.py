@@ -4,7 +4,10 @@
     trio-actors status [NAME]               one row per actor
     trio-actors top [NAME]                  the status, live (q or Ctrl-C quits)
     trio-actors reload [NAME] [PATH]        new code: workers replaced one at a time
-    trio-actors restart [NAME] PATH         replace one supervised actor
+    trio-actors restart [NAME] PATH         replace one supervised actor (start a terminated one)
+    trio-actors children [NAME] PATH        a supervisor's children (which_children)
+    trio-actors terminate [NAME] PATH       stop a supervised child; it is not restarted
+    trio-actors delete [NAME] PATH          forget a terminated child's spec
     trio-actors scale [NAME] PATH N         a listener's number of acceptors
     trio-actors stop [NAME]                 stop it in order (as SIGTERM does)
     trio-actors events [NAME] [--follow]    the lifecycle events
@@ -26,7 +29,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, NoReturn, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar
 
 import trio
 
@@ -40,6 +43,7 @@ from protocol import (
 from .._base._errors import leaves
 from .._operations._protocol import (
     Answer,
+    Children,
     End,
     EventLine,
     LogLine,
@@ -67,7 +71,7 @@ from ._client import (
     split,
     systems,
 )
-from ._tables import console, duration, print_json, status_table
+from ._tables import children_table, console, duration, print_json, status_table
 
 __all__ = ["main"]
 
@@ -230,7 +234,8 @@ async def _operate(arguments: argparse.Namespace, request: Request, system: Syst
         print_json(reply.model_dump())
     elif reply.ok:
         done = {"reload": "reloaded", "restart": "restarted", "scale": "scaled",
-                "stop": "stopping"}[request.verb]
+                "stop": "stopping", "terminate": "terminated", "delete": "deleted",
+                }[request.verb]
         print(f"{done}" + (f": {', '.join(reply.detail)}" if reply.detail else ""))
     if not reply.ok:
         raise CliError(f"{request.verb} failed: {reply.error}")
@@ -257,6 +262,43 @@ async def restart(arguments: argparse.Namespace) -> int:
         raise CliError("restart takes [NAME] PATH", status=2) from None
     system = pick(name)
     return await _operate(arguments, Request(verb="restart", path=rest[0]), system)
+
+
+async def terminate(arguments: argparse.Namespace) -> int:
+    return await _on_child(arguments, "terminate")
+
+
+async def delete(arguments: argparse.Namespace) -> int:
+    return await _on_child(arguments, "delete")
+
+
+async def _on_child(arguments: argparse.Namespace, verb: Literal["terminate", "delete"]
+                    ) -> int:
+    try:
+        name, rest = split(arguments.args, 1)
+    except CliError:
+        raise CliError(f"{verb} takes [NAME] PATH", status=2) from None
+    request = Request(verb=verb, path=rest[0])
+    return await _operate(arguments, request, pick(name))
+
+
+async def children(arguments: argparse.Namespace) -> int:
+    try:
+        name, rest = split(arguments.args, 1)
+    except CliError:
+        raise CliError("children takes [NAME] PATH", status=2) from None
+    system = pick(name)
+    with answering(system, arguments.timeout):
+        reply = await ask(system, Request(verb="children", path=rest[0]))
+    if isinstance(reply, Answer):
+        raise CliError(f"children failed: {reply.error}")
+    if not isinstance(reply, Children):
+        raise CliError(f"unexpected answer: {reply!r}")
+    if arguments.json:
+        print_json([row.model_dump() for row in reply.rows])
+    else:
+        console().print(children_table(reply.rows))
+    return 0
 
 
 async def scale(arguments: argparse.Namespace) -> int:
@@ -344,6 +386,7 @@ async def logs(arguments: argparse.Namespace) -> int:
 
 
 VERBS = {"ls": ls, "status": status, "top": top, "reload": reload, "restart": restart,
+         "children": children, "terminate": terminate, "delete": delete,
          "scale": scale, "stop": stop, "events": events, "logs": logs}
 
 
@@ -376,7 +419,11 @@ def parser() -> argparse.ArgumentParser:
         "status": ("one row per actor", "[NAME]"),
         "top": ("the status, refreshed (q or Ctrl-C quits)", "[NAME]"),
         "reload": ("new code, workers replaced one at a time", "[NAME] [PATH]"),
-        "restart": ("replace one supervised actor", "[NAME] PATH"),
+        "restart": ("replace one supervised actor (or start a terminated one)",
+                    "[NAME] PATH"),
+        "children": ("a supervisor's children", "[NAME] PATH"),
+        "terminate": ("stop a supervised child; it is not restarted", "[NAME] PATH"),
+        "delete": ("forget a terminated child", "[NAME] PATH"),
         "scale": ("set a listener's number of acceptors", "[NAME] PATH N"),
         "stop": ("stop it in order, as SIGTERM does", "[NAME]"),
         "events": ("the lifecycle events", "[NAME]"),

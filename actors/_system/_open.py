@@ -219,7 +219,8 @@ class ActorSystem(RuntimeOperations):
 
     async def restart(self, path: str) -> None:
         """Replace the supervised actor at ``path`` (a listener: all its acceptors): the new
-        one is started, then the old one stops (drains)."""
+        one is started, then the old one stops (drains). A terminated child is started
+        again (``restart_child``)."""
         supervised: list[str] = []
         for parent, child in walk(self.running):
             replaced_by = None if parent is None else parent.replaces(child)
@@ -239,6 +240,11 @@ class ActorSystem(RuntimeOperations):
                 if not await parent.replace_child(child):
                     raise ReloadFailed(f"the new {path} did not start; the old one runs on")
                 return
+        try:
+            await self.restart_child(path)  # a terminated child (or one in a worker's tree)
+            return
+        except ActorNotFound:
+            pass
         raise ActorNotFound(f"no supervised actor at {path!r}" + (
             _did_you_mean(path, supervised) or " (restart needs one)"))
 

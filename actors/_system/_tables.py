@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .._base._children import ChildInfo
 from .._operations._protocol import (
     Status,
 )
@@ -63,6 +64,19 @@ def status_table(status: Status) -> Any:
             "-" if row.cpu is None else f"{row.cpu:.0f}",
             "-" if row.open is None else f"{row.open}/{row.total}",
         )
+    return table
+
+
+def children_table(rows: list[ChildInfo]) -> Any:
+    """``trio-actors children``: a row per child of a supervisor."""
+    from rich.table import Table
+
+    table = Table(box=None)
+    for column in ("name", "kind", "pid", "state", "restarts"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row.name, row.kind, "-" if row.pid is None else str(row.pid),
+                      row.state, str(row.restarts))
     return table
 
 

@@ -208,6 +208,35 @@ def test_cli_reload_restart_scale_stop(master: Master) -> None:
     assert "stopped by stop" in out
 
 
+def test_cli_children_terminate_restart_delete(master: Master) -> None:
+    def children() -> dict[str, dict[str, object]]:
+        rows = json.loads(cli("children", master.name, "root", "--json", check=True).stdout)
+        return {row["name"]: row for row in rows}
+
+    rows = children()
+    assert [(name, row["kind"], row["state"]) for name, row in rows.items()] == [
+        ("noter", "worker", "running"), ("hog", "worker", "running"),
+        ("greet", "listener", "running"),
+    ]
+    assert "hog" in cli("children", master.name, "root", check=True).stdout
+    assert json.loads(cli("terminate", master.name, "root/hog", "--json",
+                          check=True).stdout)["ok"]
+    assert (children()["hog"]["state"], children()["hog"]["pid"]) == ("terminated", None)
+    running = cli("delete", master.name, "root/noter")
+    assert running.returncode == 1
+    assert "terminate it" in running.stderr
+    assert len(running.stderr.splitlines()) == 1
+    # restart starts a terminated child again (and replaces a running one, as before)
+    assert json.loads(cli("restart", master.name, "root/hog", "--json", check=True).stdout)["ok"]
+    assert children()["hog"]["state"] == "running"
+    cli("terminate", master.name, "root/hog", check=True)
+    assert "deleted" in cli("delete", master.name, "root/hog", check=True).stdout
+    assert "hog" not in children()
+    nobody = cli("children", master.name, "root/nobody")
+    assert nobody.returncode == 1
+    assert len(nobody.stderr.splitlines()) == 1
+
+
 def test_cli_errors_are_one_line(master: Master) -> None:
     unknown = cli("status", "no-such-system")
     assert unknown.returncode == 1
