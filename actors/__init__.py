@@ -68,9 +68,11 @@ from ._base._shared import StateChanged as StateChanged
 from ._base._shared import StateResynced as StateResynced
 from ._base._spec import Backoff as Backoff
 from ._base._spec import CommandSpec as CommandSpec
+from ._base._spec import PoolSpec as PoolSpec
 from ._base._spec import SupervisorSpec as SupervisorSpec
 from ._base._spec import WorkerSpec as WorkerSpec
 from ._base._spec import command as command
+from ._base._spec import pool as pool
 from ._base._spec import supervisor as supervisor
 from ._base._spec import worker as worker
 from ._listening._acceptor import Acceptor as Acceptor
@@ -125,6 +127,7 @@ __all__ = [
     "Listener",
     "ListenerReport",
     "ListenerSpec",
+    "PoolSpec",
     "ReloadAborted",
     "ReloadFailed",
     "RemoteError",
@@ -153,6 +156,7 @@ __all__ = [
     "handler",
     "listener",
     "open_system",
+    "pool",
     "supervisor",
     "worker",
 ]

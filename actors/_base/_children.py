@@ -106,16 +106,17 @@ class SupervisorWire(Message, tag="actors.SupervisorWire"):
 
 SpecWire = WorkerWire | SupervisorWire
 
-Operation = Literal["start", "terminate", "restart", "delete", "which", "count"]
+Operation = Literal["start", "terminate", "restart", "delete", "which", "count", "scale"]
 
 
 class ChildRequest(Message, tag="actors.ChildRequest"):
     """One runtime operation on a supervisor of another process (``path``: the
-    supervisor's for start, which and count; the child's for the others)."""
+    supervisor's for start, which, count and scale; the child's for the others)."""
 
     operation: Operation
     path: str
     spec: WorkerWire | SupervisorWire | None = None
+    count: int | None = None  # (scale: the pool's new size)
 
 
 ErrorKind = Literal["not_found", "exists", "running", "spawn", "invalid"]

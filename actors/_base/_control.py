@@ -19,6 +19,8 @@ __all__ = [
     "Hello",
     "NameRegistered",
     "NameUnregistered",
+    "PoolDeclared",
+    "PoolDropped",
     "Probe",
     "Probed",
     "Ready",
@@ -142,6 +144,19 @@ class NameRegistered(Message, tag="actors.NameRegistered"):
 
     path: str
     address: str
+
+
+class PoolDeclared(Message, tag="actors.PoolDeclared"):
+    """A pool runs at ``path``: a send to it goes to one of its members (``path/0``, ...)
+    (sent up towards the master, as names are)."""
+
+    path: str
+
+
+class PoolDropped(Message, tag="actors.PoolDropped"):
+    """The pool at ``path`` ended."""
+
+    path: str
 
 
 class NameUnregistered(Message, tag="actors.NameUnregistered"):

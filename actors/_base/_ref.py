@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Protocol, TypeVar, overload
 
+import trio
 from pydantic import GetCoreSchemaHandler, ValidationInfo
 from pydantic_core import core_schema
 
@@ -76,6 +78,35 @@ class ActorRef:
         if expect is not None and not isinstance(reply, expect):
             raise UnexpectedReply(expect, reply)
         return reply
+
+    async def map(self, messages: Iterable[Message], expect: type[M], *, limit: int = 64
+                  ) -> list[M]:
+        """Ask each of ``messages`` (up to ``limit`` at a time) and return the replies in
+        the order of the messages, as ``multiprocessing.Pool.map`` does: to a pool's ref,
+        the asks spread over its members. The first failure is raised, as ``ask`` raises
+        it, and the asks still in flight are cancelled."""
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        items = list(messages)
+        replies: list[M | None] = [None] * len(items)
+        failed: list[BaseException] = []
+        turns = iter(range(len(items)))
+
+        async def asker(scope: trio.CancelScope) -> None:
+            for index in turns:
+                try:
+                    replies[index] = await self.ask(items[index], expect)
+                except Exception as exc:
+                    failed.append(exc)
+                    scope.cancel()
+                    return
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(min(limit, len(items))):
+                nursery.start_soon(asker, nursery.cancel_scope)
+        if failed:
+            raise failed[0]
+        return [reply for reply in replies if reply is not None]
 
     def wire(self) -> str:
         """The ref as it travels: ``node/id`` for an address, ``@path`` for a path."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -19,6 +19,7 @@ __all__ = [
     "Backoff",
     "ChildSpec",
     "CommandSpec",
+    "PoolSpec",
     "RestartType",
     "Shutdown",
     "Strategy",
@@ -26,6 +27,7 @@ __all__ = [
     "WorkerSpec",
     "command",
     "grace_of",
+    "pool",
     "supervisor",
     "validate_name",
     "worker",
@@ -319,4 +321,42 @@ def supervisor(
         children=tuple(children),
         restart=restart,
         shutdown=_check_shutdown(shutdown),
+    )
+
+
+@dataclass(frozen=True)
+class PoolSpec(SupervisorSpec):
+    """A supervisor of ``size`` workers made from one ``template``, named ``0`` to
+    ``size - 1``; a send to its path goes to one of them. Build it with :func:`pool`."""
+
+    template: WorkerSpec | None = None
+    size: int = 1
+
+
+def pool(
+    name: str,
+    template: WorkerSpec,
+    *,
+    size: int,
+    max_restarts: int = 3,
+    within: float = 5.0,
+    backoff: Backoff | None = None,
+    restart: RestartType = "permanent",
+    shutdown: Shutdown = "infinity",
+) -> PoolSpec:
+    """Spec of a pool: ``size`` identical children from ``template`` (a ``worker(...)``;
+    its name is not used), ``name/0`` to ``name/{size-1}``, under a one_for_one supervisor
+    with these flags. A ref to the pool's path spreads sends over the members that run, in
+    turn, and waits through their restarts; ``system.scale`` resizes it."""
+    if not isinstance(template, WorkerSpec):
+        raise TypeError(f"a pool's template is a worker(...) spec, not {template!r}")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError("a pool's size is an int >= 1")
+    base = supervisor(name, max_restarts=max_restarts, within=within, backoff=backoff,
+                      restart=restart, shutdown=shutdown,
+                      children=[replace(template, name=str(i)) for i in range(size)])
+    return PoolSpec(
+        name=base.name, strategy=base.strategy, max_restarts=base.max_restarts,
+        within=base.within, backoff=base.backoff, children=base.children,
+        restart=base.restart, shutdown=base.shutdown, template=template, size=size,
     )

@@ -58,6 +58,7 @@ from .._base._tree import (
 from .._messaging._router import Router
 from .._running._cell import Cell
 from .._supervision._places import Membership
+from .._supervision._runtime import remove_child
 from .._supervision._start import Starter
 from .._supervision._supervisor import Supervisor
 from ._dispatcher import Dispatcher
@@ -284,7 +285,7 @@ class Listener(ChildBase):
                     # All or nothing: a scale that stopped half way (out of fds, say) would
                     # leave a count nobody asked for, and the master at the end of its means.
                     for name in reversed(added):
-                        await _remove(sup, name)
+                        await remove_child(sup, name)
                     why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                     raise SpawnError(
                         f"{why}; the {len(added)} acceptor(s) this scale started are stopped: "
@@ -292,7 +293,7 @@ class Listener(ChildBase):
                     ) from exc
                 added.append(str(index))
             for name in reversed(names[count:]):
-                await _remove(sup, name)
+                await remove_child(sup, name)
                 if self._routing is not None:
                     self._routing.close_slot(name)
 
@@ -388,11 +389,3 @@ def register_listener_kind(
                         registry=registry)
 
     starter.kinds[ListenerSpec] = make
-
-
-async def _remove(sup: Supervisor, name: str) -> None:
-    """Stop acceptor ``name`` for good (it drains) and forget it, as
-    ``terminate_child`` and ``delete_child`` do."""
-    await sup.terminate_child(name)
-    if name in sup.child_names():  # (a temporary child's spec went with it)
-        await sup.delete_child(name)

@@ -5,6 +5,10 @@ tree (:class:`NameRegistered`, :class:`NameUnregistered`, handled here when they
 worker), so the master knows the names of the whole system and resolves sends by path. A path
 that a supervisor keeps alive is *held*: while nobody holds it (its actor is restarting),
 senders by path wait for the next incarnation, up to ``restart_wait`` seconds.
+
+A *pool*'s path holds no actor: a send to it goes to one of the members that hold its
+numbered paths (``pool/0``, ``pool/1``, ...), in turn, and waits while none does (each
+restarting). Pools are reported up as names are (:class:`PoolDeclared`).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import logging
 
 import trio
 
-from .._base._control import NameRegistered, NameUnregistered
+from .._base._control import NameRegistered, NameUnregistered, PoolDeclared, PoolDropped
 from .._base._errors import ActorError
 from ._link import Link, Links
 
@@ -35,9 +39,42 @@ class NameRegistry:
         self.links: Links | None = None
         self._supervised: set[str] = set()
         self._awaiting: dict[str, trio.Event] = {}
+        self._pools: dict[str, dict[str, str]] = {}  # a pool's path -> its members' names
+        self._turns: dict[str, int] = {}  # a pool's path -> how many sends it spread
 
     def get(self, path: str) -> str | None:
-        return self.names.get(path)
+        """The address a send to ``path`` goes to now (a pool's: its next member's)."""
+        address = self.names.get(path)
+        if address is None and self._pools:
+            members = self._pools.get(path)
+            if members:
+                turn = self._turns[path] = self._turns[path] + 1
+                address = list(members.values())[turn % len(members)]
+        return address
+
+    def declare_pool(self, path: str) -> None:
+        """A pool runs at ``path`` (its supervisor starts): sends to it spread over its
+        members, and wait (as for a restart) while it has none."""
+        self._pools.setdefault(path, {})
+        self._turns.setdefault(path, -1)
+        for name, address in self.names.items():
+            if _member_of(name) == path:
+                self._pools[path][name] = address
+        self._supervised.add(path)
+        upstream = self._upstream()
+        if upstream is not None:
+            upstream.notify(PoolDeclared(path=path))
+
+    def drop_pool(self, path: str) -> None:
+        """The pool at ``path`` ended."""
+        if self._pools.pop(path, None) is None:
+            return
+        self._turns.pop(path, None)
+        self._supervised.discard(path)
+        self._wake(path)
+        upstream = self._upstream()
+        if upstream is not None:
+            upstream.notify(PoolDropped(path=path))
 
     def taken(self, path: str) -> bool:
         return path in self.names
@@ -50,6 +87,10 @@ class NameRegistry:
             raise ActorError(f"the name {path!r} is already taken by {owner}")
         self.names[path] = address
         self._wake(path)
+        pool = _member_of(path)
+        if pool in self._pools:
+            self._pools[pool][path] = address
+            self._wake(pool)
         upstream = self._upstream()
         if upstream is not None:
             upstream.notify(NameRegistered(path=path, address=address))
@@ -58,6 +99,9 @@ class NameRegistry:
         """``address`` gives ``path`` up (nothing happens if another holds it now)."""
         if self.names.get(path) == address:
             del self.names[path]
+            members = self._pools.get(_member_of(path) or "")
+            if members is not None:
+                members.pop(path, None)
             upstream = self._upstream()
             if upstream is not None:
                 upstream.notify(NameUnregistered(path=path, address=address))
@@ -79,7 +123,7 @@ class NameRegistry:
     async def wait_for(self, path: str) -> str | None:
         """The address of ``path`` once someone holds it, waiting (up to ``restart_wait``)
         only while a supervisor keeps it alive; None if it did not come back."""
-        address = self.names.get(path)
+        address = self.get(path)
         if address is not None or path not in self._supervised:
             return address
         event = self._awaiting.get(path)
@@ -87,7 +131,7 @@ class NameRegistry:
             event = self._awaiting[path] = trio.Event()
         with trio.move_on_after(self.restart_wait):
             await event.wait()
-        return self.names.get(path)
+        return self.get(path)
 
     def drop(self, link: Link) -> list[tuple[str, str]]:
         """Unregister the names held in the subtree of the worker behind ``link`` (its
@@ -125,6 +169,16 @@ class NameRegistry:
         if self._may_name(link, message):
             self.unregister(message.path, message.address)
 
+    def on_pool(self, link: Link, message: PoolDeclared | PoolDropped) -> None:
+        """A pool in the worker behind ``link`` (or below it) started or ended."""
+        if not link.covers(message.path):
+            log.error("node %s (%s) may not declare a pool at %r: refused", link.peer,
+                      link.subtree, message.path)
+        elif isinstance(message, PoolDeclared):
+            self.declare_pool(message.path)
+        else:
+            self.drop_pool(message.path)
+
     @staticmethod
     def _may_name(link: Link, message: NameRegistered | NameUnregistered) -> bool:
         """A worker names only actors of its own process tree, at its own path or below."""
@@ -142,3 +196,9 @@ class NameRegistry:
         event = self._awaiting.pop(path, None)
         if event is not None:
             event.set()
+
+
+def _member_of(path: str) -> str | None:
+    """The pool whose member ``path`` would be (``pool/3``: ``pool``), or None."""
+    parent, _, last = path.rpartition("/")
+    return parent if parent and last.isdigit() else None

@@ -35,6 +35,8 @@ from .._base._control import (
     Heartbeat,
     NameRegistered,
     NameUnregistered,
+    PoolDeclared,
+    PoolDropped,
     SystemStopping,
 )
 from .._base._events import Event, EventSink, ExitReason
@@ -93,6 +95,8 @@ class Router:
         controls.register(SystemStopping, self.relay.on_system_stopping, from_parent=True)
         controls.register(NameRegistered, names.on_registered, from_children=True)
         controls.register(NameUnregistered, names.on_unregistered, from_children=True)
+        controls.register(PoolDeclared, names.on_pool, from_children=True)
+        controls.register(PoolDropped, names.on_pool, from_children=True)
         controls.register(EventReport, self.publisher.on_report, from_children=True)
 
     @property

@@ -15,6 +15,7 @@ arguments too).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 
 from .._base._actor import Actor, handler
@@ -33,13 +34,29 @@ from .._base._children import (
 )
 from .._base._errors import ActorError, ActorNotFound, SpawnError
 from .._base._ref import ActorRef
-from .._base._spec import Backoff, ChildSpec, SupervisorSpec, WorkerSpec, supervisor, worker
+from .._base._spec import (
+    Backoff,
+    ChildSpec,
+    PoolSpec,
+    SupervisorSpec,
+    WorkerSpec,
+    supervisor,
+    worker,
+)
 from .._messaging._outbox import MASTER_NODE
 from .._messaging._router import Router
 from .._running._processes import class_path
 from ._supervisor import Supervisor
 
-__all__ = ["SERVICE", "ChildrenService", "RuntimeChildren", "spec_from_wire", "spec_to_wire"]
+__all__ = [
+    "SERVICE",
+    "ChildrenService",
+    "RuntimeChildren",
+    "remove_child",
+    "scale_pool",
+    "spec_from_wire",
+    "spec_to_wire",
+]
 
 SERVICE = "@children"
 """The name of a process's service: the master's as is, a worker's below its path."""
@@ -101,6 +118,14 @@ class RuntimeChildren:
         assert answer.count is not None
         return answer.count
 
+    async def scale(self, pool_path: str, count: int) -> None:
+        """Run ``count`` members in the pool at ``pool_path`` (:func:`scale_pool`)."""
+        sup = self._local(pool_path)
+        if sup is not None:
+            await scale_pool(sup, count)
+            return
+        await self._remote(ChildRequest(operation="scale", path=pool_path, count=count))
+
     async def serve(self, request: ChildRequest, *, pass_on: bool) -> ChildAnswer:
         """Do ``request`` (here, or, with ``pass_on``, where its supervisor runs); its
         answer, an error included."""
@@ -119,6 +144,8 @@ class RuntimeChildren:
                 return ChildAnswer(ref=await self.restart_child(path))
             elif request.operation == "delete":
                 await self.delete_child(path)
+            elif request.operation == "scale":
+                await self.scale(path, -1 if request.count is None else request.count)
             elif request.operation == "which":
                 return ChildAnswer(children=await self.which_children(path))
             else:
@@ -158,9 +185,45 @@ class RuntimeChildren:
 
 
 def _supervisor_of(request: ChildRequest) -> str:
-    if request.operation in ("start", "which", "count"):
+    if request.operation in ("start", "which", "count", "scale"):
         return request.path
     return request.path.rpartition("/")[0]
+
+
+async def scale_pool(sup: Supervisor, count: int) -> None:
+    """Run ``count`` members in pool ``sup``: the missing ones of ``0`` to ``count - 1``
+    start, each once ready; those from ``count`` on stop (the last first; they drain) and
+    their specs go. All or nothing: if a new one does not start, those this call started
+    are stopped again and :class:`SpawnError` says why."""
+    spec = sup.spec
+    if not isinstance(spec, PoolSpec) or spec.template is None:
+        raise ActorNotFound(f"{sup.path} is no pool (pool(...) can be scaled)")
+    if count < 1:
+        raise ValueError("a pool needs at least one member")
+    names = sup.child_names()
+    added: list[str] = []
+    for index in range(count):
+        name = str(index)
+        if name in names:
+            continue
+        try:
+            await sup.add_child(dataclasses.replace(spec.template, name=name))
+        except ActorError as exc:
+            for started in reversed(added):
+                await remove_child(sup, started)
+            raise SpawnError(f"{exc}; the {len(added)} member(s) this scale started are "
+                             "stopped again") from exc
+        added.append(name)
+    for name in sorted((n for n in names if n.isdigit() and int(n) >= count), key=int,
+                       reverse=True):
+        await remove_child(sup, name)
+
+
+async def remove_child(sup: Supervisor, name: str) -> None:
+    """Terminate child ``name`` of ``sup`` and delete its spec (a scale down)."""
+    await sup.terminate_child(name)
+    if name in sup.child_names():  # (a temporary child's spec went with it)
+        await sup.delete_child(name)
 
 
 class ChildrenService(Actor):

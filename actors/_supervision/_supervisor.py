@@ -37,7 +37,7 @@ from .._base._events import (
     crash_reason,
 )
 from .._base._ref import ActorRef
-from .._base._spec import ChildSpec, SupervisorSpec, grace_of
+from .._base._spec import ChildSpec, PoolSpec, SupervisorSpec, grace_of
 from .._base._tree import (
     Child,
     ChildBase,
@@ -137,6 +137,8 @@ class Supervisor(ChildBase):
         started = False
         error: BaseException | None = None
         self.router.publish(ActorStarted(path=self.path, pid=self.pid))
+        if isinstance(self.spec, PoolSpec):
+            self.router.names.declare_pool(self.path)  # sends to its path go to its members
         try:
             with self._scope, unwrap_actor_errors():
                 async with trio.open_nursery() as nursery:
@@ -170,6 +172,7 @@ class Supervisor(ChildBase):
             self._inbox.close()
             for name in self._places:
                 self.router.names.unsupervise(child_path(self.path, name))
+            self.router.names.drop_pool(self.path)
             failures = [] if error is None else [
                 e for e in leaves(error) if not isinstance(e, trio.Cancelled)
             ]

@@ -8,7 +8,7 @@
     trio-actors children [NAME] PATH        a supervisor's children (which_children)
     trio-actors terminate [NAME] PATH       stop a supervised child; it is not restarted
     trio-actors delete [NAME] PATH          forget a terminated child's spec
-    trio-actors scale [NAME] PATH N         a listener's number of acceptors
+    trio-actors scale [NAME] PATH N         a listener's acceptors, a pool's members
     trio-actors stop [NAME]                 stop it in order (as SIGTERM does)
     trio-actors events [NAME] [--follow]    the lifecycle events
     trio-actors logs [NAME] [--follow]      what the workers print, with path and pid
@@ -424,7 +424,8 @@ def parser() -> argparse.ArgumentParser:
         "children": ("a supervisor's children", "[NAME] PATH"),
         "terminate": ("stop a supervised child; it is not restarted", "[NAME] PATH"),
         "delete": ("forget a terminated child", "[NAME] PATH"),
-        "scale": ("set a listener's number of acceptors", "[NAME] PATH N"),
+        "scale": ("set a listener's number of acceptors (a pool's of members)",
+                  "[NAME] PATH N"),
         "stop": ("stop it in order, as SIGTERM does", "[NAME]"),
         "events": ("the lifecycle events", "[NAME]"),
         "logs": ("the workers' output", "[NAME]"),

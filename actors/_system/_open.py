@@ -249,10 +249,18 @@ class ActorSystem(RuntimeOperations):
             _did_you_mean(path, supervised) or " (restart needs one)"))
 
     async def scale(self, path: str, count: int) -> None:
-        """Run ``count`` acceptors under the listener at ``path`` (new ones start and take
-        connections; removed ones drain), as gunicorn's TTIN/TTOU. If a new one does not
-        start, the ones started for this call are stopped again (:class:`SpawnError`)."""
-        await self.listener(path).scale(count)
+        """Run ``count`` acceptors under the listener at ``path``, or ``count`` members in
+        the pool there (new ones start and take work; removed ones drain), as gunicorn's
+        TTIN/TTOU. If a new one does not start, the ones started for this call are stopped
+        again (:class:`SpawnError`)."""
+        if path in self._listeners:
+            await self.listener(path).scale(count)
+            return
+        try:
+            await self._children.scale(path, count)
+        except ActorNotFound:
+            self.listener(path)  # says "no listener at ..." (did you mean ...)
+            raise
 
     async def status(self) -> list[ActorStatus]:
         """One row per actor: path, kind, pid, state, uptime, restarts, last exit, mailbox
