@@ -64,7 +64,7 @@ class Publisher:
             if unnamed is not None:
                 unnamed.pop((event.path, event.pid), None)
 
-    def unnamed(self, link: Link) -> list[str]:
-        """Forget ``link`` (it is down): the paths of the instances behind it that started,
+    def unnamed(self, link: Link) -> list[tuple[str, int | None]]:
+        """Forget ``link`` (it is down): the instances behind it (path, pid) that started,
         have not ended, and hold no name."""
-        return [path for path, _ in self._unnamed.pop(link, {})]
+        return list(self._unnamed.pop(link, {}))

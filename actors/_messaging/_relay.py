@@ -290,16 +290,20 @@ class Relay:
             if self.children.get(link.peer) is link:
                 del self.children[link.peer]
                 self._hops.clear()
-            lost: list[tuple[str, str | None]] = list(self.names.drop(link))
-            lost += [(path, None) for path in self._publisher.unnamed(link)]
+            lost: list[tuple[str, str | None, int | None]] = [
+                (path, address, None) for path, address in self.names.drop(link)]
+            named = {path for path, _, _ in lost}
+            lost += [(path, None, pid) for path, pid in self._publisher.unnamed(link)
+                     if path not in named]  # (one still starting may have its name)
             if not orderly:
                 self._report_lost(link, lost, reason)
 
-    def _report_lost(self, link: Link, lost: list[tuple[str, str | None]], reason: str
-                     ) -> None:
+    def _report_lost(self, link: Link, lost: list[tuple[str, str | None, int | None]],
+                     reason: str) -> None:
         """Instances that went down with a process, without a word of their own (named
-        ones with their address, and unnamed ones: a supervisor of theirs): their exit."""
-        for path, address in lost:
+        ones with their address, and unnamed ones, a supervisor of theirs, with their pid,
+        which is what tells instances apart further up): their exit."""
+        for path, address, pid in lost:
             if path == link.subtree:
                 continue  # the worker's own actor: its handle reports it
             lost_reason = ExitReason(
@@ -309,4 +313,5 @@ class Relay:
                 self._mailboxes.departed(address, path, lost_reason)
             if "@" in path:
                 continue  # the runtime's own actors (a worker's services) have no events
-            self._publisher.publish(ActorExited(path=path, address=address, reason=lost_reason))
+            self._publisher.publish(ActorExited(path=path, address=address, pid=pid,
+                                                reason=lost_reason))

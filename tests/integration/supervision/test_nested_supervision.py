@@ -115,3 +115,47 @@ async def test_every_instance_of_a_killed_worker_gets_exactly_one_exit() -> None
         # (the system stopped meanwhile: whatever came late is in the channel by now)
         exited += [e.path for e in received(events) if isinstance(e, ActorExited)]
     assert sorted(exited) == sorted(below | {"owner"})
+
+
+class Middle(Actor):
+    """A process actor with a supervisor of its own in its process."""
+
+    async def setup(self) -> None:
+        await self.ctx.spawn(supervisor("sup", children=[worker(Member, name="near")]))
+
+    @handler
+    async def who(self, msg: WhoAreYou) -> Pid:
+        return Pid(pid=os.getpid())
+
+
+class Grandparent(Actor):
+    async def setup(self) -> None:
+        await self.ctx.spawn(Middle, name="mid", process=True)
+
+    @handler
+    async def who(self, msg: WhoAreYou) -> Pid:
+        return Pid(pid=os.getpid())
+
+
+async def test_a_supervisor_killed_below_a_worker_gets_one_exit_when_that_dies_too() -> None:
+    below = {"top/mid", "top/mid/sup", "top/mid/sup/near"}
+    with trio.fail_after(TIMEOUT):
+        async with open_system() as system:
+            events = system.events()
+            top = await system.spawn(Grandparent, name="top", process=True)
+            mid = (await system.ref("top/mid").ask(WhoAreYou(), Pid)).pid
+            os.kill(mid, signal.SIGKILL)  # its parent (top) sees it go, and reports
+            exited: list[str] = []
+            async for event in events:
+                if isinstance(event, ActorExited):
+                    exited.append(event.path)
+                    if below <= set(exited):
+                        break
+            os.kill((await top.ask(WhoAreYou(), Pid)).pid, signal.SIGKILL)
+            async for event in events:
+                if isinstance(event, ActorExited):
+                    exited.append(event.path)
+                    if event.path == "top":
+                        break
+        exited += [e.path for e in received(events) if isinstance(e, ActorExited)]
+    assert sorted(exited) == sorted(below | {"top"})
