@@ -23,7 +23,15 @@ import trio
 
 from .._base._actor import Actor, handler
 from .._base._errors import ActorError
-from .._base._events import ActorDown, ActorExited, Demonitor, EventBus, Monitor, Monitoring
+from .._base._events import (
+    ActorDown,
+    ActorExited,
+    Demonitor,
+    EventBus,
+    ExitReason,
+    Monitor,
+    Monitoring,
+)
 from .._base._ref import ActorRef
 from .._messaging._router import Router
 
@@ -128,12 +136,16 @@ class Monitors:
         self._gone[address] = event
         if len(self._gone) > _GONE_KEPT:
             self._gone.popitem(last=False)
+        self.down(address, event.reason.kind, event.reason)
+
+    def down(self, address: str, reason: str, exit: ExitReason | None = None) -> None:
+        """The instance at ``address`` is gone (or cannot be watched any more: a node that
+        went down, ``nodedown``): its watchers are told, and its own monitors go."""
         for monitor in list(self._of_watcher.get(address, ())):
             self.remove(monitor)  # a watcher that ended watches nothing any more
         for watch in list(self._by_address.get(address, {}).values()):
             self.remove(watch.id)
-            self._tell(watch.watcher, ActorDown(ref=watch.target, reason=event.reason.kind,
-                                                exit=event.reason))
+            self._tell(watch.watcher, ActorDown(ref=watch.target, reason=reason, exit=exit))
 
     def _tell(self, watcher: ActorRef | trio.MemorySendChannel[ActorDown], down: ActorDown
               ) -> None:
