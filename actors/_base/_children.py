@@ -92,7 +92,8 @@ class WorkerWire(Message, tag="actors.WorkerWire"):
 
 
 class SupervisorWire(Message, tag="actors.SupervisorWire"):
-    """A ``supervisor(...)`` spec as it travels."""
+    """A ``supervisor(...)`` spec as it travels (a ``pool(...)``'s: with its template and
+    size)."""
 
     name: str
     strategy: str
@@ -102,6 +103,8 @@ class SupervisorWire(Message, tag="actors.SupervisorWire"):
     children: list[WorkerWire | SupervisorWire]
     restart: str
     shutdown: float | str
+    template: WorkerWire | None = None  # (a pool's)
+    size: int | None = None  # (a pool's)
 
 
 SpecWire = WorkerWire | SupervisorWire

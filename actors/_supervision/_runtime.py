@@ -40,6 +40,7 @@ from .._base._spec import (
     PoolSpec,
     SupervisorSpec,
     WorkerSpec,
+    pool,
     supervisor,
     worker,
 )
@@ -252,9 +253,10 @@ def spec_to_wire(spec: ChildSpec) -> SpecWire:
             heartbeat_timeout=spec.heartbeat_timeout, arguments=arguments,
             reload=spec.reload, max_memory=spec.max_memory,
         )
-    if type(spec) is not SupervisorSpec:
+    if type(spec) not in (SupervisorSpec, PoolSpec):
         raise SpawnError(f"a {type(spec).__name__} cannot be started in another process "
-                         "at runtime (worker and supervisor specs can)")
+                         "at runtime (worker, supervisor and pool specs can)")
+    template = spec.template if isinstance(spec, PoolSpec) else None
     backoff = None if spec.backoff is None else BackoffWire(
         initial=spec.backoff.initial, factor=spec.backoff.factor, cap=spec.backoff.cap,
         jitter=spec.backoff.jitter, reset_after=spec.backoff.reset_after,
@@ -263,6 +265,8 @@ def spec_to_wire(spec: ChildSpec) -> SpecWire:
         name=spec.name, strategy=spec.strategy, max_restarts=spec.max_restarts,
         within=spec.within, backoff=backoff, children=[spec_to_wire(c) for c in spec.children],
         restart=spec.restart, shutdown=spec.shutdown,
+        template=None if template is None else spec_to_wire(template),
+        size=spec.size if isinstance(spec, PoolSpec) else None,
     )
 
 
@@ -282,6 +286,15 @@ def spec_from_wire(wire: SpecWire) -> ChildSpec:
         initial=wire.backoff.initial, factor=wire.backoff.factor, cap=wire.backoff.cap,
         jitter=wire.backoff.jitter, reset_after=wire.backoff.reset_after,
     )
+    if wire.template is not None:
+        template = spec_from_wire(wire.template)
+        assert isinstance(template, WorkerSpec)
+        return pool(
+            wire.name, template, size=wire.size or 1, max_restarts=wire.max_restarts,
+            within=wire.within, backoff=backoff,
+            restart=wire.restart,  # type: ignore[arg-type]  # (checked by pool())
+            shutdown=wire.shutdown,  # type: ignore[arg-type]
+        )
     return supervisor(
         wire.name, strategy=wire.strategy,  # type: ignore[arg-type]  # (checked)
         max_restarts=wire.max_restarts, within=wire.within, backoff=backoff,

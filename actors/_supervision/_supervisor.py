@@ -307,16 +307,12 @@ class Supervisor(ChildBase):
                 raise ChildExists(
                     f"supervisor {self.path} already has a child named {spec.name!r}"
                 )
-            self._places[spec.name] = Place(spec, wanted=True)
-            self.router.names.supervise(child_path(self.path, spec.name))
+            place = self._places[spec.name] = Place(spec)
             try:
-                instance = await self._start_child(self, spec, notices=self._inbox)
+                return await self._start_new(spec.name, place)
             except BaseException:
                 del self._places[spec.name]
-                self.router.names.unsupervise(child_path(self.path, spec.name))
                 raise
-            self._take(spec.name, instance)
-            return instance
 
     async def terminate_child(self, name: str) -> None:
         """Stop child ``name`` in order (it drains) and do not restart it; its spec is
@@ -343,16 +339,21 @@ class Supervisor(ChildBase):
             place = self._place(name)
             if place.occupant is not None:
                 raise ChildRunning(f"{child_path(self.path, name)} runs: terminate it first")
-            path = child_path(self.path, name)
-            self.router.names.supervise(path)
-            try:
-                instance = await self._start_child(self, place.spec, notices=self._inbox)
-            except BaseException:
-                self.router.names.unsupervise(path)
-                raise
-            place.wanted = True
-            self._take(name, instance)
-            return instance
+            return await self._start_new(name, place)
+
+    async def _start_new(self, name: str, place: Place) -> Child:
+        """Start an instance for a place nothing holds (an operation's); a failed start
+        raises, and the place stays as it was: not wanted."""
+        path = child_path(self.path, name)
+        self.router.names.supervise(path)
+        try:
+            instance = await self._start_child(self, place.spec, notices=self._inbox)
+        except BaseException:
+            self.router.names.unsupervise(path)
+            raise
+        place.wanted = True
+        self._take(name, instance)
+        return instance
 
     async def delete_child(self, name: str) -> None:
         """Forget terminated child ``name``'s spec."""

@@ -8,7 +8,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
@@ -47,7 +47,7 @@ from .._state._api import SharedState
 from .._state._stores import check_store_url, open_store
 from .._supervision._monitors import Monitors
 from .._supervision._start import Runnable, Starter
-from ._runtime import RuntimeOperations
+from ._runtime import RuntimeOperations, did_you_mean
 from ._services import default_name, open_spawner, start_runtime_services, start_state
 
 __all__ = ["ActorSystem", "open_system"]
@@ -155,7 +155,7 @@ class ActorSystem(RuntimeOperations):
         """The running listener at ``path`` (its ``host``/``port`` are the bound address)."""
         found = self._listeners.get(path)
         if found is None:
-            raise ActorNotFound(f"no listener at {path!r}{_did_you_mean(path, self._listeners)}")
+            raise ActorNotFound(f"no listener at {path!r}{did_you_mean(path, self._listeners)}")
         return found
 
     async def acceptor_stats(self, path: str) -> list[AcceptorStats]:
@@ -213,54 +213,9 @@ class ActorSystem(RuntimeOperations):
                 found.append((parent, child))
         if path is not None and not found:
             raise ActorNotFound(f"nothing to reload at {path!r}" + (
-                _did_you_mean(path, named)
+                did_you_mean(path, named)
                 or " (a listener, one of its acceptors, or a worker with reload=True)"))
         return found
-
-    async def restart(self, path: str) -> None:
-        """Replace the supervised actor at ``path`` (a listener: all its acceptors): the new
-        one is started, then the old one stops (drains). A terminated child is started
-        again (``restart_child``)."""
-        supervised: list[str] = []
-        for parent, child in walk(self.running):
-            replaced_by = None if parent is None else parent.replaces(child)
-            if replaced_by is not None:
-                supervised.append(child.path)
-            if child.path != path:
-                continue
-            if child.rolling:  # it stays: its parts are replaced one at a time
-                for part in list(child.children):
-                    if part.state is Lifecycle.RESTARTING or child.replaces(part) is None:
-                        continue
-                    if not await child.replace_child(part):
-                        raise ReloadFailed(f"the new {part.path} did not start; the old one "
-                                           "keeps serving (see the log for why)")
-                return
-            if parent is not None and replaced_by is not None:
-                if not await parent.replace_child(child):
-                    raise ReloadFailed(f"the new {path} did not start; the old one runs on")
-                return
-        try:
-            await self.restart_child(path)  # a terminated child (or one in a worker's tree)
-            return
-        except ActorNotFound:
-            pass
-        raise ActorNotFound(f"no supervised actor at {path!r}" + (
-            _did_you_mean(path, supervised) or " (restart needs one)"))
-
-    async def scale(self, path: str, count: int) -> None:
-        """Run ``count`` acceptors under the listener at ``path``, or ``count`` members in
-        the pool there (new ones start and take work; removed ones drain), as gunicorn's
-        TTIN/TTOU. If a new one does not start, the ones started for this call are stopped
-        again (:class:`SpawnError`)."""
-        if path in self._listeners:
-            await self.listener(path).scale(count)
-            return
-        try:
-            await self._children.scale(path, count)
-        except ActorNotFound:
-            self.listener(path)  # says "no listener at ..." (did you mean ...)
-            raise
 
     async def status(self) -> list[ActorStatus]:
         """One row per actor: path, kind, pid, state, uptime, restarts, last exit, mailbox
@@ -447,13 +402,6 @@ async def open_system(
     failure = failure or _gave_up(system)
     if failure is not None:
         raise failure
-
-
-def _did_you_mean(path: str, paths: Iterable[str]) -> str:
-    """`` (did you mean 'root/echo'?)`` when exactly one of ``paths`` ends with ``path``
-    (given without its parents), else nothing."""
-    endings = sorted({known for known in paths if known.endswith("/" + path)})
-    return f" (did you mean {endings[0]!r}?)" if len(endings) == 1 else ""
 
 
 def _related(path: str, other: str) -> bool:

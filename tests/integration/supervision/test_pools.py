@@ -77,3 +77,21 @@ async def test_a_pool_inside_a_worker_is_reached_by_its_path() -> None:
             await system.scale("root/owner/inner", 3)
             done = await inner.map([Job(n=n) for n in range(9)], Done)
             assert len({d.by for d in done}) == 3
+
+
+class TeamOwner(Actor):
+    async def setup(self) -> None:
+        await self.ctx.spawn(supervisor("team", children=[]))
+
+
+async def test_a_pool_started_at_runtime_in_a_workers_tree() -> None:
+    tree = supervisor("root", children=[worker(TeamOwner, name="owner", process=True)])
+    with trio.fail_after(TIMEOUT):
+        async with open_system(tree) as system:
+            ref = await system.start_child(
+                "root/owner/team", pool("squares", worker(Squarer, process=True), size=2))
+            done = await ref.map([Job(n=n) for n in range(6)], Done)
+            assert [d.n for d in done] == [n * n for n in range(6)]
+            assert len({d.pid for d in done}) == 2
+            rows = await system.which_children("root/owner/team/squares")
+            assert [(r.name, r.kind) for r in rows] == [("0", "worker"), ("1", "worker")]
