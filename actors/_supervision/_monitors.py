@@ -83,7 +83,8 @@ class Monitors:
         """Watch ``target``'s instance for ``watcher``; the monitor's id. A target that is
         gone (or never was) is told at once (``noproc``)."""
         monitor = str(next(self._ids))
-        address = target.address or self.router.names.get(target.path or "")
+        # (the names themselves: a pool's path would give one of its members, in turn)
+        address = target.address or self.router.names.names.get(target.path or "")
         if address is None or address in self._gone or (
                 address not in self.router.names.names.values()):
             gone = None if address is None else self._gone.get(address)

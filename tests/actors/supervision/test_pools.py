@@ -133,6 +133,8 @@ async def test_scale_resizes_a_pool(autojump_clock: trio.testing.MockClock) -> N
             await system.scale("root/workers", 0)
         with pytest.raises(ActorNotFound):
             await system.scale("root", 2)  # a supervisor, not a pool
+        async with system.monitor(workers) as down:  # a pool is no actor to watch
+            assert (await down.receive()).reason == "noproc"
 
 
 async def test_start_child_of_a_pool_returns_a_ref_that_spreads(
