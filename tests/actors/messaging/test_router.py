@@ -17,7 +17,17 @@ import pytest
 import trio
 import trio.testing
 
-from actors import ActorGone, ActorNotFound, ActorRef, ActorStarted, Event, RemoteError
+from actors import (
+    ActorExited,
+    ActorGone,
+    ActorNotFound,
+    ActorReady,
+    ActorRef,
+    ActorStarted,
+    Event,
+    ExitReason,
+    RemoteError,
+)
 from actors._base._control import EventReport, Failure, NameRegistered
 from actors._base._events import EventBus
 from actors._messaging._asks import Reply
@@ -293,3 +303,53 @@ async def test_a_message_behind_a_full_mailbox_still_goes_to_its_inline_handler(
             await answered.wait()
         assert answers == [Pong(n=20)]
         assert box.told == [Ping(n=1)]
+
+
+async def test_a_dead_links_unnamed_instances_get_their_exits_once() -> None:
+    async with trio.open_nursery() as nursery, net(nursery) as n:
+        seen = n.events.subscribe()
+        worker = n.workers["0.1"]
+        n.box(worker, "w1/named")
+        for event in (
+            ActorStarted(path="w1/sup", pid=7),  # a supervisor: it never holds a name
+            ActorStarted(path="w1/named", pid=7),
+            ActorReady(path="w1/named", address="0.1/1", pid=7),
+            ActorStarted(path="w1/gone", pid=7),
+            ActorExited(path="w1/gone", pid=7, reason=ExitReason(kind="normal")),
+        ):
+            worker.publish(event)
+        await trio.testing.wait_all_tasks_blocked()
+        while True:
+            try:
+                seen.receive_nowait()
+            except trio.WouldBlock:
+                break
+        n.up["0.1"].channel.close()  # the worker "dies"
+        await trio.testing.wait_all_tasks_blocked()
+        exits = []
+        while True:
+            try:
+                event = seen.receive_nowait()
+            except trio.WouldBlock:
+                break
+            if isinstance(event, ActorExited):
+                exits.append((event.path, event.pid, event.reason.kind))
+        assert sorted(exits) == [("w1/named", None, "killed"), ("w1/sup", 7, "killed")]
+
+
+async def test_a_pools_path_spreads_sends_and_is_declared_up() -> None:
+    async with trio.open_nursery() as nursery, net(nursery) as n:
+        worker = n.workers["0.1"]
+        worker.names.declare_pool("w1/pool")
+        boxes = [n.box(worker, f"w1/pool/{i}") for i in range(2)]
+        await trio.testing.wait_all_tasks_blocked()
+        for sender in (worker, n.master, n.workers["0.2"]):
+            pool = ActorRef(sender.outbox, path="w1/pool")
+            for i in range(4):
+                await pool.tell(Ping(n=i))
+        await trio.testing.wait_all_tasks_blocked()
+        assert [len(box.told) for box in boxes] == [6, 6]
+        worker.names.drop_pool("w1/pool")
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(ActorNotFound):
+            await ActorRef(n.master.outbox, path="w1/pool").tell(Ping(n=9))
