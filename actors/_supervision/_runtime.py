@@ -253,7 +253,7 @@ def spec_to_wire(spec: ChildSpec) -> SpecWire:
             heartbeat_timeout=spec.heartbeat_timeout, arguments=arguments,
             reload=spec.reload, max_memory=spec.max_memory,
         )
-    if type(spec) not in (SupervisorSpec, PoolSpec):
+    if not isinstance(spec, SupervisorSpec) or type(spec) not in (SupervisorSpec, PoolSpec):
         raise SpawnError(f"a {type(spec).__name__} cannot be started in another process "
                          "at runtime (worker, supervisor and pool specs can)")
     template = spec.template if isinstance(spec, PoolSpec) else None

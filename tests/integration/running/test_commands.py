@@ -248,3 +248,28 @@ async def test_stdin_and_cwd_and_env(tmp_path: Path) -> None:
             exited = await next_event(events, ActorExited, "root/cat")
             assert exited.reason.kind == "normal", exited.reason
     assert (tmp_path / "got").read_text() == f"fed\nhi\n{tmp_path}\n"
+
+
+async def test_a_command_started_at_runtime_is_supervised_and_terminated() -> None:
+    """``start_child`` takes a command as it takes a worker; ``terminate_child`` stops its
+    process group, and the spec stays until ``delete_child``."""
+    tree = supervisor("root", children=[supervisor("jobs")])
+    with trio.fail_after(TIMEOUT):
+        async with open_system(tree) as system:
+            events = system.events(history=True)
+            await system.start_child(
+                "root/jobs", command("sleeper", ["/bin/sh", "-c", "exec sleep 600"]),
+            )
+            started = await next_event(events, ActorStarted, "root/jobs/sleeper")
+            assert started.pid is not None
+            [row] = await system.which_children("root/jobs")
+            assert (row.name, row.kind, row.pid, row.state) == (
+                "sleeper", "command", started.pid, "running",
+            )
+            await system.terminate_child("root/jobs/sleeper")
+            exited = await next_event(events, ActorExited, "root/jobs/sleeper")
+            assert exited.reason.kind == "shutdown"
+            [row] = await system.which_children("root/jobs")
+            assert row.state == "terminated"
+            await system.delete_child("root/jobs/sleeper")
+            assert await system.which_children("root/jobs") == []
