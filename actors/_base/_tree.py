@@ -307,8 +307,7 @@ class ChildBase(abc.ABC):
             stop_requested=self._stop_cause in ("asked", "at_once"),
             stopped_itself=self._stop_cause == "itself",
         )
-        if self in self.parent.running:
-            self.parent.running.remove(self)
+        _leave(self.parent.running, self)
         if witness is not None:
             if address is not None:
                 witness.departed(address, self.path, reason)
@@ -319,6 +318,16 @@ class ChildBase(abc.ABC):
         self._move(Lifecycle.EXITED)
         self.done.set()
         return reason
+
+
+def _leave(running: list[Child], child: object) -> None:
+    """Take ``child`` off its parent's list, searching from the end: children end the last
+    started first (:func:`stop_children`), so stopping N of them costs N steps, not the
+    N² of ``list.remove`` (which made stopping 10 000 actors take seconds)."""
+    for i in range(len(running) - 1, -1, -1):
+        if running[i] is child:
+            del running[i]
+            return
 
 
 class Parent(Protocol):
