@@ -404,14 +404,26 @@ class StateService:
         below them). Only a process's end says so: an actor that ends inside a process
         (the master's, or a worker's) leaves that process's replica subscribed."""
         async for event in events:
-            if isinstance(event, ActorExited) and event.node:
-                node = event.node
-                for address, subscriber in list(self._remote.items()):
-                    gone = subscriber.node
-                    if gone == node or gone.startswith(node + "."):
-                        del self._remote[address]
-                        subscriber.dropped = True
-                        subscriber.wake.set()
+            self._follow_exit(event)
+            # All that is queued, at once: spawns publish two events a scheduling pass,
+            # and a follower reading one a pass would fall behind and be let go.
+            while True:
+                try:
+                    self._follow_exit(events.receive_nowait())
+                except trio.WouldBlock:
+                    break
+                except trio.EndOfChannel:
+                    return
+
+    def _follow_exit(self, event: Event) -> None:
+        if isinstance(event, ActorExited) and event.node:
+            node = event.node
+            for address, subscriber in list(self._remote.items()):
+                gone = subscriber.node
+                if gone == node or gone.startswith(node + "."):
+                    del self._remote[address]
+                    subscriber.dropped = True
+                    subscriber.wake.set()
 
 
 class LocalUpstream(Upstream):

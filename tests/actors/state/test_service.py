@@ -11,6 +11,7 @@ import trio.testing
 
 from actors import (
     ActorExited,
+    ActorStarted,
     ExitReason,
     StateChanged,
     StateResynced,
@@ -183,6 +184,29 @@ async def test_only_the_end_of_a_process_drops_its_subscriptions(
                 "0.2/5": [("k", 1), ("k", 2)], "0.1/4": [("k", 1)], "0.1.2/3": [("k", 1)],
             }
             assert versions([m for _, m in wire.refused]) == []  # no change was even tried
+
+
+async def test_the_service_keeps_up_with_events_published_faster_than_one_a_pass(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Spawning an actor publishes two events in one scheduling pass: a follower that read
+    # one a pass fell behind and was unsubscribed, and then missed the ends of processes.
+    events = EventBus()
+    with trio.fail_after(TIMEOUT):
+        async with serving(events=events) as (service, wire):
+            await service.read("k", "0.1/4")
+            for n in range(3 * 1024):
+                events.publish(ActorStarted(path=f"root/a{n}", pid=1))
+                events.publish(ActorStarted(path=f"root/b{n}", pid=1))
+                await trio.lowlevel.checkpoint()
+            wire.ended.add("0.1")
+            events.publish(ActorExited(path="root/w", address="0.1/1", node="0.1",
+                                       reason=ExitReason(kind="killed", signal=9)))
+            await trio.testing.wait_all_tasks_blocked()
+            await put(service, "k", "one")
+            await trio.testing.wait_all_tasks_blocked()
+            assert versions(wire.sent["0.1/4"]) == []
+            assert versions([m for _, m in wire.refused]) == []
 
 
 # -- the store: resets, outages, other systems ------------------------------------------------
