@@ -109,6 +109,7 @@ class Cell(ChildBase):
         self._setup_scope = trio.CancelScope()
         self._teardown_scope = trio.CancelScope(shield=True)
         self._report_events = report_events
+        self._at_once = False  # made ready by start_at_once, before its task ran
         self.nursery: trio.Nursery
 
     @property
@@ -179,29 +180,56 @@ class Cell(ChildBase):
             self._teardown_scope.cancel()
         await self.done.wait()
 
+    @property
+    def has_setup(self) -> bool:
+        """Its actor has a ``setup`` of its own (else it is ready as soon as it exists)."""
+        return type(self.actor).setup is not Actor.setup
+
+    def start_at_once(self, nursery: trio.Nursery) -> ActorRef:
+        """Start an actor without a setup of its own: it is ready now (its mailbox open, its
+        name registered), and its task, started in ``nursery``, serves what arrives.
+
+        What :meth:`run` with ``nursery.start`` does, without waiting for the new task to
+        run: that wait is several scheduling passes, most of the cost of a spawn."""
+        if self.has_setup:
+            raise RuntimeError(f"actor {self.path} has a setup to wait for: use run")
+        nursery.start_soon(self.run)  # (raises, with nothing done, if the nursery is closed)
+        self._at_once = True
+        self._enter()
+        self._open()
+        return self.ref
+
+    def _enter(self) -> None:
+        self.router.mailboxes.add(self.mailbox.id, self.mailbox)
+        self.started_at = trio.current_time()
+        self._report(ActorStarted(path=self.path, pid=self.pid))
+
+    def _open(self) -> None:
+        mailbox = self.mailbox
+        self.address = mailbox.address
+        if self._move(Lifecycle.RUNNING):  # (not asked to stop meanwhile)
+            if self.register_name:
+                self.router.names.register(self.path, mailbox.address)
+            mailbox.open()
+        self._report(ActorReady(path=self.path, address=self.address, pid=self.pid))
+
     async def run(
         self, *, task_status: trio.TaskStatus[ActorRef] = trio.TASK_STATUS_IGNORED
     ) -> None:
         router = self.router
         mailbox = self.mailbox
-        router.mailboxes.add(mailbox.id, mailbox)
+        at_once = self._at_once
+        if not at_once:
+            self._enter()
         current_actor.set(None)  # not its parent's handler any more (spawned from one)
-        self.started_at = trio.current_time()
-        self._report(ActorStarted(path=self.path, pid=self.pid))
         try:
             with self._scope:
                 async with trio.open_nursery() as nursery:
                     self.nursery = nursery
                     self.actor._actor_context = CellContext(self)
-                    if await self._setup():
-                        self.address = mailbox.address
-                        if self._move(Lifecycle.RUNNING):  # (not asked to stop meanwhile)
-                            if self.register_name:
-                                router.names.register(self.path, mailbox.address)
-                            mailbox.open()
-                        self._report(
-                            ActorReady(path=self.path, address=self.address, pid=self.pid)
-                        )
+                    if at_once or await self._setup():
+                        if not at_once:
+                            self._open()
                         task_status.started(self.ref)
                         await self._serve_then_stop()
                     nursery.cancel_scope.cancel()

@@ -213,6 +213,19 @@ class Starter:
             shutdown_timeout=grace_of(spec.shutdown), start_timeout=spec.start_timeout,
             spawn=self.spawn, shared_state=self.state, manage_children=self.children,
         )
+        if not cell.has_setup:  # ready as it exists: no wait for its task to run
+            # Two passes of the scheduler still, as nursery.start took: a loop of spawns
+            # lets the rest run, and an events() subscriber reading one event a pass keeps
+            # up with the two (started, ready) each spawn publishes.
+            await trio.lowlevel.checkpoint()
+            await trio.lowlevel.checkpoint()
+            parent.running.append(cell)
+            try:
+                cell.start_at_once(parent.nursery)
+            except BaseException:
+                parent.running.remove(cell)
+                raise
+            return cell
         try:
             await _start_under(parent, cell)
         except SpawnError as exc:

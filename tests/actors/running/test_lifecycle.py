@@ -4,12 +4,22 @@ cell (an actor in this process) through its states, on a virtual clock."""
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import trio
 import trio.testing
 
-from actors import Actor, ActorExited, ActorRef, Event, ExitReason, SpawnError, handler
+from actors import (
+    Actor,
+    ActorExited,
+    ActorRef,
+    Event,
+    ExitReason,
+    SpawnError,
+    handler,
+    open_system,
+)
 from actors._base._tree import ChildBase, ChildKind, Lifecycle, Root
 from actors._messaging._names import NameRegistry
 from actors._messaging._outbox import MASTER_NODE
@@ -338,3 +348,84 @@ async def test_a_cell_whose_drain_overstays_its_shutdown_is_killed(
         await nursery.start(stuck.run)
         await stuck.shutdown(1.0)
     assert (ended(stuck).kind, ended(stuck).detail) == ("killed", "did not stop within 4.0 s")
+
+
+class Plain(Actor):
+    """No setup of its own: ready as soon as it exists."""
+
+    @handler
+    async def go(self, msg: Go) -> Go:
+        return msg
+
+
+async def test_a_cell_without_setup_is_ready_before_its_task_runs(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        plain, root = cell(nursery, Plain())
+        ref = plain.start_at_once(nursery)
+        assert (plain.state, plain.address) == (Lifecycle.RUNNING, plain.mailbox.address)
+        assert ref == plain.ref
+        assert plain.mailbox.accepting
+        assert await ref.ask(Go()) == Go()  # served once its task runs
+        stopped, _ = cell(nursery, Plain())
+        stopped.start_at_once(nursery)
+        stopped.stop("asked")  # before its task ever ran: it still ends, once
+        await stopped.done.wait()
+        await plain.shutdown(1.0)
+    assert ended(plain).kind == "shutdown"
+    assert ended(stopped).kind == "shutdown"
+    assert root.running == []
+
+
+async def test_a_cell_with_a_setup_is_not_started_at_once() -> None:
+    async with trio.open_nursery() as nursery:
+        slow, _ = cell(nursery, Slow())
+        with pytest.raises(RuntimeError, match="setup"):
+            slow.start_at_once(nursery)
+        nursery.cancel_scope.cancel()
+
+
+class Steps(trio.abc.Instrument):
+    """Records, in order, the steps of the tasks that serve actors."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name.endswith("Cell.run"):
+            self.log.append("actor's task ran")
+
+
+async def test_spawn_of_an_actor_without_setup_does_not_wait_for_its_task() -> None:
+    # nursery.start costs several scheduling passes per spawn: an actor with nothing to set
+    # up is ready as it exists, so spawn returns before its task first runs.
+    log: list[str] = []
+    async with open_system(name=f"at-once-{os.getpid()}") as system:
+        trio.lowlevel.add_instrument(Steps(log))
+        ref = await system.spawn(Plain)
+        log.append("spawn returned")
+        assert await ref.ask(Go()) == Go()
+    assert log[:2] == ["spawn returned", "actor's task ran"]
+
+
+async def test_an_events_subscriber_keeps_up_with_a_burst_of_spawns() -> None:
+    # Each spawn publishes two events; a subscriber reading one a scheduling pass must not
+    # fall 1024 behind (and be let go) while a loop spawns actors ready at once.
+    spawns = 1500
+    async with open_system(name=f"burst-{os.getpid()}") as system:
+        seen: list[Event] = []
+        events = system.events()
+
+        async def follow() -> None:
+            async for event in events:
+                seen.append(event)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(follow)
+            for _ in range(spawns):
+                await system.spawn(Plain)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+        events.close()
+    assert len(seen) == 2 * spawns
