@@ -218,7 +218,7 @@ class ChildBase(abc.ABC):
         self.started_at = 0.0
         self.done = trio.Event()  # set as it reaches EXITED
         self.exit_reason: ExitReason | None = None  # set once, as it reaches EXITED
-        self._moved = trio.Event()  # set (and replaced) at every move
+        self._moved: trio.Event | None = None  # made by a wait; set (and dropped) by a move
         self._explained: ExitReason | None = None
         self._stop_cause: StopCause | None = None
         self._killed: str | None = None  # we killed it after its grace: the detail
@@ -255,8 +255,9 @@ class ChildBase(abc.ABC):
         if _ORDER[state] <= _ORDER[self.state]:
             return False
         self.state = state
-        self._moved.set()
-        self._moved = trio.Event()
+        if self._moved is not None:
+            self._moved.set()
+            self._moved = None
         return True
 
     def _reached(self, state: Lifecycle) -> bool:
@@ -265,6 +266,8 @@ class ChildBase(abc.ABC):
     async def _wait_for(self, state: Lifecycle) -> None:
         """Return once it reached ``state`` (or a later one)."""
         while not self._reached(state):
+            if self._moved is None:
+                self._moved = trio.Event()
             await self._moved.wait()
 
     def _stopping(self, cause: StopCause | None) -> bool:

@@ -105,9 +105,11 @@ class Cell(ChildBase):
         self._retirements = retirements
         self.drain_timeout = drain_budget(shutdown_timeout)
         self.pid = os.getpid()
-        self._scope = trio.CancelScope()
-        self._setup_scope = trio.CancelScope()
-        self._teardown_scope = trio.CancelScope(shield=True)
+        # Cancel scopes are made when first needed: most actors never use the setup's or
+        # the teardown's, and what cancels the actor is its nursery's own scope.
+        self._setup_scope: trio.CancelScope | None = None
+        self._teardown_scope: trio.CancelScope | None = None
+        self._killed_now = False  # its grace ran out: cancel it all, once it runs
         self._report_events = report_events
         self._at_once = False  # made ready by start_at_once, before its task ran
         self.nursery: trio.Nursery
@@ -132,7 +134,7 @@ class Cell(ChildBase):
             return
         self.failure = exc
         if self.address is None:
-            self._setup_scope.cancel()
+            self._scope_of_setup().cancel()
             return
         log.error("actor %s (%s) crashed", self.path, self.address, exc_info=exc)
         self._close_mailbox()
@@ -176,9 +178,21 @@ class Cell(ChildBase):
             await self.done.wait()
         if not self.done.is_set():
             self._killed = f"did not stop within {self.shutdown_timeout} s"
-            self._scope.cancel()
-            self._teardown_scope.cancel()
+            self._killed_now = True
+            if hasattr(self, "nursery"):
+                self.nursery.cancel_scope.cancel()
+            self._scope_of_teardown().cancel()
         await self.done.wait()
+
+    def _scope_of_setup(self) -> trio.CancelScope:
+        if self._setup_scope is None:
+            self._setup_scope = trio.CancelScope()
+        return self._setup_scope
+
+    def _scope_of_teardown(self) -> trio.CancelScope:
+        if self._teardown_scope is None:
+            self._teardown_scope = trio.CancelScope(shield=True)
+        return self._teardown_scope
 
     @property
     def has_setup(self) -> bool:
@@ -223,16 +237,17 @@ class Cell(ChildBase):
             self._enter()
         current_actor.set(None)  # not its parent's handler any more (spawned from one)
         try:
-            with self._scope:
-                async with trio.open_nursery() as nursery:
-                    self.nursery = nursery
-                    self.actor._actor_context = CellContext(self)
-                    if at_once or await self._setup():
-                        if not at_once:
-                            self._open()
-                        task_status.started(self.ref)
-                        await self._serve_then_stop()
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                if self._killed_now:  # (its grace ran out before its task ran)
                     nursery.cancel_scope.cancel()
+                self.actor._actor_context = CellContext(self)
+                if at_once or await self._set_up():
+                    if not at_once:
+                        self._open()
+                    task_status.started(self.ref)
+                    await self._serve_then_stop()
+                nursery.cancel_scope.cancel()
             if self.address is None and self.failure is not None:
                 raise self.failure  # the start failed: whoever started us hears why
         finally:
@@ -245,15 +260,16 @@ class Cell(ChildBase):
             self._finish(router, failure=self.failure, address=self.address,
                          report=self._report_events)
 
-    async def _setup(self) -> bool:
+    async def _set_up(self) -> bool:
         """Run ``setup`` within the start timeout; False if it (or a task it started)
         failed, or did not return in time."""
-        with self._setup_scope, trio.move_on_after(self.start_timeout) as deadline:
+        with self._scope_of_setup(), trio.move_on_after(self.start_timeout) as deadline:
             try:
                 await self.actor.setup()
             except Exception as exc:
                 if self.failure is None:
                     self.failure = exc
+        self._setup_scope = None  # (done with: a later fail() finds the actor ready)
         if deadline.cancelled_caught and self.failure is None:
             detail = f"not ready within {self.start_timeout} s"
             reason = ExitReason(kind="timeout", detail=detail)
@@ -272,7 +288,7 @@ class Cell(ChildBase):
         finally:
             self._close_mailbox()
             self.mailbox.fail_queued()
-            with self._teardown_scope:
+            with self._scope_of_teardown():
                 if self.failure is None or self._retirements is not None:
                     await self._drain()
                 self._stopping(None)

@@ -169,13 +169,17 @@ class ActorMailbox:
             try:
                 message, reply = receive.receive_nowait()
             except trio.WouldBlock:
+                waiting = True
+            except trio.EndOfChannel:
+                return
+            else:
+                waiting = False
+            if waiting:  # (awaited outside the except: an idle actor keeps no traceback)
                 budget = _FAIRNESS_BUDGET
                 try:
                     message, reply = await receive.receive()
                 except trio.EndOfChannel:
                     return
-            except trio.EndOfChannel:
-                return
             name = cls.handler_for(type(message))
             if name is None:
                 error = no_handler(cls, type(message))

@@ -26,7 +26,7 @@ from .._base._spec import (
     validate_name,
     worker,
 )
-from .._base._tree import Child, Notice, Parent
+from .._base._tree import Child, Notice, Parent, SpawnChild
 from .._messaging._router import Router
 from .._running._cell import Cell
 from .._running._command import CommandHandle, ListeningSockets
@@ -94,6 +94,8 @@ class Starter:
         # (start_child, terminate_child, ...): each is listed while it runs.
         self.supervisors: dict[str, Supervisor] = {}
         self.children = RuntimeChildren(router, self.supervisors)  # what ctx.start_child uses
+        # One bound method for every cell (an attribute read makes a new one each time).
+        self._spawn_child: SpawnChild = self.spawn
 
     async def start_child(
         self,
@@ -211,7 +213,7 @@ class Starter:
         cell = Cell(
             self.router, actor, path=path, parent=parent,
             shutdown_timeout=grace_of(spec.shutdown), start_timeout=spec.start_timeout,
-            spawn=self.spawn, shared_state=self.state, manage_children=self.children,
+            spawn=self._spawn_child, shared_state=self.state, manage_children=self.children,
         )
         if not cell.has_setup:  # ready as it exists: no wait for its task to run
             # Two passes of the scheduler still, as nursery.start took: a loop of spawns
