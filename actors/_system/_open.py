@@ -34,7 +34,6 @@ from .._listening._listener import Listener, register_listener_kind
 from .._messaging._names import NameRegistry
 from .._messaging._outbox import MASTER_NODE
 from .._messaging._router import Router
-from .._operations._metrics import open_metrics_server
 from .._operations._output import OutputLog
 from .._operations._protocol import ActorStatus, SystemInfo
 from .._operations._server import open_control_server
@@ -425,6 +424,10 @@ async def _metrics(system: ActorSystem, address: tuple[str, int] | None
     if address is None:
         yield
         return
+    # Imported here: prometheus-client (and the http, email, urllib it brings) only for a
+    # system that serves metrics.
+    from .._operations._metrics import open_metrics_server
+
     async with open_metrics_server(system, address) as port:
         system.metrics_port = port
         yield
