@@ -56,3 +56,16 @@ def test_a_metrics_server_imports_what_it_needs() -> None:
         'name="imports-test"', 'name="imports-test", metrics=("127.0.0.1", 0)'
     )
     assert {"prometheus_client", "actors._operations._metrics"} <= loaded_after(code)
+
+
+def test_importing_the_package_brings_only_what_defining_actors_needs() -> None:
+    # The system, listeners, the shared state, events and status types are imported when a
+    # name of theirs is first used, so that `import actors` costs little beyond trio and
+    # pydantic (issue 17: <= 1.3x).
+    runtime = {name for name in loaded_after("import actors") if name.startswith("actors")}
+    assert runtime == {
+        "actors", "actors._base", "actors._base._actor", "actors._base._errors",
+        "actors._base._ref",
+    }
+    used = loaded_after("from actors import ActorExited, open_system")
+    assert {"actors._system._open", "actors._base._events"} <= used

@@ -7,12 +7,14 @@ import inspect
 import types
 import typing
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, Protocol, TypeVar, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, Union
 
 from protocol import Message
 
 from ._ref import ActorRef
-from ._shared import State
+
+if TYPE_CHECKING:  # (an annotation only: the shared state is imported when first used)
+    from ._shared import State
 
 if typing.TYPE_CHECKING:
     from ._children import ChildCount, ChildInfo
