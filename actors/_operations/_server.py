@@ -346,9 +346,13 @@ async def open_control_server(
                 "give this one another name: open_system(name=...)"
             )
         path.unlink(missing_ok=True)  # a master that died left it behind
-    listening = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    bound = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listening = trio.socket.from_stdlib_socket(bound)
     try:
-        await listening.bind(str(path))
+        # Bound here, as the checks above are made: a quick call on a local file system.
+        # trio's bind would make it in a helper thread, which then lingers for seconds and
+        # keeps the master from being forked into its fork server.
+        bound.bind(str(path))
         os.chmod(path, 0o600)
         listening.listen(64)
         server = ControlServer(system, listening, path)
