@@ -17,6 +17,11 @@ __all__ = ["Message", "MessageRegistry", "default_tag", "registry"]
 _MAIN_ALIASES = frozenset({"__main__", "__mp_main__"})
 
 
+def _definition(cls: type) -> tuple[str, str]:
+    module = "__main__" if cls.__module__ in _MAIN_ALIASES else cls.__module__
+    return module, cls.__qualname__
+
+
 def default_tag(cls: type) -> str:
     """The tag a Message class gets unless it names one: ``module:QualName``."""
     module = "__main__" if cls.__module__ in _MAIN_ALIASES else cls.__module__
@@ -41,8 +46,9 @@ class MessageRegistry:
             existing is not None
             and existing is not cls
             # Re-running the same definition (importlib.reload, a class made in a function
-            # called twice) replaces it; two different classes may not share a tag.
-            and (existing.__module__, existing.__qualname__) != (cls.__module__, cls.__qualname__)
+            # called twice, the main script loaded as __mp_main__ in a fork of the process
+            # that ran it as __main__) replaces it; two different classes may not share a tag.
+            and _definition(existing) != _definition(cls)
         ):
             raise TypeError(
                 f"message tag {tag!r} of {cls.__module__}.{cls.__qualname__} is already "

@@ -174,6 +174,22 @@ def test_separate_registry() -> None:
     assert own.decode("own.point", b'{"x": 1, "y": 2}') == Point(x=1, y=2)
 
 
+def test_the_main_script_loaded_again_as_mp_main_replaces_its_classes() -> None:
+    # A fork server forked from the master loads the main script again as __mp_main__: its
+    # classes are the same definitions as the master's __main__ ones, not a clash.
+    own = MessageRegistry()
+
+    def defined_in(module: str) -> type[Message]:
+        return type("Script", (Point,), {"__module__": module, "__qualname__": "Script"})
+
+    own.register(defined_in("__main__"), "__main__:Script")
+    again = defined_in("__mp_main__")
+    own.register(again, "__main__:Script")
+    assert own.lookup("__main__:Script") is again
+    with pytest.raises(TypeError, match="already registered"):
+        own.register(defined_in("elsewhere"), "__main__:Script")
+
+
 # -- decoding -------------------------------------------------------------------------------
 
 
