@@ -57,10 +57,15 @@ def descendants() -> dict[int, str]:
 
 
 
-def _is_fork_server_image(pid: int) -> bool:
+def is_fork_server(pid: int) -> bool:
+    """A fork server, or a worker it forked that has not named itself yet: a fresh server
+    runs ``actors._system._zygote``, one forked from its master is named so."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return b"actors._system._zygote" in handle.read()
+            if b"actors._system._zygote" in handle.read():
+                return True
+        with open(f"/proc/{pid}/comm", "rb") as handle:
+            return handle.read().strip() == b"actors-zygote"
     except OSError:
         return False
 
@@ -75,7 +80,7 @@ def workers() -> dict[int, str]:
     found = {}
     for pid, state in descendants().items():
         parent = table.get(pid, (0, ""))[0]
-        if _is_fork_server_image(pid) and not _is_fork_server_image(parent):
+        if is_fork_server(pid) and not is_fork_server(parent):
             continue
         found[pid] = state
     return found

@@ -40,8 +40,9 @@ from protocol import (
 
 from .._base._errors import SpawnError
 from ._processes import (
-    ChildProcess,
     OutputSink,
+    ServerFork,
+    SpawnedProcess,
     main_script,
     output_pipes,
     relay_lines,
@@ -224,7 +225,7 @@ class ForkServer:
             raise SpawnError(f"the fork server could not fork: {answer.error}")
         raise SpawnError(f"the fork server is gone: {self.broken}")
 
-    async def _serve(self, process: ChildProcess) -> None:
+    async def _serve(self, process: SpawnedProcess) -> None:
         with self._serve_scope:
             try:
                 while True:
@@ -322,31 +323,41 @@ class _LastWords:
 
 @asynccontextmanager
 async def open_fork_server(
-    preload: list[str] | None = None, *, output: OutputSink | None = None
+    preload: list[str] | None = None,
+    *,
+    output: OutputSink | None = None,
+    fork: ServerFork | None = None,
 ) -> AsyncIterator[ForkServer]:
     """Run a fork server for the duration of the block (it is reaped on exit).
 
     With ``output``, what the server itself prints (the traceback of an import that
     failed, say) goes there line by line, under the path ``@forkserver``; otherwise it
-    writes where this process writes."""
+    writes where this process writes. With ``fork``, the server is a fork of this process
+    if it can be (see :class:`ServerFork`), else a fresh interpreter."""
     async with trio.open_nursery() as relays:
-        async with _run_fork_server(preload, output, relays) as server:
+        async with _run_fork_server(preload, output, relays, fork) as server:
             yield server
         relays.cancel_scope.cancel()  # (bounded: its output ended, or it is not coming)
 
 
 @asynccontextmanager
 async def _run_fork_server(
-    preload: list[str] | None, output: OutputSink | None, relays: trio.Nursery
+    preload: list[str] | None,
+    output: OutputSink | None,
+    relays: trio.Nursery,
+    fork: ServerFork | None,
 ) -> AsyncIterator[ForkServer]:
     server = ForkServer()
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     pipes = None if output is None else output_pipes()
     try:
-        process = start_process(
-            [sys.executable, "-m", "actors._system._zygote"], fd=theirs.fileno(), extra_env={},
-            output=None if pipes is None else (pipes[0][1], pipes[1][1]),
-        )
+        its_output = None if pipes is None else (pipes[0][1], pipes[1][1])
+        process = None if fork is None else fork(theirs.fileno(), its_output)
+        if process is None:
+            process = start_process(
+                [sys.executable, "-m", "actors._system._zygote"], fd=theirs.fileno(),
+                extra_env={}, output=its_output,
+            )
     except BaseException:
         ours.close()
         for read_end, _ in pipes or ():

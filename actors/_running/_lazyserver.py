@@ -16,6 +16,7 @@ from ._forkserver import ForkServer, open_fork_server
 from ._processes import (
     ColdSpawner,
     OutputSink,
+    ServerFork,
     SpawnedProcess,
 )
 
@@ -35,11 +36,16 @@ class LazyForkServer:
     """
 
     def __init__(
-        self, nursery: trio.Nursery, preload: list[str], output: OutputSink | None = None
+        self,
+        nursery: trio.Nursery,
+        preload: list[str],
+        output: OutputSink | None = None,
+        fork: ServerFork | None = None,
     ) -> None:
         self._nursery = nursery
         self._preload = preload
         self._output = output
+        self._fork = fork  # for the first server only: a later one imports the code anew
         self._server: ForkServer | None = None
         self._first: trio.Event | None = None
         self._closing = trio.Event()
@@ -119,7 +125,9 @@ class LazyForkServer:
         delay = _RESTART_DELAY
         while not self._closing.is_set():
             try:
-                async with open_fork_server(self._preload, output=self._output) as server:
+                fork, self._fork = self._fork, None
+                async with open_fork_server(self._preload, output=self._output,
+                                            fork=fork) as server:
                     if ready is not None and not ready:
                         ready.append(server)  # renew() decides whether it becomes current
                     elif generation == self._generation:
@@ -164,13 +172,17 @@ async def _cancel_when(event: trio.Event, scope: trio.CancelScope) -> None:
 
 @asynccontextmanager
 async def open_lazy_fork_server(
-    preload: list[str] | None = None, *, output: OutputSink | None = None
+    preload: list[str] | None = None,
+    *,
+    output: OutputSink | None = None,
+    fork: ServerFork | None = None,
 ) -> AsyncIterator[LazyForkServer]:
     """A :class:`LazyForkServer` for the duration of the block; leaving it stops the fork
     server, if one was started (after the block's workers are gone). ``output``: where
-    each server's own output goes (see :func:`open_fork_server`)."""
+    each server's own output goes (see :func:`open_fork_server`); ``fork``: how the first
+    server may be a fork of this process (a restarted or renewed one never is)."""
     async with trio.open_nursery() as nursery:
-        lazy = LazyForkServer(nursery, list(preload or []), output)
+        lazy = LazyForkServer(nursery, list(preload or []), output, fork)
         try:
             yield lazy
         finally:

@@ -25,8 +25,10 @@ __all__ = [
     "PARENT_PID_ENV",
     "ChildProcess",
     "ColdSpawner",
+    "ForkedChild",
     "OutputLines",
     "OutputSink",
+    "ServerFork",
     "SpawnedProcess",
     "Spawner",
     "class_path",
@@ -246,6 +248,60 @@ def start_process(
         with contextlib.suppress(subprocess.TimeoutExpired):
             popen.wait(timeout=1)  # SIGKILLed: a matter of milliseconds
         raise
+
+
+class ForkedChild:
+    """A child this process forked itself, without exec (a :class:`SpawnedProcess`):
+    watched through a pidfd, reaped with ``waitpid``. See :class:`ServerFork`."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        try:
+            self._pidfd = os.pidfd_open(pid)
+        except OSError:
+            self.kill()  # (nobody could watch it: it must not run on)
+            self._reap(0)
+            raise
+
+    async def wait(self) -> int:
+        while self.returncode is None and self._pidfd >= 0:
+            try:
+                await trio.lowlevel.wait_readable(self._pidfd)  # readable once it exited
+            except trio.ClosedResourceError:
+                break
+            self._reap(os.WNOHANG)
+        if self.returncode is None:
+            self._reap(0)
+        assert self.returncode is not None
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, 9)
+
+    def _reap(self, flags: int) -> None:
+        try:
+            pid, status = os.waitpid(self.pid, flags)
+        except ChildProcessError:  # (reaped already: nothing more to learn)
+            pid, status = self.pid, 0
+        if pid == 0:
+            return
+        self.returncode = os.waitstatus_to_exitcode(status)
+        if self._pidfd >= 0:
+            trio.lowlevel.notify_closing(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = -1
+
+
+class ServerFork(Protocol):
+    """Makes a fork server by forking this very process (whose code, imported already, the
+    server and its workers then share), with ``fd`` as its end of the control socket and
+    ``output`` as its stdout and stderr; None if this process cannot be forked now (a
+    thread runs beside the event loop): the server then starts as a fresh interpreter."""
+
+    def __call__(self, fd: int, output: tuple[int, int] | None) -> SpawnedProcess | None: ...
 
 
 class ColdSpawner:

@@ -27,6 +27,7 @@ from .._supervision._monitors import Monitors, MonitorsActor
 from .._supervision._runtime import SERVICE as CHILDREN
 from .._supervision._runtime import ChildrenService
 from .._supervision._start import Starter
+from ._zygote import fork_server
 
 __all__ = ["default_name", "open_spawner", "start_runtime_services", "start_state"]
 
@@ -86,9 +87,11 @@ async def open_spawner(
     start_method: str, tree: SupervisorSpec | None, output: OutputLog
 ) -> AsyncIterator[Spawner]:
     """What starts the workers of ``tree``: a fork server (``"forkserver"``, started with
-    the first worker, the tree's modules imported up front), or a fresh interpreter each."""
+    the first worker, a fork of this process if it can be, the tree's modules imported up
+    front), or a fresh interpreter each."""
     if start_method == "forkserver":
-        async with open_lazy_fork_server(_modules_of(tree), output=output) as server:
+        async with open_lazy_fork_server(_modules_of(tree), output=output,
+                                         fork=fork_server) as server:
             yield server
     else:
         yield ColdSpawner()

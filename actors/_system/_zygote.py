@@ -1,20 +1,36 @@
-"""The fork server's own process: ``python -m actors._system._zygote`` (see ``_forkserver``).
+"""The fork server's own process (see ``_forkserver``): ``python -m actors._system._zygote``,
+or, for a system's first server, a fork of the master itself (:func:`fork_server`).
 
 Single-threaded and without an event loop: it preloads, then forks a worker per request and
 reports each worker's exit status. Kept apart from ``_forkserver`` (which the package imports)
 so that running it as ``__main__`` does not define the message classes twice.
+
+A fresh interpreter has to import trio, pydantic, the runtime and the main script before
+its first fork (~0.2-0.5 s here, the whole wait for a system's first worker); a fork of the
+master has all of it already, in a few milliseconds. The fork is made only while no thread
+runs beside the master's event loop (a fork copies other threads' locks in whatever state
+they are, and not the threads), and the forked server is made to look like a fresh one: it
+keeps only its socket and stdio of the master's fds, resets the master's signal handlers
+and logging handlers, forgets the master's event loop, and loads the main script anew (as
+``__mp_main__``, as the fresh one does), so that workers forked from either are alike.
 """
 
 from __future__ import annotations
 
 import array
+import contextvars
+import gc
 import importlib
+import logging
 import os
 import selectors
 import signal
 import socket
 import sys
+import threading
 import traceback
+
+from trio._core import _run as trio_run_state
 
 from protocol import (
     MAX_FDS_PER_FRAME,
@@ -26,8 +42,11 @@ from protocol import (
 )
 
 from .._running._forkserver import ChildExited, Forked, ForkFailed, ForkRequest, Preload, Preloaded
-from .._running._processes import CHANNEL_FD_ENV, PARENT_PID_ENV
-from ._bootstrap import _die_with_parent, load_main, run_worker
+from .._running._processes import CHANNEL_FD_ENV, PARENT_PID_ENV, ForkedChild, SpawnedProcess
+from ._bootstrap import _die_with_parent, _name_process, load_main, run_worker
+
+PROCESS_NAME = "actors-zygote"
+"""How a fork server shows in ``ps -o comm`` (a forked one has the master's command line)."""
 
 
 def _serve_forever(sock: socket.socket, parent_pid: int) -> None:
@@ -198,9 +217,8 @@ def _send(sock: socket.socket, message: Message) -> None:
     sock.sendall(data)
 
 
-def main() -> None:
-    fd = int(os.environ.pop(CHANNEL_FD_ENV))
-    parent_pid = int(os.environ.pop(PARENT_PID_ENV))
+def _serve(fd: int, parent_pid: int) -> None:
+    _name_process(PROCESS_NAME)
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=fd)
@@ -209,6 +227,84 @@ def main() -> None:
         _serve_forever(sock, parent_pid)
     except ConnectionError:
         pass  # the master went away (reset or closed while we wrote): so do we
+
+
+def main() -> None:
+    fd = int(os.environ.pop(CHANNEL_FD_ENV))
+    parent_pid = int(os.environ.pop(PARENT_PID_ENV))
+    _serve(fd, parent_pid)
+
+
+def fork_server(fd: int, output: tuple[int, int] | None) -> SpawnedProcess | None:
+    """The master's :class:`ServerFork`: this process, forked into a fork server serving
+    on ``fd`` (its stdout and stderr: ``output``); None while another thread runs."""
+    if _threads() != 1:
+        return None
+    sys.stdout.flush()  # (what the master printed is not printed again by the server)
+    sys.stderr.flush()
+    parent_pid = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            kept = _become_fresh(fd, output)
+            # Its own context, empty: the master's task's context variables stay behind.
+            contextvars.Context().run(_serve, fd, parent_pid)
+            del kept
+            status = 0
+        except SystemExit as exc:
+            print(f"fork server: {exc}", file=sys.stderr)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(status)
+    return ForkedChild(pid)
+
+
+def _threads() -> int:
+    """The threads of this process, as the kernel counts them (helpers of trio's thread
+    cache included, which threading.enumerate would not show)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return threading.active_count()
+
+
+def _become_fresh(fd: int, output: tuple[int, int] | None) -> list[object]:
+    """In the forked server: leave behind what was the master's, as far as the server and
+    its workers could meet it. Returns what must never be freed here (see below)."""
+    signal.set_wakeup_fd(-1)
+    for number in signal.valid_signals():
+        try:
+            if callable(signal.getsignal(number)):
+                signal.signal(number, signal.SIG_DFL)
+        except (OSError, ValueError):
+            continue
+    os.setpgid(0, 0)  # its own process group, as a fresh one (the master's Ctrl-C is not its)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    if output is not None:
+        os.dup2(output[0], 1)
+        os.dup2(output[1], 2)
+    for name in os.listdir("/proc/self/fd"):
+        if int(name) not in (0, 1, 2, fd):
+            try:
+                os.close(int(name))
+            except OSError:
+                pass  # (the listing's own, closed already)
+    # The master's event loop runs no more here; a worker's trio.run must not find it.
+    trio_run_state.GLOBAL_RUN_CONTEXT.__dict__.clear()
+    # What the master's objects held (sockets, files) is closed now: none of them may be
+    # freed (a finalizer would close an fd number that is someone else's by then), so what
+    # the server lets go of is kept here, and the collector never walks the rest.
+    kept: list[object] = [sys.modules.get("__main__")]
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        if isinstance(logger, logging.Logger):
+            kept.extend(logger.handlers)
+            logger.handlers.clear()
+    gc.freeze()
+    return kept
 
 
 if __name__ == "__main__":

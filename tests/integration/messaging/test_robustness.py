@@ -30,7 +30,7 @@ from actors import (
 )
 from protocol import Message
 from tests.events import next_event, received
-from tests.leaks import workers
+from tests.leaks import is_fork_server, workers
 from tests.processes import wait_exited
 from tests.waiting import TIMEOUT, eventually
 
@@ -504,11 +504,9 @@ def _fork_server() -> int:
         try:
             with open(f"/proc/{pid}/stat") as stat:
                 ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{pid}/cmdline", "rb") as cmd:
-                line = cmd.read()
         except OSError:
             continue
-        if ppid == me and b"actors._system._zygote" in line:
+        if ppid == me and is_fork_server(int(pid)):
             return int(pid)
     raise AssertionError("no fork server")
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -22,7 +27,7 @@ from actors import (
 )
 from protocol import Message
 from tests.events import next_event
-from tests.leaks import child_processes, descendants, workers
+from tests.leaks import child_processes, descendants, is_fork_server, workers
 from tests.processes import is_running, wait_exited
 from tests.waiting import TIMEOUT
 
@@ -310,12 +315,8 @@ async def test_a_cancelled_system_block_still_reaps_its_workers() -> None:
 
 def _fork_server_pid() -> int:
     for pid in child_processes():
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                if b"actors._system._zygote" in handle.read():
-                    return pid
-        except OSError:
-            continue
+        if is_fork_server(pid):
+            return pid
     raise AssertionError("no fork server among this process's children")
 
 
@@ -377,3 +378,35 @@ async def test_a_task_failing_during_a_workers_setup_is_a_failed_start() -> None
             assert exited.reason.kind == "crashed"
             assert exited.reason.error_type == "ValueError"
             assert not workers()
+
+
+FORK_SERVER_SCRIPT = Path(__file__).with_name("fork_server_script.py")
+
+
+def _fork_server_of(*args: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, str(FORK_SERVER_SCRIPT), *args], capture_output=True, text=True,
+        timeout=TIMEOUT, check=True,
+    )
+    report: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    return report
+
+
+def test_the_first_fork_server_is_a_fork_of_the_master() -> None:
+    # A fresh interpreter imports everything before its first fork: the whole wait for a
+    # system's first worker (~0.3 s). A fork of the master has it all already.
+    report = _fork_server_of()
+    assert report["server_parent"] == report["master"]
+    assert report["server_cmdline"] == report["master_cmdline"]  # (no exec)
+    # None of the master's fds: as many as a fresh server holds (stdio, its socket, and
+    # what it waits on).
+    fresh = _fork_server_of("--thread")
+    assert len(report["server_fds"]) == len(fresh["server_fds"])
+
+
+def test_a_master_with_a_thread_running_is_not_forked() -> None:
+    # A fork copies the other threads' locks, not the threads: the server is then a fresh
+    # interpreter.
+    report = _fork_server_of("--thread")
+    assert report["server_parent"] == report["master"]
+    assert "actors._system._zygote" in report["server_cmdline"]
