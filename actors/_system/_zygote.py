@@ -240,8 +240,9 @@ def fork_server(fd: int, output: tuple[int, int] | None) -> SpawnedProcess | Non
     on ``fd`` (its stdout and stderr: ``output``); None while another thread runs."""
     if _threads() != 1:
         return None
-    sys.stdout.flush()  # (what the master printed is not printed again by the server)
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        if stream is not None:  # (what the master printed is not printed again by the server)
+            stream.flush()
     parent_pid = os.getpid()
     pid = os.fork()
     if pid == 0:
@@ -287,6 +288,9 @@ def _become_fresh(fd: int, output: tuple[int, int] | None) -> list[object]:
     if output is not None:
         os.dup2(output[0], 1)
         os.dup2(output[1], 2)
+    # The interpreter's own streams, on fds 0-2, as a fresh one has: the master's may be
+    # someone's stand-ins (a test runner's capture, writing to a file closed below).
+    sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__
     for name in os.listdir("/proc/self/fd"):
         if int(name) not in (0, 1, 2, fd):
             try:
