@@ -257,6 +257,7 @@ class ForkedChild:
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.returncode: int | None = None
+        self._pidfd = -1
         try:
             self._pidfd = os.pidfd_open(pid)
         except OSError:

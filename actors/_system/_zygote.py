@@ -244,7 +244,10 @@ def fork_server(fd: int, output: tuple[int, int] | None) -> SpawnedProcess | Non
         if stream is not None:  # (what the master printed is not printed again by the server)
             stream.flush()
     parent_pid = os.getpid()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:
+        return None  # (out of processes or memory now: a fresh interpreter may yet start)
     if pid == 0:
         status = 1
         try:

@@ -25,6 +25,7 @@ from actors import (
     handler,
     open_system,
 )
+from actors._running._processes import ForkedChild
 from protocol import Message
 from tests.events import next_event
 from tests.leaks import child_processes, descendants, is_fork_server, workers
@@ -410,3 +411,21 @@ def test_a_master_with_a_thread_running_is_not_forked() -> None:
     report = _fork_server_of("--thread")
     assert report["server_parent"] == report["master"]
     assert "actors._system._zygote" in report["server_cmdline"]
+
+
+async def test_a_forked_child_is_watched_and_reaped_with_its_status() -> None:
+    # (What the master sees of a fork server forked from it.)
+    with trio.fail_after(TIMEOUT):
+        pid = os.fork()
+        if pid == 0:
+            os._exit(3)  # (only async-signal-safe calls in the child of a threaded parent)
+        assert await ForkedChild(pid).wait() == 3
+        pid = os.fork()
+        if pid == 0:
+            signal.pause()
+            os._exit(0)
+        child = ForkedChild(pid)
+        child.kill()
+        assert await child.wait() == -signal.SIGKILL
+        child.kill()  # (reaped: the pid is no longer its to signal)
+    assert not child_processes()
