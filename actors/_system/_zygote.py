@@ -10,15 +10,17 @@ its first fork (~0.2-0.5 s here, the whole wait for a system's first worker); a 
 master has all of it already, in a few milliseconds. The fork is made only while no thread
 runs beside the master's event loop (a fork copies other threads' locks in whatever state
 they are, and not the threads), and the forked server is made to look like a fresh one: it
-keeps only its socket and stdio of the master's fds, resets the master's signal handlers
-and logging handlers, forgets the master's event loop, and loads the main script anew (as
-``__mp_main__``, as the fresh one does), so that workers forked from either are alike.
+keeps only its socket and stdio of the master's fds (the others become /dev/null), resets
+the master's signal handlers and logging handlers, forgets the master's event loop, and
+loads the main script anew (as ``__mp_main__``, as the fresh one does), so that workers
+forked from either are alike.
 """
 
 from __future__ import annotations
 
 import array
 import contextvars
+import fcntl
 import gc
 import importlib
 import logging
@@ -285,21 +287,32 @@ def _become_fresh(fd: int, output: tuple[int, int] | None) -> list[object]:
         except (OSError, ValueError):
             continue
     os.setpgid(0, 0)  # its own process group, as a fresh one (the master's Ctrl-C is not its)
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
+    stdin = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(stdin, 0)
+    os.close(stdin)
     if output is not None:
         os.dup2(output[0], 1)
         os.dup2(output[1], 2)
     # The interpreter's own streams, on fds 0-2, as a fresh one has: the master's may be
-    # someone's stand-ins (a test runner's capture, writing to a file closed below).
+    # someone's stand-ins (a test runner's capture, writing to a file let go of below).
     sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__
+    # The master's other fds (its sockets, pipes, files) are let go of, each replaced by
+    # /dev/null rather than closed: a listening socket no longer holds its port, a pipe's
+    # reader sees its end, and yet no fd number a master's object (inherited, and reachable
+    # from code a worker runs: a module's connection, a logging file) still names is ever
+    # reused for something of the server's or a worker's, which such an object would then
+    # read or write.
+    null = os.open(os.devnull, os.O_RDWR)
     for name in os.listdir("/proc/self/fd"):
-        if int(name) not in (0, 1, 2, fd):
-            try:
-                os.close(int(name))
-            except OSError:
-                pass  # (the listing's own, closed already)
+        inherited = int(name)
+        if inherited in (0, 1, 2, fd, null):
+            continue
+        try:
+            fcntl.fcntl(inherited, fcntl.F_GETFD)
+        except OSError:
+            continue  # (the listing's own, closed already)
+        os.dup2(null, inherited)
+    os.close(null)
     # The master's event loop runs no more here; a worker's trio.run must not find it.
     trio_run_state.GLOBAL_RUN_CONTEXT.__dict__.clear()
     # What the master's objects held (sockets, files) is closed now: none of them may be

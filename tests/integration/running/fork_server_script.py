@@ -1,5 +1,5 @@
 """A master that starts one worker and reports, as JSON, what its fork server is: its
-command line and name, and the fds it holds. ``--thread``: a thread runs beside the event
+command line and name, and what its fds are. ``--thread``: a thread runs beside the event
 loop meanwhile (the master must then not be forked)."""
 
 from __future__ import annotations
@@ -51,7 +51,10 @@ async def main(with_thread: bool) -> None:
                 "server": server,
                 "server_parent": int(_read(f"/proc/{server}/stat").split(")")[1].split()[1]),
                 "server_cmdline": _read(f"/proc/{server}/cmdline"),
-                "server_fds": sorted(int(fd) for fd in os.listdir(f"/proc/{server}/fd")),
+                "server_fds": sorted(
+                    os.readlink(f"/proc/{server}/fd/{fd}")
+                    for fd in os.listdir(f"/proc/{server}/fd")
+                ),
             }), flush=True)
     finally:
         release.set()
