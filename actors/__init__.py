@@ -29,12 +29,14 @@ from ._base._errors import ActorError as ActorError
 from ._base._errors import ActorGone as ActorGone
 from ._base._errors import ActorNotFound as ActorNotFound
 from ._base._errors import BindError as BindError
+from ._base._errors import BrokerUnavailable as BrokerUnavailable
 from ._base._errors import CallingSelf as CallingSelf
 from ._base._errors import ChildExists as ChildExists
 from ._base._errors import ChildRunning as ChildRunning
 from ._base._errors import InvalidArguments as InvalidArguments
 from ._base._errors import InvalidKey as InvalidKey
 from ._base._errors import InvalidStoredValue as InvalidStoredValue
+from ._base._errors import NodeDown as NodeDown
 from ._base._errors import ReloadFailed as ReloadFailed
 from ._base._errors import RemoteError as RemoteError
 from ._base._errors import RestartLimitExceeded as RestartLimitExceeded
@@ -166,6 +168,7 @@ __all__ = [
     "ActorSystem",
     "Backoff",
     "BindError",
+    "BrokerUnavailable",
     "CallingSelf",
     "ChildCount",
     "ChildExists",
@@ -184,6 +187,7 @@ __all__ = [
     "Listener",
     "ListenerReport",
     "ListenerSpec",
+    "NodeDown",
     "PoolSpec",
     "ReloadAborted",
     "ReloadFailed",

@@ -11,6 +11,8 @@
     ├── ActorNotFound          no actor is registered under that name or path
     ├── ChildRunning           the child runs: terminate it before deleting or restarting it
     ├── ActorGone              the actor stopped or its process died before it could answer
+    │   └── NodeDown           the actor's node (another master of the cluster) is not in it
+    ├── BrokerUnavailable      the cluster's Redis did not answer: a send to another node failed
     ├── RemoteError            a handler raised (or the far side could not decode the request
     │                          or encode the answer); carries the original type name and text
     ├── CallingSelf            an actor asked itself: it would wait for itself forever
@@ -43,12 +45,14 @@ __all__ = [
     "ActorGone",
     "ActorNotFound",
     "BindError",
+    "BrokerUnavailable",
     "CallingSelf",
     "ChildExists",
     "ChildRunning",
     "InvalidArguments",
     "InvalidKey",
     "InvalidStoredValue",
+    "NodeDown",
     "ReloadFailed",
     "RemoteError",
     "RestartLimitExceeded",
@@ -122,6 +126,16 @@ class ActorGone(ActorError):
     """
 
     in_doubt = False
+
+
+class NodeDown(ActorGone):
+    """The actor's node (another master of the cluster) left it, or is not in it."""
+
+    in_doubt = True  # a request already sent may have been handled before the node went
+
+
+class BrokerUnavailable(ActorError):
+    """The cluster's Redis did not answer in time: a send to another node failed."""
 
 
 class RemoteError(ActorError):

@@ -34,6 +34,7 @@ __all__ = [
     "Event",
     "EventBus",
     "EventSink",
+    "ExitKind",
     "ExitReason",
     "Monitor",
     "Monitoring",
@@ -97,6 +98,13 @@ def exit_reason(
     if returncode is None:
         return reason
     return reason.model_copy(update={"exit_code": exit_code, "signal": signal_number})
+
+
+class ActorDown(Message, tag="actors.ActorDown"):
+    """A monitored actor ended, or could not be watched (``reason``: ``noproc``, ``nodedown``, or the kind of its exit reason)."""  # noqa: E501
+    ref: ActorRef
+    reason: str
+    exit: ExitReason | None = None
 
 
 class Event(Message, tag="actors.Event"):

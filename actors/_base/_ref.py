@@ -6,19 +6,24 @@ from collections.abc import Iterable
 from typing import Any, Protocol, TypeVar, overload
 
 import trio
-from pydantic import GetCoreSchemaHandler, ValidationInfo
+from pydantic import GetCoreSchemaHandler, SerializationInfo, ValidationInfo
 from pydantic_core import core_schema
 
 from protocol import Message
 
 from ._errors import UnexpectedReply
 
-__all__ = ["SENDER_CONTEXT_KEY", "ActorRef", "Sender"]
+__all__ = ["NODE_CONTEXT_KEY", "SENDER_CONTEXT_KEY", "ActorRef", "Sender", "split_node"]
 
 M = TypeVar("M", bound=Message)
 
 SENDER_CONTEXT_KEY = "actors.sender"
 """Key of the receiving process's :class:`Sender` in the pydantic context of decoding."""
+
+NODE_CONTEXT_KEY = "actors.node"
+"""Key of this master's cluster node, ``(name, incarnation)``, in the pydantic context of a
+message crossing to another node: encoding names the node in the refs it carries, decoding
+makes the refs to this very node local again."""
 
 
 class Sender(Protocol):
@@ -36,18 +41,25 @@ class ActorRef:
     holds that name when a message is sent; see ``system.ref``). Refs compare equal when
     they name the same address or path, and may be sent inside messages: a field typed
     ``ActorRef`` arrives as a ref usable from the receiving process.
+
+    ``node`` names another master of the cluster (``open_system(cluster=..., node=...)``)
+    when the actor lives there; an address there also names the node's ``incarnation``
+    (an address of an earlier incarnation is gone), a path follows the node's restarts.
     """
 
-    __slots__ = ("_sender", "address", "path")
+    __slots__ = ("_sender", "address", "incarnation", "node", "path")
 
     def __init__(
-        self, sender: Sender, *, address: str | None = None, path: str | None = None
+        self, sender: Sender, *, address: str | None = None, path: str | None = None,
+        node: str | None = None, incarnation: int | None = None,
     ) -> None:
         if (address is None) == (path is None):
             raise ValueError("an ActorRef has an address or a path, not both")
         self._sender = sender
         self.address = address
         self.path = path
+        self.node = node
+        self.incarnation = incarnation
 
     async def tell(self, message: Message) -> None:
         """Send ``message`` one way. Waits while the target's mailbox (or channel) is full.
@@ -109,8 +121,24 @@ class ActorRef:
         return [reply for reply in replies if reply is not None]
 
     def wire(self) -> str:
-        """The ref as it travels: ``node/id`` for an address, ``@path`` for a path."""
-        return self.address if self.address is not None else f"@{self.path}"
+        """The ref as it travels: ``node/id`` for an address, ``@path`` for a path, then
+        ``@node#incarnation`` (``@node`` for a path) for an actor of another master."""
+        local = self.address if self.address is not None else f"@{self.path}"
+        if self.node is None:
+            return local
+        if self.incarnation is None:
+            return f"{local}@{self.node}"
+        return f"{local}@{self.node}#{self.incarnation}"
+
+    def _serialize(self, info: SerializationInfo) -> str:
+        context = info.context
+        if self.node is None and isinstance(context, dict) and NODE_CONTEXT_KEY in context:
+            # Leaving for another master: say which node this actor lives on.
+            name, incarnation = context[NODE_CONTEXT_KEY]
+            if self.address is not None:
+                return f"{self.address}@{name}#{incarnation}"
+            return f"@{self.path}@{name}"
+        return self.wire()
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ActorRef) and other.wire() == self.wire()
@@ -119,9 +147,10 @@ class ActorRef:
         return hash(self.wire())
 
     def __repr__(self) -> str:
+        where = "" if self.node is None else f", node={self.node!r}"
         if self.address is not None:
-            return f"ActorRef(address={self.address!r})"
-        return f"ActorRef(path={self.path!r})"
+            return f"ActorRef(address={self.address!r}{where})"
+        return f"ActorRef(path={self.path!r}{where})"
 
     @classmethod
     def __get_pydantic_core_schema__(
@@ -130,7 +159,7 @@ class ActorRef:
         return core_schema.with_info_plain_validator_function(
             cls._validate,
             serialization=core_schema.plain_serializer_function_ser_schema(
-                ActorRef.wire, when_used="always"
+                ActorRef._serialize, info_arg=True, when_used="always"
             ),
         )
 
@@ -144,9 +173,31 @@ class ActorRef:
             raise ValueError("an ActorRef can only be decoded by the actor runtime")
         if not isinstance(value, str) or not value:
             raise ValueError("an ActorRef travels as a non-empty string")
-        if value.startswith("@"):
-            return cls(sender, path=value[1:])
-        node_id, sep, actor = value.partition("/")
+        local, node, incarnation = split_node(value)
+        if node is not None and isinstance(context, dict):
+            own = context.get(NODE_CONTEXT_KEY)
+            if own is not None and own[0] == node and incarnation in (None, own[1]):
+                node = incarnation = None  # back home: an actor of this very master
+        if local.startswith("@"):
+            if not local[1:]:
+                raise ValueError(f"malformed actor path {value!r}")
+            return cls(sender, path=local[1:], node=node)
+        node_id, sep, actor = local.partition("/")
         if not sep or not node_id or not actor.isdigit():
             raise ValueError(f"malformed actor address {value!r}")
-        return cls(sender, address=value)
+        return cls(sender, address=local, node=node, incarnation=incarnation)
+
+
+def split_node(wire: str) -> tuple[str, str | None, int | None]:
+    """``(local part, node, incarnation)`` of a ref's wire form (ValueError if malformed).
+
+    Paths and addresses never hold ``@`` (names may not), so the last one, past a path's
+    leading one, starts the node."""
+    at = wire.rfind("@")
+    if at <= 0:
+        return wire, None, None
+    local, node = wire[:at], wire[at + 1:]
+    name, sep, number = node.partition("#")
+    if not name or (sep and not number.isdigit()):
+        raise ValueError(f"malformed node in actor ref {wire!r}")
+    return local, name, int(number) if sep else None
