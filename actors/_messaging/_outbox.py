@@ -10,6 +10,10 @@ A send that certainly reached no actor (:class:`_Undelivered`) is retried once, 
 owner of the path, when the ref is by path and a supervisor keeps that path alive: a
 restart between the lookup and the delivery is not a failure for the sender.
 
+A ref with a ``node`` names an actor of another master: its sends go to ``remote``, the
+cluster's sender when the master is in one (``actors/_cluster``), and nothing else here
+knows of nodes.
+
 The answers this process owes to askers elsewhere (replies, failures, refusals of requests
 that reached no actor) are encoded and sent from here too.
 """
@@ -36,8 +40,8 @@ from protocol import (
 )
 
 from .._base._control import Failure, FailureKind
-from .._base._errors import ActorGone, ActorNotFound, CallingSelf
-from .._base._ref import SENDER_CONTEXT_KEY, ActorRef
+from .._base._errors import ActorError, ActorGone, ActorNotFound, CallingSelf
+from .._base._ref import SENDER_CONTEXT_KEY, ActorRef, Sender
 from ._asks import Answered, Pending, PendingAsks, Reply, to_exception
 from ._link import Link, Links
 from ._mailboxes import Mailboxes, current_actor
@@ -83,6 +87,7 @@ class Outbox:
         self._tell_budget = _TELL_BUDGET
         self.links: Links
         self._link_towards: Callable[[str], Link | None]
+        self.remote: Sender = _NoCluster()  # refs with a node: the cluster's, if it runs
 
     def attach(self, links: Links) -> None:
         """Send through ``links`` (once, when the process's parts are put together)."""
@@ -98,6 +103,9 @@ class Outbox:
         await trio.lowlevel.checkpoint_if_cancelled()
         if not isinstance(message, Message):
             _not_a_message(message)
+        if ref.node is not None:
+            await self.remote.tell(ref, message)
+            return
         try:
             await self._tell(ref, message)
         except _Undelivered as exc:
@@ -112,6 +120,8 @@ class Outbox:
         await trio.lowlevel.checkpoint_if_cancelled()
         if not isinstance(message, Message):
             _not_a_message(message)
+        if ref.node is not None:
+            return await self.remote.ask(ref, message)
         try:
             return await self._ask(ref, message)
         except _Undelivered as exc:
@@ -358,6 +368,23 @@ def _not_a_message(message: object) -> NoReturn:
     raise TypeError(
         f"only Message instances can be sent, not {type(message).__qualname__} "
         f"({message!r:.60})"
+    )
+
+
+class _NoCluster:
+    """The ``remote`` of a process that cannot reach other masters."""
+
+    async def tell(self, ref: ActorRef, message: Message) -> None:
+        raise _no_cluster(ref)
+
+    async def ask(self, ref: ActorRef, message: Message) -> Message | None:
+        raise _no_cluster(ref)
+
+
+def _no_cluster(ref: ActorRef) -> ActorError:
+    return ActorNotFound(
+        f"{ref!r} lives on node {ref.node!r}, another master: only the actors of a master "
+        "opened with open_system(cluster=..., node=...) reach other nodes"
     )
 
 
