@@ -11,7 +11,8 @@ L1 ``_messaging``: the message core (links, routing, lanes, the sending side, pe
 L2 ``_running``: running things (cells, worker processes, the fork server, OS processes).
 L3 ``_supervision``: the restart decision, supervisors, starting children.
 L4 ``_listening`` (listeners, acceptors), ``_state`` (replicas, the service, the stores),
-    ``_operations`` (status, output, the control socket, metrics).
+    ``_operations`` (status, output, the control socket, metrics), ``_cluster`` (masters
+    on several hosts through Redis Streams: membership, the transport, monitors, names).
 L5 ``_system``: composition (``open_system``, a worker's bootstrap, the fork server's process,
     the CLI).
 
@@ -82,6 +83,9 @@ if _typing.TYPE_CHECKING:  # (at run time, the names below are imported when fir
     from ._base._spec import pool as pool
     from ._base._spec import supervisor as supervisor
     from ._base._spec import worker as worker
+    from ._cluster._membership import NodeJoined as NodeJoined
+    from ._cluster._membership import NodeLeft as NodeLeft
+    from ._cluster._node import ClusterNode as ClusterNode
     from ._listening._acceptor import Acceptor as Acceptor
     from ._listening._datagram import DatagramAcceptor as DatagramAcceptor
     from ._listening._listener import Listener as Listener
@@ -133,6 +137,9 @@ _LAZY = {
     "pool": "._base._spec",
     "supervisor": "._base._spec",
     "worker": "._base._spec",
+    "NodeJoined": "._cluster._membership",
+    "NodeLeft": "._cluster._membership",
+    "ClusterNode": "._cluster._node",
     "Acceptor": "._listening._acceptor",
     "DatagramAcceptor": "._listening._datagram",
     "Listener": "._listening._listener",
@@ -174,6 +181,7 @@ __all__ = [
     "ChildExists",
     "ChildInfo",
     "ChildRunning",
+    "ClusterNode",
     "CommandSpec",
     "DatagramAcceptor",
     "Decision",
@@ -188,6 +196,8 @@ __all__ = [
     "ListenerReport",
     "ListenerSpec",
     "NodeDown",
+    "NodeJoined",
+    "NodeLeft",
     "PoolSpec",
     "ReloadAborted",
     "ReloadFailed",

@@ -14,6 +14,7 @@ LAYERS: dict[str, int] = {
     "_listening": 4,
     "_state": 4,
     "_operations": 4,
+    "_cluster": 4,
     "_system": 5,
     "": 6,  # the package itself: actors/__init__.py (the façade) and actors/__main__.py
 }

@@ -53,6 +53,7 @@ from .._base._control import (
 from .._base._errors import SpawnError
 from .._base._ref import ActorRef
 from .._base._tree import Root
+from .._cluster._gateway import ViaMaster
 from .._listening._listener import register_listener_kind
 from .._messaging._link import Link
 from .._messaging._names import NameRegistry
@@ -247,6 +248,7 @@ async def _run_actor(
     router = Router(start.node, nursery, names=NameRegistry(),
                     max_frame_size=start.max_frame_size)
     router.attach_parent(link)
+    router.outbox.remote = ViaMaster(router.outbox)  # refs with a node: the master sends
     state = await _open_replica(nursery, router, start)
     starter = Starter(router, ColdSpawner(), state=state, state_service=start.state_service)
     register_listener_kind(starter, {}, {})

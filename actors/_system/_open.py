@@ -30,6 +30,9 @@ from .._base._handoff import AcceptorStats
 from .._base._ref import ActorRef
 from .._base._spec import ChildSpec, SupervisorSpec, validate_name
 from .._base._tree import Child, Lifecycle, stop_children, walk
+from .._cluster._broker import check_cluster_url
+from .._cluster._node import ClusterNode
+from .._cluster._wire import validate_node_name
 from .._listening._listener import Listener, register_listener_kind
 from .._messaging._names import NameRegistry
 from .._messaging._outbox import MASTER_NODE
@@ -47,7 +50,13 @@ from .._state._stores import check_store_url, open_store
 from .._supervision._monitors import Monitors
 from .._supervision._start import Runnable, Starter
 from ._runtime import RuntimeOperations, did_you_mean
-from ._services import default_name, open_spawner, start_runtime_services, start_state
+from ._services import (
+    default_name,
+    open_spawner,
+    start_cluster,
+    start_runtime_services,
+    start_state,
+)
 
 __all__ = ["ActorSystem", "open_system"]
 
@@ -89,6 +98,7 @@ class ActorSystem(RuntimeOperations):
         self._body = trio.CancelScope()  # the open_system block: cancelled to stop
         self._stopping = trio.CancelScope(shield=True)  # the orderly stop: cancelled to kill
         self._reload_lock = trio.Lock()
+        self.cluster: ClusterNode | None = None  # its node, with open_system(cluster=...)
 
     async def spawn(
         self,
@@ -124,15 +134,42 @@ class ActorSystem(RuntimeOperations):
         assert isinstance(state, SharedState)
         return state
 
-    def ref(self, path: str) -> ActorRef:
+    def ref(self, path: str, *, node: str | None = None) -> ActorRef:
         """A ref to whatever actor holds ``path`` (``"adder"``, ``"root/pool/worker"``).
 
         It is resolved each time a message is sent, so it follows the name to a restarted
         actor: while that actor is restarting, a send waits for the new one (up to
         ``restart_wait`` seconds, then :class:`ActorGone`); sending to a path nobody holds
-        raises :class:`ActorNotFound`.
+        raises :class:`ActorNotFound`. ``"path@node"`` (or ``node=``) names an actor of
+        another master of the cluster; such a ref follows that node's restarts too.
         """
+        if node is not None or "@" in path:
+            return self._node().ref(path, node)
         return ActorRef(self._router.outbox, path=path)
+
+    def nodes(self) -> dict[str, int]:
+        """The live nodes of the cluster (this one included), each with its incarnation."""
+        return self._node().nodes()
+
+    async def register(self, name: str, ref: ActorRef) -> bool:
+        """Hold ``name`` for ``ref`` across the cluster, while the node of whoever
+        registered it is live (OTP's ``global``): False if a live node holds it already
+        for another actor."""
+        return await self._node().register(name, ref)
+
+    async def whereis(self, name: str) -> ActorRef | None:
+        """The actor holding ``name`` across the cluster, or None."""
+        return await self._node().whereis(name)
+
+    async def unregister(self, name: str, ref: ActorRef) -> bool:
+        """Give ``name`` up across the cluster, if ``ref`` holds it."""
+        return await self._node().unregister(name, ref)
+
+    def _node(self) -> ClusterNode:
+        if self.cluster is None:
+            raise ActorNotFound("this system is in no cluster: open_system(cluster=..., "
+                                "node=...) joins one")
+        return self.cluster
 
     def names(self) -> dict[str, str]:
         """Every registered path and the address of the actor holding it (the runtime's
@@ -286,6 +323,10 @@ async def open_system(
     handle_signals: bool = True,
     control: bool = True,
     metrics: tuple[str, int] | None = None,
+    cluster: str | None = None,
+    node: str | None = None,
+    node_ttl: float = 5.0,
+    inbox_bound: int = 10_000,
 ) -> AsyncIterator[ActorSystem]:
     """Run an actor system in this process (the master) for the duration of the block.
 
@@ -322,6 +363,12 @@ async def open_system(
     returns normally, so the program exits 0; a second SIGINT during that stop kills what
     is left at once. SIGHUP reloads (:meth:`ActorSystem.reload`). ``metrics``: an
     ``(address, port)`` to serve Prometheus metrics on.
+
+    ``cluster`` (``"redis://host:port/db"``, ``rediss://`` for TLS, ``?prefix=``) joins the
+    masters that use that Redis, as node ``node``: refs ``"path@node"`` reach their actors
+    (see the README's "Across hosts"). A node missing heartbeats for ``node_ttl`` seconds is
+    down for the others; its inbox holds ``inbox_bound`` messages before senders wait.
+    :class:`BrokerUnavailable` if Redis does not answer at start.
     """
     loading = os.environ.get(LOADING_MAIN_ENV)
     if loading is not None:
@@ -336,6 +383,11 @@ async def open_system(
     if not store_timeout > 0:
         raise ValueError("store_timeout must be > 0 seconds")
     check_store_url(store)  # a configuration error is raised as itself, before anything runs
+    if (cluster is None) != (node is None):
+        raise ValueError("a cluster needs both cluster='redis://...' and node='name'")
+    if cluster is not None and node is not None:
+        check_cluster_url(cluster)
+        validate_node_name(node)
     name = name if name is not None else default_name()
     validate_name(name)
     try:
@@ -349,11 +401,15 @@ async def open_system(
                             events=events, max_frame_size=max_frame_size)
             starter = Starter(router, spawner, output=output)
             await start_state(nursery, router, starter, kept, store_timeout, events)
+            joined = await start_cluster(nursery, cluster, node or "", router, starter, events,
+                                         ttl=node_ttl, bound=inbox_bound,
+                                         call_timeout=store_timeout)
             monitors = await start_runtime_services(nursery, router, starter, events)
             listeners: dict[str, Listener] = {}
             register_listener_kind(starter, sockets, listeners)
             system = ActorSystem(router, starter, nursery, events, listeners, name=name,
                                  output=output, monitors=monitors)
+            system.cluster = joined
             async with _control(system, name, control), _metrics(system, metrics):
                 if handle_signals and threading.current_thread() is threading.main_thread():
                     await nursery.start(_handle_signals, system)

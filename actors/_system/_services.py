@@ -1,5 +1,6 @@
 """What a master runs beside its tree: the spawner that starts worker processes (a fork
-server, or a fresh interpreter each), the shared state's service, and the system's name."""
+server, or a fresh interpreter each), the shared state's service, its node of a cluster,
+and the system's name."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import trio
 from .._base._events import EventBus
 from .._base._spec import ChildSpec, CommandSpec, SupervisorSpec
 from .._base._tree import Root
+from .._cluster._gateway import GATEWAY_PATH, ClusterGateway
+from .._cluster._node import ClusterNode, open_cluster_node
 from .._messaging._router import Router
 from .._operations._output import OutputLog
 from .._running._cell import Cell
@@ -29,7 +32,9 @@ from .._supervision._runtime import ChildrenService
 from .._supervision._start import Starter
 from ._zygote import fork_server
 
-__all__ = ["default_name", "open_spawner", "start_runtime_services", "start_state"]
+__all__ = [
+    "default_name", "open_spawner", "start_cluster", "start_runtime_services", "start_state",
+]
 
 
 async def start_runtime_services(
@@ -67,6 +72,35 @@ async def start_state(
     starter.state = SharedState(LocalUpstream(service), service.local,
                                 max_size=router.max_frame_size)
     starter.state_service = cell.mailbox.address
+
+
+async def start_cluster(
+    nursery: trio.Nursery, url: str | None, node: str, router: Router, starter: Starter,
+    events: EventBus, *, ttl: float, bound: int, call_timeout: float,
+) -> ClusterNode | None:
+    """This master's node of the cluster at ``url`` (None without one), in ``nursery``
+    until it is cancelled (after the actors stopped)."""
+    if url is None:
+        return None
+    found: ClusterNode = await nursery.start(
+        _run_cluster, url, node, router, events, ttl, bound, call_timeout)
+    # Its workers send to other nodes through this actor (the master talks to Redis).
+    gateway = ClusterGateway((found.name, found.incarnation), router.outbox)
+    cell = Cell(router, gateway, path=GATEWAY_PATH, parent=Root("", nursery),
+                shutdown_timeout=1.0, spawn=starter.spawn, report_events=False)
+    await nursery.start(cell.run)
+    return found
+
+
+async def _run_cluster(
+    url: str, node: str, router: Router, events: EventBus, ttl: float, bound: int,
+    call_timeout: float, *, task_status: trio.TaskStatus[ClusterNode],
+) -> None:
+    async with open_cluster_node(url, node, outbox=router.outbox, names=router.names,
+                                 events=events, ttl=ttl, bound=bound,
+                                 call_timeout=call_timeout) as joined:
+        task_status.started(joined)
+        await trio.sleep_forever()
 
 
 def default_name() -> str:

@@ -1,0 +1,148 @@
+"""Two masters in one process, joined through a real redis-server: membership, tell and ask
+across nodes, refs that travel, failures as typed errors, names and monitors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+
+from actors import (
+    ActorGone,
+    ActorNotFound,
+    ActorSystem,
+    NodeDown,
+    NodeJoined,
+    NodeLeft,
+    RemoteError,
+    open_system,
+)
+from tests.events import next_event
+from tests.integration.cluster.actors_for_tests import (
+    Call,
+    Collector,
+    Echo,
+    Fail,
+    Me,
+    Ping,
+    Pong,
+    Seen,
+    SeenSoFar,
+    WhoAreYou,
+)
+from tests.waiting import TIMEOUT, eventually
+
+TTL = 1.0
+
+
+@asynccontextmanager
+async def node(cluster: str, name: str, **options: object) -> AsyncIterator[ActorSystem]:
+    async with open_system(cluster=cluster, node=name, name=f"cluster-{name}",
+                           handle_signals=False, control=False, node_ttl=TTL,
+                           **options) as system:  # type: ignore[arg-type]
+        yield system
+
+
+async def seen(ref_system: ActorSystem, path: str) -> SeenSoFar:
+    return await ref_system.ref(path).ask(Seen(), SeenSoFar)
+
+
+async def test_nodes_see_each_other_join_and_leave(cluster: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with node(cluster, "a") as a:
+            events = a.events()
+            assert list(a.nodes()) == ["a"]
+            async with node(cluster, "b") as b:
+                joined = await next_event(events, NodeJoined, "cluster")
+                assert (joined.node, joined.incarnation) == ("b", b.nodes()["b"])
+                assert set(a.nodes()) == set(b.nodes()) == {"a", "b"}
+                assert a.nodes()["a"] != b.nodes()["b"]
+            left = await next_event(events, NodeLeft, "cluster")  # b left: at once
+            assert left.node == "b"
+            assert list(a.nodes()) == ["a"]
+
+
+async def test_ten_thousand_tells_arrive_in_order(cluster: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with node(cluster, "a") as a, node(cluster, "b") as b:
+            await b.spawn(Collector, name="collector")
+            await _until_both(a, b)
+            remote = a.ref("collector@b")
+            for n in range(10_000):
+                await remote.tell(Pong(n=n))
+            await eventually(lambda: _count(b, 10_000), what="10,000 tells")
+            assert (await seen(b, "collector")).numbers == list(range(10_000))
+
+
+async def test_asks_get_typed_replies_and_boxed_errors(cluster: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with node(cluster, "a") as a, node(cluster, "b") as b:
+            await b.spawn(Echo, name="echo", process=True)
+            await b.spawn(Echo, name="doomed")
+            await _until_both(a, b)
+            echo = a.ref("echo@b")
+            assert a.ref("echo", node="b") == echo
+            replies = [await echo.ask(Ping(n=n), Pong) for n in range(20)]
+            assert [r.n for r in replies] == list(range(20))  # from a worker process of b
+            with pytest.raises(RemoteError) as raised:
+                await a.ref("doomed@b").ask(Fail(text="no luck"))
+            assert raised.value.type_name == "ValueError"
+            assert raised.value.message == "no luck"
+            assert "no luck" in raised.value.traceback
+            with pytest.raises(ActorNotFound):
+                await a.ref("nobody@b").ask(Ping(n=1))
+            with pytest.raises(NodeDown) as down:
+                await a.ref("echo@c").ask(Ping(n=1))
+            assert not down.value.in_doubt  # never sent: c is in no cluster
+            assert isinstance(down.value, ActorGone)
+
+
+async def test_refs_travel_both_ways(cluster: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with node(cluster, "a") as a, node(cluster, "b") as b:
+            collector = await a.spawn(Collector, name="collector")
+            await b.spawn(Echo, name="echo", process=True)
+            await _until_both(a, b)
+            # An address of a's travels to a worker of b, which tells it back 100 times.
+            await a.ref("echo@b").ask(Call(back=collector, count=0))
+            await a.ref("echo@b").tell(Call(back=collector, count=100))
+            await eventually(lambda: _count(a, 100), what="100 tells back")
+            assert (await seen(a, "collector")).numbers == list(range(100))
+
+
+async def test_an_address_of_an_earlier_incarnation_is_gone(cluster: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with node(cluster, "a") as a:
+            async with node(cluster, "b") as b:
+                await b.spawn(Echo, name="echo")
+                await _until_both(a, b)
+                path_ref = a.ref("echo@b")
+                address_ref = (await path_ref.ask(WhoAreYou(), Me)).ref
+                assert address_ref.node == "b"
+                assert address_ref.incarnation == b.nodes()["b"]
+                assert (await address_ref.ask(Ping(n=1), Pong)).n == 1
+            async with node(cluster, "b") as b2:
+                await b2.spawn(Echo, name="echo")
+                await eventually(lambda: _live(a, "b", b2.nodes()["b"]))
+                with pytest.raises(ActorGone, match="earlier incarnation"):
+                    await address_ref.ask(Ping(n=2))
+                with pytest.raises(ActorGone, match="earlier incarnation"):
+                    await address_ref.tell(Ping(n=2))
+                assert (await path_ref.ask(Ping(n=7), Pong)).n == 7  # follows the node
+
+
+async def _until_both(a: ActorSystem, b: ActorSystem) -> None:
+    async def both() -> bool:
+        return set(a.nodes()) == set(b.nodes()) == {"a", "b"}
+
+    await eventually(both, what="both nodes see each other")
+
+
+async def _live(system: ActorSystem, name: str, incarnation: int) -> bool:
+    return system.nodes().get(name) == incarnation
+
+
+async def _count(system: ActorSystem, count: int) -> bool:
+    return len((await seen(system, "collector")).numbers) >= count
