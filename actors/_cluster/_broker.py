@@ -37,6 +37,7 @@ class Broker:
     def __init__(self, client: Any, url: str, timeout: float,
                  outage: tuple[type[BaseException], ...]) -> None:
         self.client = client
+        self._url = url
         self.name = redacted(url)
         self.timeout = timeout
         self.up = True
@@ -66,6 +67,13 @@ class Broker:
             self.failed(f"{what}: {exc}")
             raise BrokerUnavailable(
                 f"the cluster's Redis {self.name} failed {what}: {exc}") from exc
+
+    def connect(self) -> Any:
+        """A client of its own, for ``async with`` (the node's last words)."""
+        import coredis
+
+        return coredis.Redis.from_url(self._url, connect_timeout=self.timeout,
+                                      decode_responses=False)
 
     def failed(self, why: str) -> None:
         if self.up:

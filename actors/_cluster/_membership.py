@@ -25,10 +25,14 @@ __all__ = ["Membership", "NodeJoined", "NodeLeft", "new_incarnation"]
 log = logging.getLogger("actors.cluster")
 
 # KEYS: the node's key, the members hash; ARGV: name, incarnation, ttl (ms).
-# 0: a later incarnation of this name holds it (this one was replaced).
+# 0: a later incarnation of this name holds it (this one was replaced); 2: this one left
+# (a heartbeat that was on its way when the node left does not bring it back).
 _BEAT = """
 local held = redis.call('GET', KEYS[1])
-if held and tonumber(held) > tonumber(ARGV[2]) then return 0 end
+if held == 'left:' .. ARGV[2] then return 2 end
+if held and string.sub(held, 1, 5) ~= 'left:' and tonumber(held) > tonumber(ARGV[2]) then
+  return 0
+end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 return 1
@@ -43,7 +47,7 @@ local live = {}
 for i = 1, #members, 2 do
   local key = ARGV[1] .. members[i]
   local held = redis.call('GET', key)
-  if not held then
+  if not held or string.sub(held, 1, 5) == 'left:' then
     redis.call('HDEL', KEYS[1], members[i])
   elseif redis.call('PTTL', key) >= tonumber(ARGV[2]) then
     table.insert(live, members[i])
@@ -108,7 +112,7 @@ class Membership:
         held = await self.broker.call("a heartbeat", self._beat(
             keys=[self.keys.node(self.name), self.keys.members],
             args=[self.name, self.incarnation, int(self.ttl * 1000)]), probe=True)
-        if not held and not self.replaced:
+        if held == 0 and not self.replaced:
             self.replaced = True
             log.error("node %s (incarnation %d) was replaced by a later incarnation of the "
                       "same name: it leaves the cluster", self.name, self.incarnation)

@@ -39,10 +39,12 @@ __all__ = ["ClusterNode", "open_cluster_node"]
 
 log = logging.getLogger("actors.cluster")
 
-# KEYS: the node's key, the members hash; ARGV: name, incarnation.
+# KEYS: the node's key, the members hash; ARGV: name, incarnation, ttl (ms). The key says
+# the node left until its time to live is over: a heartbeat already on its way when the
+# node left finds it so, and does not bring the node back.
 _LEAVE = """
 if redis.call('GET', KEYS[1]) == ARGV[2] then
-  redis.call('DEL', KEYS[1])
+  redis.call('SET', KEYS[1], 'left:' .. ARGV[2], 'PX', ARGV[3])
   redis.call('HDEL', KEYS[2], ARGV[1])
 end
 return 1
@@ -123,8 +125,7 @@ class ClusterNode:
         try:
             node, incarnation, to = self._target(target)
         except ActorGone as exc:
-            reason = "nodedown" if isinstance(exc, NodeDown) else "noproc"
-            self._monitors.down(id, reason)
+            self._monitors.fire(id, "nodedown" if isinstance(exc, NodeDown) else "noproc")
             return id
         await self._sending.send("monitor", node, incarnation, to, Watch(id=id, watcher=watcher))
         return id
@@ -235,9 +236,10 @@ async def open_cluster_node(
     incarnation = new_incarnation()
     async with open_broker(url, call_timeout) as broker, trio.open_nursery() as nursery:
         membership = Membership(broker, keys, name, incarnation, ttl)
+        await broker.call("a start", broker.client.set(keys.bound(name), str(bound)))
         await membership.beat()
         sending = Sending(broker, keys, name, incarnation, nursery, bound=bound)
-        monitors = Monitors(name, incarnation, outbox, names, nursery)
+        monitors = Monitors(membership, sending, names, nursery)
         receiving = Receiving(broker, keys, name, incarnation, outbox, sending, monitors,
                               nursery)
         node = ClusterNode(broker, keys, membership, outbox, events, sending, monitors,
@@ -259,12 +261,18 @@ async def open_cluster_node(
             with trio.move_on_after(call_timeout) as leaving:
                 leaving.shield = True
                 if broker.up:
-                    await _leave(broker, keys, name, incarnation)
+                    await _leave(broker, keys, name, incarnation, ttl)
             nursery.cancel_scope.cancel()
 
 
-async def _leave(broker: Broker, keys: Keys, name: str, incarnation: int) -> None:
-    """Take this node out at once (else its key expires within its time to live)."""
-    leave: Any = broker.client.register_script(_LEAVE)
+async def _leave(broker: Broker, keys: Keys, name: str, incarnation: int, ttl: float
+                 ) -> None:
+    """Take this node out at once (else its key expires within its time to live).
+
+    On a connection of its own: the node's was cut by the cancellation of its readers."""
     with contextlib.suppress(*broker.outage):
-        await leave(keys=[keys.node(name), keys.members], args=[name, incarnation])
+        async with broker.connect() as client:
+            leave: Any = client.register_script(_LEAVE)
+            await leave(keys=[keys.node(name), keys.members],
+                        args=[name, incarnation, int(ttl * 1000)])
+

@@ -32,7 +32,7 @@ from .._base._errors import (
 )
 from .._base._ref import ActorRef, Sender
 from ._broker import Broker
-from ._monitors import Monitors, Unwatch, Watch
+from ._monitors import Downed, Monitors, Unwatch, Watch
 from ._sending import Sending
 from ._wire import Entry, Keys, decode_body, unpack
 
@@ -155,7 +155,7 @@ class Receiving:
                     f"actor {entry.to} of an earlier incarnation of node {self.node[0]} "
                     "is gone"))
             return
-        if entry.kind in ("monitor", "demonitor"):
+        if entry.kind in ("monitor", "demonitor", "down"):
             try:
                 message = self.decode(entry.tag, entry.body)
             except DecodeError as exc:
@@ -165,6 +165,8 @@ class Receiving:
                 self._monitors.watch_local(entry.to, message)
             elif isinstance(message, Unwatch):
                 self._monitors.unwatch_local(message)
+            elif isinstance(message, Downed):
+                self._monitors.downed(message)
             return
         if entry.kind not in ("tell", "ask"):
             return

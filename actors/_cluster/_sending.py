@@ -2,10 +2,11 @@
 
 Each destination node has one queue and one writer task, so what one node sends another
 leaves in the order it was sent (FIFO per sender and receiver), in batches: one Lua script
-appends a batch to the receiver's inbox stream while the stream holds fewer than ``bound``
-entries, and only while the receiver's membership key holds the incarnation the sender
-addressed. A receiver that falls behind fills its stream; the writer then waits and tries
-again, its queue fills (``queue_limit``), and ``tell`` waits: backpressure, never loss.
+appends a batch to the receiver's inbox stream while the stream holds fewer entries than
+the bound the receiver set (its ``inbox_bound``), and only while the receiver's membership
+key holds the incarnation the sender addressed. A receiver that falls behind fills its
+stream; the writer then waits and tries again, its queue fills (``queue_limit``), and
+``tell`` waits: backpressure, never loss.
 
 An ask waits as a :class:`Pending` until its answer comes back on this node's answers
 stream (``take_answers``), its node leaves (``NodeDown``) or the broker is lost
@@ -33,12 +34,13 @@ __all__ = ["Sending"]
 
 log = logging.getLogger("actors.cluster")
 
-# KEYS: the inbox stream, the receiver's membership key; ARGV: bound, incarnation, entries.
-# How many entries were appended (from the first), or -1 if the receiver is not that
-# incarnation any more.
+# KEYS: the inbox stream, the receiver's membership key, its bound; ARGV: the bound if it
+# set none, incarnation, entries. How many entries were appended (from the first), or -1
+# if the receiver is not that incarnation any more.
 _APPEND = """
 if redis.call('GET', KEYS[2]) ~= ARGV[2] then return -1 end
-local room = tonumber(ARGV[1]) - redis.call('XLEN', KEYS[1])
+local bound = tonumber(redis.call('GET', KEYS[3]) or ARGV[1])
+local room = bound - redis.call('XLEN', KEYS[1])
 local n = 0
 for i = 3, #ARGV do
   if n >= room then break end
@@ -161,7 +163,8 @@ class Sending:
         queue.room.set()
 
     async def _write(self, queue: _Queue) -> None:
-        keys = [self.keys.inbox(queue.node), self.keys.node(queue.node)]
+        keys = [self.keys.inbox(queue.node), self.keys.node(queue.node),
+                self.keys.bound(queue.node)]
         wait = _FULL_WAIT[0]
         while queue.closed is None:
             if not queue.entries:

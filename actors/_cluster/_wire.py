@@ -28,8 +28,8 @@ __all__ = [
     "validate_node_name",
 ]
 
-Kind = Literal["tell", "ask", "reply", "error", "monitor", "demonitor"]
-_KINDS = frozenset(("tell", "ask", "reply", "error", "monitor", "demonitor"))
+Kind = Literal["tell", "ask", "reply", "error", "monitor", "demonitor", "down"]
+_KINDS = frozenset(("tell", "ask", "reply", "error", "monitor", "demonitor", "down"))
 _NODE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
@@ -112,6 +112,10 @@ class Keys:
     def inbox(self, name: str) -> str:
         """The node's stream of requests (tells, asks, monitors): bounded."""
         return f"{self.prefix}:inbox:{name}"
+
+    def bound(self, name: str) -> str:
+        """How many entries the node's inbox may hold (it sets it when it joins)."""
+        return f"{self.prefix}:bound:{name}"
 
     def answers(self, name: str) -> str:
         """The node's stream of answers to its asks: never behind requests."""

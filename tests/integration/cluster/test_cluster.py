@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 import trio
+import trio.testing
 
 from actors import (
     ActorGone,
@@ -146,3 +147,91 @@ async def _live(system: ActorSystem, name: str, incarnation: int) -> bool:
 
 async def _count(system: ActorSystem, count: int) -> bool:
     return len((await seen(system, "collector")).numbers) >= count
+
+
+async def test_a_flood_to_a_slow_node_stays_within_its_bound(cluster: str) -> None:
+    import coredis
+
+    with trio.fail_after(TIMEOUT):
+        async with node(cluster, "a") as a, node(cluster, "b", inbox_bound=50) as b:
+            await b.spawn(Collector, name="collector", delay=0.001)
+            await _until_both(a, b)
+            prefix = cluster.rpartition("prefix=")[2]
+            longest = 0
+            async with coredis.Redis.from_url(cluster.partition("?")[0]) as redis:
+                async def flood() -> None:
+                    remote = a.ref("collector@b")
+                    for n in range(3000):
+                        await remote.tell(Pong(n=n))
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(flood)
+                    while not await _count(b, 3000):
+                        longest = max(longest, await redis.xlen(f"{prefix}:cluster:inbox:b"))
+                        await trio.sleep(0.01)
+            assert 0 < longest <= 50
+            assert (await seen(b, "collector")).numbers == list(range(3000))  # none lost
+
+
+async def test_names_across_the_cluster(cluster: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with node(cluster, "a") as a:
+            async with node(cluster, "b") as b:
+                echo = await b.spawn(Echo, name="echo")
+                await _until_both(a, b)
+                assert await b.register("the-echo", echo)
+                other = await a.spawn(Echo, name="other")
+                assert not await a.register("the-echo", other)  # held by a live node
+                found = await a.whereis("the-echo")
+                assert found is not None
+                assert found.node == "b"
+                assert (await found.ask(Ping(n=3), Pong)).n == 3
+                assert await b.whereis("the-echo") == echo  # at home: a local ref
+                assert await a.whereis("nobody") is None
+            # b left: its names went with it.
+            assert await a.whereis("the-echo") is None
+            assert await a.register("the-echo", other)
+            assert await a.whereis("the-echo") == other
+            assert await a.unregister("the-echo", other)
+            assert await a.whereis("the-echo") is None
+
+
+async def test_monitors_across_nodes(cluster: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with node(cluster, "a") as a:
+            watcher = await a.spawn(Collector, name="collector")
+            assert a.cluster is not None
+            async with node(cluster, "b") as b:
+                await b.spawn(Echo, name="doomed")
+                await b.spawn(Echo, name="calm")
+                await _until_both(a, b)
+                doomed = (await a.ref("doomed@b").ask(WhoAreYou(), Me)).ref
+                await a.cluster.monitor(doomed, watcher)
+                await a.cluster.monitor(a.ref("nobody@b"), watcher)
+                stopped = await a.cluster.monitor(a.ref("calm@b"), watcher)
+                await a.cluster.demonitor(stopped)
+                await a.cluster.monitor(a.ref("calm@b"), watcher)
+                await a.cluster.monitor(a.ref("calm@c"), watcher)  # no such node
+                with pytest.raises(RemoteError):
+                    await doomed.ask(Fail(text="down it goes"))
+                await eventually(lambda: _downs(a, 3), what="crashed, noproc, nodedown")
+                downs = (await seen(a, "collector")).downs
+                by_reason = {down.reason: down for down in downs}
+                assert by_reason["crashed"].ref == doomed
+                exit = by_reason["crashed"].exit
+                assert exit is not None
+                assert exit.error_type == "ValueError"
+                assert by_reason["noproc"].ref == a.ref("nobody@b")
+                assert by_reason["nodedown"].ref == a.ref("calm@c")
+            # b stopped: the monitor of calm fires once, with calm's own end if b could
+            # still report it, else as b left (test_cluster_faults kills a node).
+            await eventually(lambda: _downs(a, 4), what="the end of calm@b")
+            await trio.testing.wait_all_tasks_blocked()
+            downs = (await seen(a, "collector")).downs
+            assert len(downs) == 4
+            assert downs[-1].reason in ("shutdown", "nodedown")
+            assert downs[-1].ref == a.ref("calm@b")
+
+
+async def _downs(system: ActorSystem, count: int) -> bool:
+    return len((await seen(system, "collector")).downs) >= count
