@@ -39,6 +39,10 @@ class SeenSoFar(Message, tag="tests.cluster.SeenSoFar"):
     downs: list[ActorDown] = []
 
 
+class Slow(Message, tag="tests.cluster.Slow"):
+    seconds: float
+
+
 class WhoAreYou(Message, tag="tests.cluster.WhoAreYou"):
     pass
 
@@ -58,6 +62,11 @@ class Echo(Actor):
         if self.delay:
             await trio.sleep(self.delay)
         return Pong(n=msg.n, pid=os.getpid())
+
+    @handler
+    async def slow(self, msg: Slow) -> Pong:
+        await trio.sleep(msg.seconds)
+        return Pong(n=-1, pid=os.getpid())
 
     @handler
     async def who(self, msg: WhoAreYou) -> Me:

@@ -1,5 +1,5 @@
 """The cluster's integration tests' real redis-servers (skipped, saying why, where
-redis-server is not installed)."""
+redis-server is not installed), and the shared-state tests' two network namespaces."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.integration.state.test_state_faults import two_hosts  # noqa: F401 (a fixture)
 from tests.redis_server import RedisServer, redis_server, unique_prefix
 
 
