@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -17,7 +17,7 @@ import trio
 
 from .._base._errors import BrokerUnavailable
 
-__all__ = ["Broker", "check_cluster_url", "open_broker", "redacted"]
+__all__ = ["Broker", "Cleanup", "check_cluster_url", "open_broker", "redacted"]
 
 log = logging.getLogger("actors.cluster")
 
@@ -89,6 +89,44 @@ class Broker:
             log.warning("the cluster's Redis %s is back", self.name)
             self.back.set()
             self.lost = trio.Event()
+
+
+_CLEANUP_BATCH = 256
+_CLEANUP_GATHER = 0.02
+
+
+class Cleanup:
+    """Stream entries read and taken, deleted (and acknowledged) by a task of their own, so
+    that a reading loop waits for nothing but its next read. What fails is tried again
+    once the broker is back: an entry left behind would count against the bound."""
+
+    def __init__(self, broker: Broker, what: str,
+                 delete: Callable[[list[bytes]], Awaitable[object]]) -> None:
+        self._broker = broker
+        self._what = what
+        self._delete = delete
+        self._ids: list[bytes] = []
+        self._more = trio.Event()
+
+    def add(self, ids: list[bytes]) -> None:
+        self._ids += ids
+        self._more.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._more.wait()
+            if len(self._ids) < _CLEANUP_BATCH:
+                # A few at a time would cost a command per message, on the CPU the
+                # messages need: let them gather a moment (the bound counts them meanwhile).
+                await trio.sleep(_CLEANUP_GATHER)
+            self._more = trio.Event()
+            ids, self._ids = self._ids, []
+            try:
+                await self._broker.call(self._what, self._delete(ids))
+            except BrokerUnavailable:
+                self._ids[:0] = ids
+                await self._broker.back.wait()
+                self._more.set()
 
 
 @asynccontextmanager

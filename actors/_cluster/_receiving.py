@@ -31,7 +31,7 @@ from .._base._errors import (
     RemoteError,
 )
 from .._base._ref import ActorRef, Sender
-from ._broker import Broker
+from ._broker import Broker, Cleanup
 from ._monitors import Downed, Monitors, Unwatch, Watch
 from ._sending import Sending
 from ._wire import Entry, Keys, decode_body, unpack
@@ -49,12 +49,16 @@ return redis.call('XDEL', KEYS[1], unpack(ARGV, 2))
 """
 
 
+_LANE_IDLE = 1.0  # seconds a lane's task waits for more before it ends
+
+
 class _Lane:
-    __slots__ = ("entries", "room")
+    __slots__ = ("entries", "more", "room")
 
     def __init__(self) -> None:
         self.entries: deque[Entry] = deque()
         self.room = trio.Event()
+        self.more = trio.Event()
 
 
 class Receiving:
@@ -74,6 +78,8 @@ class Receiving:
         self._lanes: dict[str, _Lane] = {}
         self._lane_limit = lane_limit
         self._taken: Any = broker.client.register_script(_TAKEN)
+        self._done = Cleanup(broker, "an acknowledgement", lambda ids: self._taken(
+            keys=[self.stream], args=[GROUP, *ids]))
 
     def decode(self, tag: str, body: bytes) -> Message:
         return decode_body(tag, body, self._outbox, self.node)
@@ -89,6 +95,7 @@ class Receiving:
                 # (else the group is there: an earlier incarnation's)
                 raise BrokerUnavailable(f"cannot read {self.stream}: {exc}") from exc
         await self._claim_earlier()
+        self._nursery.start_soon(self._done.run)
         task_status.started()
         me = str(self.node[1])
         while True:
@@ -101,16 +108,10 @@ class Receiving:
                 continue
             if not found:
                 continue
-            ids = []
-            for item in found.get(self.stream.encode(), ()):
-                ids.append(item.identifier)
+            items = found.get(self.stream.encode(), ())
+            for item in items:
                 await self._take(item.field_values.get(b"e", b""))
-            if ids:
-                try:
-                    await self.broker.call("an acknowledgement", self._taken(
-                        keys=[self.stream], args=[GROUP, *ids]))
-                except BrokerUnavailable:
-                    continue
+            self._done.add([item.identifier for item in items])
 
     async def _claim_earlier(self) -> None:
         """Answer what an earlier incarnation took and never finished: in doubt."""
@@ -178,15 +179,24 @@ class Receiving:
             lane.room = trio.Event()
             await lane.room.wait()
         lane.entries.append(entry)
+        lane.more.set()
 
     async def _serve(self, to: str, lane: _Lane) -> None:
         ref = (ActorRef(self._outbox, path=to[1:]) if to.startswith("@")
                else ActorRef(self._outbox, address=to))
-        while lane.entries:
-            entry = lane.entries.popleft()
-            lane.room.set()
-            await self._deliver(ref, entry)
-        del self._lanes[to]  # emptied with no await since the check: nothing is left behind
+        while True:
+            while lane.entries:
+                entry = lane.entries.popleft()
+                lane.room.set()
+                await self._deliver(ref, entry)
+            # A target that was sent one message is likely sent the next soon: the task
+            # waits a while for it rather than ending and being started again.
+            lane.more = trio.Event()
+            with trio.move_on_after(_LANE_IDLE):
+                await lane.more.wait()
+            if not lane.entries:
+                del self._lanes[to]  # no await since the look: nothing is left behind
+                return
 
     async def _deliver(self, ref: ActorRef, entry: Entry) -> None:
         try:
