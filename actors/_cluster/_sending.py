@@ -250,6 +250,9 @@ class Sending:
                 last = entry.identifier
                 self._take(entry.field_values.get(b"e", b""), decode)
             done.add([entry.identifier for entry in entries])
+            # The askers first: each goes on (its next ask sent, say) before the next read,
+            # whose command costs this process more than an asker's wake-up.
+            await trio.lowlevel.cancel_shielded_checkpoint()
 
     def _take(self, data: bytes, decode: Any) -> None:
         try:
