@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.redis_server import redis_server, unique_prefix
 from tests.repository import ROOT
 from tests.waiting import TIMEOUT
 
@@ -29,10 +31,15 @@ def test_the_readme_has_its_blocks() -> None:
 def test_each_python_block_runs_as_written(index: int, tmp_path: Path) -> None:
     script = tmp_path / f"readme_block_{index}.py"
     script.write_text(PYTHON[index])
-    result = subprocess.run(
-        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
-        timeout=TIMEOUT, check=False, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-    )
+    with contextlib.ExitStack() as stack:
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        if 'os.environ.get("CLUSTER"' in PYTHON[index]:  # a cluster's block: its own Redis
+            server = stack.enter_context(redis_server())
+            env["CLUSTER"] = f"{server.url}?prefix={unique_prefix()}"
+        result = subprocess.run(
+            [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
+            timeout=TIMEOUT, check=False, env=env,
+        )
     assert result.returncode == 0, result.stderr  # (a crash it shows is logged, once)
     assert result.stdout.strip(), "every block shows what it does"
 

@@ -44,6 +44,7 @@ class Broker:
         self.lost = trio.Event()  # set when it goes down; a new one once it is back
         self.back = trio.Event()  # set when it is back; a new one once it goes down
         self.outage = outage  # what a failing Redis raises
+        self.refused: tuple[type[BaseException], ...] = ()  # what an error reply raises
 
     async def call(self, what: str, request: Awaitable[T], *, wait: float = 0.0,
                    probe: bool = False) -> T:
@@ -63,6 +64,9 @@ class Broker:
                 f"{self.timeout} s")
             self.failed(str(error))
             raise error from None
+        except self.refused as exc:  # Redis answered: it is up, this command failed
+            raise BrokerUnavailable(
+                f"the cluster's Redis {self.name} refused {what}: {exc}") from exc
         except self.outage as exc:
             self.failed(f"{what}: {exc}")
             raise BrokerUnavailable(
@@ -141,7 +145,10 @@ async def open_broker(url: str, call_timeout: float) -> AsyncIterator[Broker]:
               anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream,
               coredis.exceptions.RedisError)
     async with client:
-        yield Broker(client, url, call_timeout, outage)
+        broker = Broker(client, url, call_timeout, outage)
+        broker.refused = (coredis.exceptions.ResponseError,
+                          coredis.exceptions.StreamConsumerError)
+        yield broker
 
 
 def check_cluster_url(url: str) -> None:

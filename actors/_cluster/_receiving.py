@@ -14,6 +14,7 @@ them) are claimed at start (XAUTOCLAIM): their asks get ``ActorGone``, in doubt.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import deque
 from typing import Any
@@ -87,13 +88,7 @@ class Receiving:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         client = self.broker.client
-        try:
-            with trio.fail_after(self.broker.timeout):
-                await client.xgroup_create(self.stream, GROUP, identifier="0", mkstream=True)
-        except Exception as exc:  # coredis's ResponseError, unless Redis failed
-            if "BUSYGROUP" not in str(exc) and "already exists" not in str(exc):
-                # (else the group is there: an earlier incarnation's)
-                raise BrokerUnavailable(f"cannot read {self.stream}: {exc}") from exc
+        await self._make_group()
         await self._claim_earlier()
         self._nursery.start_soon(self._done.run)
         task_status.started()
@@ -104,7 +99,11 @@ class Receiving:
             try:
                 found = await self.broker.call("a read", client.xreadgroup(
                     GROUP, me, streams={self.stream: ">"}, count=256, block=1000), wait=1.0)
-            except BrokerUnavailable:
+            except BrokerUnavailable as exc:
+                if self.broker.up and "group" in str(exc).lower():
+                    # Redis lost its data (restarted empty, flushed): the group too.
+                    with contextlib.suppress(BrokerUnavailable):
+                        await self._make_group()
                 continue
             if not found:
                 continue
@@ -115,6 +114,16 @@ class Receiving:
             # The lanes first: what was just read is delivered before the next read
             # (its command costs this process more than the delivery takes).
             await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def _make_group(self) -> None:
+        """The inbox and its consumer group, unless an earlier incarnation made them."""
+        try:
+            with trio.fail_after(self.broker.timeout):
+                await self.broker.client.xgroup_create(self.stream, GROUP, identifier="0",
+                                                       mkstream=True)
+        except Exception as exc:  # coredis's ResponseError, unless Redis failed
+            if "BUSYGROUP" not in str(exc) and "already exists" not in str(exc):
+                raise BrokerUnavailable(f"cannot read {self.stream}: {exc}") from exc
 
     async def _claim_earlier(self) -> None:
         """Answer what an earlier incarnation took and never finished: in doubt."""

@@ -3,6 +3,7 @@ across nodes, refs that travel, failures as typed errors, names and monitors."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,6 +12,7 @@ import trio
 import trio.testing
 
 from actors import (
+    ActorError,
     ActorGone,
     ActorNotFound,
     ActorSystem,
@@ -238,3 +240,28 @@ async def test_monitors_across_nodes(cluster: str) -> None:
 
 async def _downs(system: ActorSystem, count: int) -> bool:
     return len((await seen(system, "collector")).downs) >= count
+
+
+async def test_a_redis_that_lost_its_data_is_joined_again(
+    cluster: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import coredis
+
+    caplog.set_level(logging.CRITICAL, logger="actors")
+    with trio.fail_after(TIMEOUT):
+        async with node(cluster, "a") as a, node(cluster, "b") as b:
+            await b.spawn(Echo, name="echo")
+            await _until_both(a, b)
+            echo = a.ref("echo@b")
+            assert (await echo.ask(Ping(n=1), Pong)).n == 1
+            async with coredis.Redis.from_url(cluster.partition("?")[0]) as redis:
+                await redis.flushall()  # membership, streams, groups: all gone
+
+            async def answered() -> bool:
+                try:
+                    return (await echo.ask(Ping(n=2), Pong)).n == 2
+                except ActorError:
+                    return False
+
+            await eventually(answered, what="asks across nodes again")
+            await _until_both(a, b)
