@@ -24,9 +24,18 @@ from .._base._errors import (
     RemoteError,
 )
 from .._base._ref import SENDER_CONTEXT_KEY, ActorRef, Sender
+from .._messaging._outbox import RemoteSender
 from ._wire import decode_body
 
-__all__ = ["GATEWAY_PATH", "ClusterGateway", "Forward", "Forwarded", "ViaMaster"]
+__all__ = [
+    "GATEWAY_PATH",
+    "ClusterGateway",
+    "Forward",
+    "Forwarded",
+    "MonitorRemote",
+    "Monitored",
+    "ViaMaster",
+]
 
 GATEWAY_PATH = "actors:cluster"
 """Where the master's gateway is registered (no user name can hold a ``:``-less clash)."""
@@ -56,12 +65,33 @@ class Forwarded(Message, tag="actors.cluster.Forwarded"):
     actor: str = ""
 
 
+class MonitorRemote(Message, tag="actors.cluster.MonitorRemote"):
+    """Have ``watcher`` (in a worker) watch ``target`` (on another node); ``id`` set:
+    stop that monitor instead."""
+
+    target: ActorRef | None = None
+    watcher: ActorRef | None = None
+    id: str = ""
+
+
+class Monitored(Message, tag="actors.cluster.Monitored"):
+    id: str
+
+
 class ClusterGateway(Actor):
     """The master's actor that sends to other nodes for its worker processes."""
 
-    def __init__(self, node: tuple[str, int], outbox: Sender) -> None:
+    def __init__(self, node: tuple[str, int], outbox: Sender, remote: RemoteSender) -> None:
         self._node = node
         self._outbox = outbox
+        self._remote = remote
+
+    @handler
+    async def monitor(self, msg: MonitorRemote) -> Monitored:
+        if msg.target is None or msg.watcher is None:
+            await self._remote.demonitor(msg.id)
+            return Monitored(id=msg.id)
+        return Monitored(id=await self._remote.monitor(msg.target, msg.watcher))
 
     @handler
     async def forward(self, msg: Forward) -> Forwarded:
@@ -109,6 +139,14 @@ class ViaMaster:
 
     async def ask(self, ref: ActorRef, message: Message) -> Message | None:
         return await self._forward(ref, message, ask=True)
+
+    async def monitor(self, target: ActorRef, watcher: ActorRef) -> str:
+        answer = await self._gateway.ask(MonitorRemote(target=target, watcher=watcher),
+                                         Monitored)
+        return answer.id
+
+    async def demonitor(self, id: str) -> None:
+        await self._gateway.ask(MonitorRemote(id=id), Monitored)
 
     async def _forward(self, ref: ActorRef, message: Message, *, ask: bool) -> Message | None:
         body = type(message).__pydantic_serializer__.to_json(message).decode()

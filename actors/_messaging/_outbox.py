@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 import trio
 
@@ -47,7 +47,7 @@ from ._link import Link, Links
 from ._mailboxes import Mailboxes, current_actor
 from ._names import NameRegistry
 
-__all__ = ["MASTER_NODE", "MESSAGE_ERRORS", "Outbox"]
+__all__ = ["MASTER_NODE", "MESSAGE_ERRORS", "Outbox", "RemoteSender"]
 
 log = logging.getLogger("actors")
 
@@ -58,6 +58,16 @@ MESSAGE_ERRORS = (DecodeError, HandleError)
 """A frame that cannot be decoded is a failure of that one message: the stream is in step."""
 
 _TELL_BUDGET = 64
+
+
+class RemoteSender(Sender, Protocol):
+    """What sends to actors of other masters (refs with a node), and watches them."""
+
+    async def monitor(self, target: ActorRef, watcher: ActorRef) -> str:
+        """Have ``watcher`` told ``ActorDown`` when ``target`` ends; the monitor's id."""
+        ...
+
+    async def demonitor(self, id: str) -> None: ...
 
 
 class Outbox:
@@ -87,7 +97,7 @@ class Outbox:
         self._tell_budget = _TELL_BUDGET
         self.links: Links
         self._link_towards: Callable[[str], Link | None]
-        self.remote: Sender = _NoCluster()  # refs with a node: the cluster's, if it runs
+        self.remote: RemoteSender = _NoCluster()  # refs with a node: the cluster's, if any
 
     def attach(self, links: Links) -> None:
         """Send through ``links`` (once, when the process's parts are put together)."""
@@ -379,6 +389,12 @@ class _NoCluster:
 
     async def ask(self, ref: ActorRef, message: Message) -> Message | None:
         raise _no_cluster(ref)
+
+    async def monitor(self, target: ActorRef, watcher: ActorRef) -> str:
+        raise _no_cluster(target)
+
+    async def demonitor(self, id: str) -> None:
+        return None  # no monitor across nodes was ever made here
 
 
 def _no_cluster(ref: ActorRef) -> ActorError:

@@ -85,7 +85,7 @@ async def start_cluster(
     found: ClusterNode = await nursery.start(
         _run_cluster, url, node, router, events, ttl, bound, call_timeout)
     # Its workers send to other nodes through this actor (the master talks to Redis).
-    gateway = ClusterGateway((found.name, found.incarnation), router.outbox)
+    gateway = ClusterGateway((found.name, found.incarnation), router.outbox, found)
     cell = Cell(router, gateway, path=GATEWAY_PATH, parent=Root("", nursery),
                 shutdown_timeout=1.0, spawn=starter.spawn, report_events=False)
     await nursery.start(cell.run)

@@ -82,6 +82,14 @@ class Echo(Actor):
             await msg.back.tell(Pong(n=n))
 
 
+class WatchThis(Message, tag="tests.cluster.WatchThis"):
+    target: ActorRef
+
+
+class Watching(Message, tag="tests.cluster.Watching"):
+    id: str
+
+
 class Collector(Actor):
     """Keeps what it is told (Pongs, ActorDowns) and shows it when asked."""
 
@@ -99,6 +107,13 @@ class Collector(Actor):
     @handler
     async def down(self, msg: ActorDown) -> None:
         self.downs.append(msg)
+
+    @handler
+    async def watch(self, msg: WatchThis) -> Watching:
+        # What ctx.monitor(ref) is to call for a ref with a node (the monitors of the
+        # children issue): the remote sender of this process's outbox, here a worker's.
+        remote = self.ctx.ref._sender.remote  # type: ignore[attr-defined]
+        return Watching(id=await remote.monitor(msg.target, self.ctx.ref))
 
     @handler
     async def seen(self, msg: Seen) -> SeenSoFar:

@@ -33,6 +33,8 @@ from tests.integration.cluster.actors_for_tests import (
     Pong,
     Seen,
     SeenSoFar,
+    Watching,
+    WatchThis,
     WhoAreYou,
 )
 from tests.waiting import TIMEOUT, eventually
@@ -236,6 +238,24 @@ async def test_monitors_across_nodes(cluster: str) -> None:
             assert len(downs) == 4
             assert downs[-1].reason in ("shutdown", "nodedown")
             assert downs[-1].ref == a.ref("calm@b")
+
+
+async def test_an_actor_in_a_worker_process_monitors_an_actor_of_another_node(
+    cluster: str,
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with node(cluster, "a") as a, node(cluster, "b") as b:
+            watcher = await a.spawn(Collector, name="collector", process=True)
+            await b.spawn(Echo, name="doomed")
+            await _until_both(a, b)
+            doomed = a.ref("doomed@b")
+            watching = await watcher.ask(WatchThis(target=doomed), Watching)
+            assert watching.id.startswith("a:")  # the master's node holds it
+            with pytest.raises(RemoteError):
+                await doomed.ask(Fail(text="watched"))
+            await eventually(lambda: _downs(a, 1), what="ActorDown in the worker")
+            down = (await seen(a, "collector")).downs[0]
+            assert (down.reason, down.ref) == ("crashed", doomed)
 
 
 async def _downs(system: ActorSystem, count: int) -> bool:
