@@ -30,9 +30,7 @@ from .._base._handoff import AcceptorStats
 from .._base._ref import ActorRef
 from .._base._spec import ChildSpec, SupervisorSpec, validate_name
 from .._base._tree import Child, Lifecycle, stop_children, walk
-from .._cluster._broker import check_cluster_url
 from .._cluster._node import ClusterNode
-from .._cluster._wire import validate_node_name
 from .._listening._listener import Listener, register_listener_kind
 from .._messaging._names import NameRegistry
 from .._messaging._outbox import MASTER_NODE
@@ -51,12 +49,14 @@ from .._supervision._monitors import Monitors
 from .._supervision._start import Runnable, Starter
 from ._runtime import RuntimeOperations, did_you_mean
 from ._services import (
+    check_cluster,
     default_name,
     open_spawner,
     start_cluster,
     start_runtime_services,
     start_state,
 )
+from ._signals import obey_signals
 
 __all__ = ["ActorSystem", "open_system"]
 
@@ -383,11 +383,7 @@ async def open_system(
     if not store_timeout > 0:
         raise ValueError("store_timeout must be > 0 seconds")
     check_store_url(store)  # a configuration error is raised as itself, before anything runs
-    if (cluster is None) != (node is None):
-        raise ValueError("a cluster needs both cluster='redis://...' and node='name'")
-    if cluster is not None and node is not None:
-        check_cluster_url(cluster)
-        validate_node_name(node)
+    check_cluster(cluster, node)
     name = name if name is not None else default_name()
     validate_name(name)
     try:
@@ -412,7 +408,7 @@ async def open_system(
             system.cluster = joined
             async with _control(system, name, control), _metrics(system, metrics):
                 if handle_signals and threading.current_thread() is threading.main_thread():
-                    await nursery.start(_handle_signals, system)
+                    await nursery.start(obey_signals, system)
                 if tree is not None:
                     root = starter.supervisor(tree, system, tree.name)
                     system.running.append(root)
@@ -487,31 +483,6 @@ async def _metrics(system: ActorSystem, address: tuple[str, int] | None
     async with open_metrics_server(system, address) as port:
         system.metrics_port = port
         yield
-
-
-async def _handle_signals(
-    system: ActorSystem, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-) -> None:
-    """SIGTERM/SIGINT: stop in order; a second SIGINT: at once. SIGHUP: reload."""
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-        task_status.started()
-        async for number in signals:
-            what = signal.Signals(number).name
-            if number == signal.SIGHUP:
-                system.nursery.start_soon(_reload_on_signal, system)
-            elif system.stopped_by is None:
-                log.warning("%s: stopping (every actor drains, then the system exits)", what)
-                system.request_stop(what)
-            elif number == signal.SIGINT:
-                log.warning("%s again: stopping at once", what)
-                system.kill_now()
-
-
-async def _reload_on_signal(system: ActorSystem) -> None:
-    try:
-        await system.reload()
-    except ReloadFailed:
-        pass  # published and logged (ReloadAborted); the old workers serve on
 
 
 def _gave_up(system: ActorSystem | None) -> RestartLimitExceeded | None:

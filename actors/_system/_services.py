@@ -14,8 +14,10 @@ import trio
 from .._base._events import EventBus
 from .._base._spec import ChildSpec, CommandSpec, SupervisorSpec
 from .._base._tree import Root
+from .._cluster._broker import check_cluster_url
 from .._cluster._gateway import GATEWAY_PATH, ClusterGateway
 from .._cluster._node import ClusterNode, open_cluster_node
+from .._cluster._wire import validate_node_name
 from .._messaging._router import Router
 from .._operations._output import OutputLog
 from .._running._cell import Cell
@@ -33,7 +35,8 @@ from .._supervision._start import Starter
 from ._zygote import fork_server
 
 __all__ = [
-    "default_name", "open_spawner", "start_cluster", "start_runtime_services", "start_state",
+    "check_cluster", "default_name", "open_spawner", "start_cluster", "start_runtime_services",
+    "start_state",
 ]
 
 
@@ -72,6 +75,15 @@ async def start_state(
     starter.state = SharedState(LocalUpstream(service), service.local,
                                 max_size=router.max_frame_size)
     starter.state_service = cell.mailbox.address
+
+
+def check_cluster(cluster: str | None, node: str | None) -> None:
+    """ValueError (ImportError without coredis) unless both or neither are given, usable."""
+    if (cluster is None) != (node is None):
+        raise ValueError("a cluster needs both cluster='redis://...' and node='name'")
+    if cluster is not None and node is not None:
+        check_cluster_url(cluster)
+        validate_node_name(node)
 
 
 async def start_cluster(
