@@ -113,7 +113,10 @@ class Sending:
         if corr and len(queue.entries) == 1 and not queue.writing:
             # An asker waits anyway: it writes its own ask, saving the writer's wake-up.
             # (A tell never does: a burst of tells leaves in batches, from the writer.)
-            await self._write_some(queue)
+            # Shielded (the broker's timeout bounds it): a write cancelled after Redis
+            # took it would leave the entries queued, and the writer would send them again.
+            with trio.CancelScope(shield=True):
+                await self._write_some(queue)
         else:
             queue.work.set()
         return corr, pending
