@@ -281,7 +281,8 @@ class ActorContext(Protocol):
         ...
 
     def ref_to(self, path: str) -> ActorRef:
-        """A ref to whatever actor holds ``path`` when a message is sent."""
+        """A ref to whatever actor holds ``path`` when a message is sent (``"path@node"``:
+        on that node of the cluster)."""
         ...
 
     def start_soon(

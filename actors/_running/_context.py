@@ -8,7 +8,7 @@ from typing import Any, Protocol
 from .._base._actor import Actor, SpecLike
 from .._base._children import ChildCount, ChildInfo
 from .._base._events import Demonitor, Monitor, Monitoring
-from .._base._ref import ActorRef
+from .._base._ref import ActorRef, split_node
 from .._base._shared import State
 from .._base._spec import ChildSpec, SupervisorSpec, WorkerSpec
 from .._base._tree import ManageChildren, Parent, SpawnChild, StopCause
@@ -81,7 +81,8 @@ class CellContext:
         )
 
     def ref_to(self, path: str) -> ActorRef:
-        return ActorRef(self._cell.router.outbox, path=path)
+        local, node, _ = split_node("@" + path)  # "path@node": an actor of another master
+        return ActorRef(self._cell.router.outbox, path=local[1:], node=node)
 
     def start_soon(
         self, function: Callable[..., Awaitable[object]], *args: object, name: str | None = None

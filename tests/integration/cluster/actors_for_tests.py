@@ -90,6 +90,19 @@ class Watching(Message, tag="tests.cluster.Watching"):
     id: str
 
 
+class AskAlong(Message, tag="tests.cluster.AskAlong"):
+    """Ask ``ctx.ref_to(path)`` a Ping of ``n``."""
+
+    path: str
+    n: int
+
+
+class Relay(Actor):
+    @handler
+    async def along(self, msg: AskAlong) -> Pong:
+        return await self.ctx.ref_to(msg.path).ask(Ping(n=msg.n), Pong)
+
+
 class Collector(Actor):
     """Keeps what it is told (Pongs, ActorDowns) and shows it when asked."""
 

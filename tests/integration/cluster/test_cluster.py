@@ -24,6 +24,7 @@ from actors import (
 )
 from tests.events import next_event
 from tests.integration.cluster.actors_for_tests import (
+    AskAlong,
     Call,
     Collector,
     Echo,
@@ -31,6 +32,7 @@ from tests.integration.cluster.actors_for_tests import (
     Me,
     Ping,
     Pong,
+    Relay,
     Seen,
     SeenSoFar,
     Watching,
@@ -256,6 +258,18 @@ async def test_an_actor_in_a_worker_process_monitors_an_actor_of_another_node(
             await eventually(lambda: _downs(a, 1), what="ActorDown in the worker")
             down = (await seen(a, "collector")).downs[0]
             assert (down.reason, down.ref) == ("crashed", doomed)
+
+
+async def test_an_actor_names_an_actor_of_another_node_by_path(cluster: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with node(cluster, "a") as a, node(cluster, "b") as b:
+            await a.spawn(Relay, name="relay", process=True)
+            await b.spawn(Echo, name="echo")
+            await _until_both(a, b)
+            reply = await a.ref("relay").ask(AskAlong(path="echo@b", n=5), Pong)
+            assert reply.n == 5
+            with pytest.raises(RemoteError, match="NodeDown"):  # its own crash, boxed
+                await a.ref("relay").ask(AskAlong(path="echo@c", n=6))
 
 
 async def _downs(system: ActorSystem, count: int) -> bool:
