@@ -338,7 +338,9 @@ class ActorContext(Protocol):
 
     async def monitor(self, ref: ActorRef) -> str:
         """Be told (an :class:`ActorDown` message, to this actor's handler for it) when
-        ``ref``'s instance ends; at once (``noproc``) if it is gone. The monitor's id."""
+        ``ref``'s instance ends; at once (``noproc``) if it is gone; for an actor of
+        another node (a ref with a node), also when that node goes (``nodedown``). The
+        monitor's id."""
         ...
 
     async def demonitor(self, monitor_id: str) -> None:

@@ -100,13 +100,6 @@ def exit_reason(
     return reason.model_copy(update={"exit_code": exit_code, "signal": signal_number})
 
 
-class ActorDown(Message, tag="actors.ActorDown"):
-    """A monitored actor ended, or could not be watched (``reason``: ``noproc``, ``nodedown``, or the kind of its exit reason)."""  # noqa: E501
-    ref: ActorRef
-    reason: str
-    exit: ExitReason | None = None
-
-
 class Event(Message, tag="actors.Event"):
     """Base of lifecycle events."""
 

@@ -137,9 +137,16 @@ class CellContext:
         return await self._children().count_children(supervisor_path)
 
     async def monitor(self, ref: ActorRef) -> str:
-        monitors = ActorRef(self._cell.router.outbox, path=MONITORS)
+        outbox = self._cell.router.outbox
+        if ref.node is not None:  # an actor of another master: the cluster watches it
+            return await outbox.remote.monitor(ref, self._cell.ref)
+        monitors = ActorRef(outbox, path=MONITORS)
         answer = await monitors.ask(Monitor(watcher=self._cell.ref, target=ref), Monitoring)
         return answer.id
 
     async def demonitor(self, monitor_id: str) -> None:
-        await ActorRef(self._cell.router.outbox, path=MONITORS).ask(Demonitor(id=monitor_id))
+        outbox = self._cell.router.outbox
+        if ":" in monitor_id:  # (the cluster's ids are "node:incarnation:n"; ours, "n")
+            await outbox.remote.demonitor(monitor_id)
+            return
+        await ActorRef(outbox, path=MONITORS).ask(Demonitor(id=monitor_id))

@@ -127,6 +127,11 @@ class RuntimeOperations:
             async with system.monitor(ref) as down:
                 print((await down.receive()).reason)
         """
+        if ref.node is not None:
+            raise ValueError(
+                f"system.monitor watches actors of this master, not {ref!r}: watch an actor "
+                "of another node from an actor (ctx.monitor), or with system.cluster.monitor"
+            )
         async with self._monitors.watch(ref) as down:
             yield down
 

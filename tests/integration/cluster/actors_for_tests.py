@@ -90,6 +90,10 @@ class Watching(Message, tag="tests.cluster.Watching"):
     id: str
 
 
+class Unwatch(Message, tag="tests.cluster.Unwatch"):
+    id: str
+
+
 class AskAlong(Message, tag="tests.cluster.AskAlong"):
     """Ask ``ctx.ref_to(path)`` a Ping of ``n``."""
 
@@ -123,10 +127,11 @@ class Collector(Actor):
 
     @handler
     async def watch(self, msg: WatchThis) -> Watching:
-        # What ctx.monitor(ref) is to call for a ref with a node (the monitors of the
-        # children issue): the remote sender of this process's outbox, here a worker's.
-        remote = self.ctx.ref._sender.remote  # type: ignore[attr-defined]
-        return Watching(id=await remote.monitor(msg.target, self.ctx.ref))
+        return Watching(id=await self.ctx.monitor(msg.target))
+
+    @handler
+    async def unwatch(self, msg: Unwatch) -> None:
+        await self.ctx.demonitor(msg.id)
 
     @handler
     async def seen(self, msg: Seen) -> SeenSoFar:

@@ -35,6 +35,7 @@ from tests.integration.cluster.actors_for_tests import (
     Relay,
     Seen,
     SeenSoFar,
+    Unwatch,
     Watching,
     WatchThis,
     WhoAreYou,
@@ -258,6 +259,30 @@ async def test_an_actor_in_a_worker_process_monitors_an_actor_of_another_node(
             await eventually(lambda: _downs(a, 1), what="ActorDown in the worker")
             down = (await seen(a, "collector")).downs[0]
             assert (down.reason, down.ref) == ("crashed", doomed)
+
+
+async def test_ctx_monitor_and_demonitor_take_an_actor_of_another_node(cluster: str) -> None:
+    """``ctx.monitor`` of a ref with a node watches it through the cluster, from the master
+    as from a worker process; ``ctx.demonitor`` takes that monitor's id back."""
+    with trio.fail_after(TIMEOUT):
+        async with node(cluster, "a") as a, node(cluster, "b") as b:
+            here = await a.spawn(Collector, name="collector")
+            await b.spawn(Echo, name="doomed")
+            await b.spawn(Echo, name="calm")
+            await _until_both(a, b)
+            doomed, calm = a.ref("doomed@b"), a.ref("calm@b")
+            dropped = await here.ask(WatchThis(target=calm), Watching)
+            await here.ask(Unwatch(id=dropped.id))
+            await here.ask(WatchThis(target=doomed), Watching)
+            await here.ask(WatchThis(target=a.ref("nobody@b")), Watching)
+            with pytest.raises(RemoteError):
+                await doomed.ask(Fail(text="watched"))
+            await eventually(lambda: _downs(a, 2), what="crashed and noproc")
+            await b.ref("calm").ask(Ping(n=1), Pong)  # calm still runs: nothing for it
+            downs = (await seen(a, "collector")).downs
+            assert sorted((down.reason, down.ref.path) for down in downs) == [
+                ("crashed", "doomed"), ("noproc", "nobody"),
+            ]
 
 
 async def test_an_actor_names_an_actor_of_another_node_by_path(cluster: str) -> None:
