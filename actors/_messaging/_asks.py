@@ -73,15 +73,20 @@ class Pending:
 class ReplyTransport(Protocol):
     """What sends an answer back to an asker in another process (the outbox)."""
 
-    def send_reply(self, target: str, corr: int, value: Message | None) -> None: ...
+    def send_reply(
+        self, target: str, corr: int, value: Message | None, via: Link | None = None
+    ) -> None: ...
 
-    def send_failure(self, target: str, corr: int, failure: Failure) -> None: ...
+    def send_failure(
+        self, target: str, corr: int, failure: Failure, via: Link | None = None
+    ) -> None: ...
 
 
 class Reply:
-    """Where the answer to one ask goes: a local waiter, or a frame back to another node."""
+    """Where the answer to one ask goes: a local waiter, or a frame back to another node
+    (on ``via``, the link the ask came on)."""
 
-    __slots__ = ("_corr", "_pending", "_target", "_transport")
+    __slots__ = ("_corr", "_pending", "_target", "_transport", "_via")
 
     def __init__(
         self,
@@ -90,23 +95,25 @@ class Reply:
         pending: Pending | None = None,
         target: str = "",
         corr: int = 0,
+        via: Link | None = None,
     ) -> None:
         self._transport = transport
         self._pending = pending
         self._target = target
         self._corr = corr
+        self._via = via
 
     def send(self, value: Message | None) -> None:
         if self._pending is not None:
             self._pending.resolve(value)
         else:
-            self._transport.send_reply(self._target, self._corr, value)
+            self._transport.send_reply(self._target, self._corr, value, self._via)
 
     def fail(self, failure: Failure) -> None:
         if self._pending is not None:
             self._pending.fail(to_exception(failure))
         else:
-            self._transport.send_failure(self._target, self._corr, failure)
+            self._transport.send_failure(self._target, self._corr, failure, self._via)
 
 
 class PendingAsks:

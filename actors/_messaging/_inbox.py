@@ -64,7 +64,7 @@ class Inbox:
         message = self._decode_request(link, frame, source)
         if message is None:
             return
-        reply = (Reply(self._outbox, target=source, corr=frame.corr)
+        reply = (Reply(self._outbox, target=source, corr=frame.corr, via=link)
                  if frame.kind is FrameKind.ASK else None)
         inline = mailbox.inline_handler(message)
         if inline is not None:
@@ -89,7 +89,7 @@ class Inbox:
             message = self._decode_request(link, frame, source)
             if message is None:
                 return
-        reply = (Reply(self._outbox, target=source, corr=frame.corr)
+        reply = (Reply(self._outbox, target=source, corr=frame.corr, via=link)
                  if frame.kind is FrameKind.ASK else None)
         try:
             mailbox = self._local(actor)
@@ -113,7 +113,7 @@ class Inbox:
             # An error for this one message (the stream is in step): the asker hears why.
             if frame.kind is FrameKind.ASK:
                 self._outbox.send_failure(
-                    source, frame.corr, Failure.from_exception("protocol", exc)
+                    source, frame.corr, Failure.from_exception("protocol", exc), link
                 )
             log.error("cannot take a message from node %s: %s", source, exc)
             link.passed(frame)

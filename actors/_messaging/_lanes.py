@@ -47,13 +47,22 @@ Refuse = Callable[[Link, Frame, str, FailureKind, str], None]
 class Lane:
     """Frames from one link to one destination, in order: the first is being passed on.
 
-    Each item is a frame, the node it came from, and its message if already decoded."""
+    Each item is a frame, the node it came from, and its message if already decoded.
+    ``moved`` counts the items passed on; ``progress`` wakes whoever waits for that."""
 
-    __slots__ = ("items", "link")
+    __slots__ = ("items", "link", "moved", "progress")
 
     def __init__(self, link: Link) -> None:
         self.link = link
         self.items: deque[tuple[Frame, str, Message | None]] = deque()
+        self.moved = 0
+        self.progress = trio.lowlevel.ParkingLot()
+
+    def passed_on(self) -> None:
+        self.items.popleft()
+        self.moved += 1
+        if self.progress:
+            self.progress.unpark_all()
 
 
 class Lanes:
@@ -87,9 +96,10 @@ class Lanes:
             while lane.items:
                 frame, source, message = lane.items[0]
                 await deliver(link, actor, frame, source, message)
-                lane.items.popleft()
+                lane.passed_on()
         finally:
             del self.delivery[key]
+            lane.progress.unpark_all()
             for frame, source, _ in lane.items:  # cancelled: the system is going away
                 self.refuse(link, frame, source, "gone", "the system is shutting down")
 
@@ -116,13 +126,31 @@ class Lanes:
                     await out.wait_credit()
                 if not out.open_for_sending:
                     break
-                lane.items.popleft()
+                lane.passed_on()
                 send_on(came_from, out, frame, source)
         finally:
             del self.forwarding[key]
+            lane.progress.unpark_all()
             for frame, source, _ in lane.items:
                 self.refuse(came_from, frame, source, "gone",
                             f"the process of node {out.peer} is gone")
+
+    # -- a point in a link's stream -------------------------------------------------------
+
+    def waiting_from(self, link: Link) -> list[tuple[Lane, int]]:
+        """The lanes holding frames from ``link`` now, each with the count of moved items
+        it reaches once they are all passed on (see :meth:`wait_passed`)."""
+        lanes = [lane for key, lane in self.delivery.items() if key[0] is link]
+        lanes += [lane for key, lane in self.forwarding.items() if key[0] is link]
+        return [(lane, lane.moved + len(lane.items)) for lane in lanes]
+
+    @staticmethod
+    async def wait_passed(marks: list[tuple[Lane, int]]) -> None:
+        """Wait until the frames that :meth:`waiting_from` saw are passed on (or dropped:
+        a lane's task ended)."""
+        for lane, mark in marks:
+            while lane.moved < mark and lane.items:
+                await lane.progress.park()
 
     # -- requests held for a restarting path ------------------------------------------------
 

@@ -32,7 +32,8 @@ CREDIT_GRANT = TELL_WINDOW // 8
 
 
 class Link:
-    """The channel to the parent process, or to one worker process this one started.
+    """The channel to the parent process, to one worker process this one started, or to
+    a sibling worker (a direct link).
 
     The relay reads its frames (``Relay.pump``); each control message goes to the part of
     the process that handles its type (see ``_control_table``), and every other one to
@@ -41,17 +42,24 @@ class Link:
     ``subtree`` is the path of the worker's actor (child links only): the worker may name
     and report actors at that path or below it, nothing else.
 
+    ``direct``: a link to a sibling worker, set up on first use (see ``_direct``), not
+    part of the tree: it carries requests, answers and credit, nothing else.
+
     ``closing``: the peer said it is stopping; nothing new is sent to it, and what it still
     answers is read until it closes. ``retiring``: the peer's actor asked to be replaced;
     names its successor registers take precedence over its own.
     """
 
     def __init__(
-        self, peer: str, channel: Channel, *, is_parent: bool, subtree: str = ""
+        self, peer: str, channel: Channel, *, is_parent: bool, subtree: str = "",
+        direct: bool = False,
     ) -> None:
         self.peer = peer
         self.channel = channel
         self.is_parent = is_parent
+        self.direct = direct
+        # A direct link is read once the peer's marker came through the master (_direct).
+        self.ready = trio.Event()
         self.subtree = subtree
         self._below = peer + "."  # (owns and covers run for every frame from a child)
         self._subtree_below = subtree + "/"
@@ -61,8 +69,9 @@ class Link:
         self.closing = False
         self.retiring = False
         self.last_heard = trio.current_time()
-        # Asks forwarded out through this link, keyed by (asker node, corr): the destination.
-        self.relayed: dict[tuple[str, int], str] = {}
+        # Asks forwarded out through this link, keyed by (asker node, corr): the destination
+        # and the link the ask came on (its answer goes back the same way).
+        self.relayed: dict[tuple[str, int], tuple[str, Link]] = {}
         self.control, self.control_received = trio.open_memory_channel[Message](math.inf)
         self.send_credit = TELL_WINDOW  # bytes of tells we may still send
         self._passed_on = 0  # bytes of tells received and passed on, not yet credited back

@@ -314,8 +314,11 @@ class Outbox:
         else:
             pending.resolve(None if isinstance(message, _NoneReply) else message)
 
-    def send_reply(self, target: str, corr: int, value: Message | None) -> None:
-        """Answer ask ``corr`` of node ``target`` (the :class:`ReplyTransport` of Reply)."""
+    def send_reply(
+        self, target: str, corr: int, value: Message | None, via: Link | None = None
+    ) -> None:
+        """Answer ask ``corr`` of node ``target`` (the :class:`ReplyTransport` of Reply), on
+        ``via`` (the link the ask came on) when given."""
         if value is None:
             value = _NONE_REPLY
         try:
@@ -324,12 +327,14 @@ class Outbox:
                 max_frame_size=self.max_frame_size,
             )
         except ProtocolError as exc:
-            self.send_failure(target, corr, Failure.from_exception("protocol", exc))
+            self.send_failure(target, corr, Failure.from_exception("protocol", exc), via)
             return
-        self._send_answer(target, data, fds)
+        self._send_answer(target, data, fds, via)
 
-    def send_failure(self, target: str, corr: int, failure: Failure) -> None:
-        """Fail ask ``corr`` of node ``target``."""
+    def send_failure(
+        self, target: str, corr: int, failure: Failure, via: Link | None = None
+    ) -> None:
+        """Fail ask ``corr`` of node ``target`` (on ``via``, as ``send_reply``)."""
         try:
             data, fds = encode_message(
                 FrameKind.ERROR, failure, corr=corr, route=f"{target}|{self.id}",
@@ -341,7 +346,7 @@ class Outbox:
                 failure.model_copy(update={"traceback": "", "message": failure.message[:4096]}),
                 corr=corr, route=f"{target}|{self.id}",
             )
-        self._send_answer(target, data, fds)
+        self._send_answer(target, data, fds, via)
 
     def refuse(self, link: Link, frame: Frame, source: str, kind: FailureKind, text: str,
                exc: BaseException | None = None) -> None:
@@ -352,12 +357,16 @@ class Outbox:
         if frame.kind is FrameKind.ASK:
             failure = (Failure.from_exception(kind, exc) if exc is not None
                        else Failure(kind=kind, type_name="ActorError", message=text))
-            self.send_failure(source, frame.corr, failure)
+            self.send_failure(source, frame.corr, failure, link)
         else:
             log.debug("dropping a message from node %s: %s", source, text)
 
-    def _send_answer(self, target: str, data: bytes, fds: list[int]) -> None:
-        link = self._link_towards(target)
+    def _send_answer(
+        self, target: str, data: bytes, fds: list[int], via: Link | None
+    ) -> None:
+        # The way the ask came: a hop that forwarded it waits for its answer (Link.relayed),
+        # and an ask that came on a direct link is answered there.
+        link = via if via is not None else self._link_towards(target)
         if link is None or link.down:
             log.debug("dropping a reply to %s: no route", target)
             return

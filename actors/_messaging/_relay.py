@@ -12,10 +12,14 @@ one hop along the tree; a frame that cannot go on at once waits in a forwarding 
 request by path for an actor that is restarting is held until it is back (see ``_lanes``).
 Replies and control messages are never held behind data.
 
+Between two workers of the master, frames go on a direct link once one is set up (see
+``_direct``); the tree carries them until then.
+
 Every ask gets an answer: each hop that forwards an ask remembers it (``Link.relayed``) until
-the reply passes back, and answers it with :class:`ActorGone` itself if the link it went out
-on goes down. A link going down (``link_down``) also fails this process's own asks sent on
-it, drops the names held behind it, and reports the actors that went with it.
+the reply passes back (the way the ask came), and answers it with :class:`ActorGone` itself
+if the link it went out on goes down. A link going down (``link_down``) also fails this
+process's own asks sent on it, drops the names held behind it, and reports the actors that
+went with it.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from .._base._control import Failure, SystemStopping
 from .._base._errors import ActorGone
 from .._base._events import ActorExited, ExitReason
 from ._control_table import ControlTable
+from ._direct import SWITCHED, DirectLinks
 from ._inbox import Inbox
 from ._lanes import Lanes
 from ._link import Link
@@ -62,6 +67,7 @@ class Relay:
         lanes: Lanes,
         controls: ControlTable,
         publisher: Publisher,
+        direct: DirectLinks,
     ) -> None:
         self.id = node_id
         self.parent: Link | None = None
@@ -72,6 +78,8 @@ class Relay:
         self._outbox = outbox
         self._lanes = lanes
         self._publisher = publisher
+        self.direct = direct
+        self._towards_direct = direct.towards
         self._child_ids = itertools.count(1)
         self._hops: dict[str, Link | None] = {}  # link_towards, remembered until links change
         # Bound once: each runs for every frame of its kind.
@@ -81,6 +89,7 @@ class Relay:
         self._decode = inbox.decode
         self._control = controls.dispatch
         self._forwarding = lanes.forwarding
+        direct.attach(self)
 
     # -- the link table ---------------------------------------------------------------------
 
@@ -97,6 +106,10 @@ class Relay:
         self._hops.clear()
         if self.stopping:
             link.notify(SystemStopping())
+
+    def links_changed(self) -> None:
+        """A direct link came or went: routes are worked out again."""
+        self._hops.clear()
 
     def system_stopping(self) -> None:
         """The system is shutting down: say so here and in every process below."""
@@ -124,7 +137,7 @@ class Relay:
                 child = node_id[: len(prefix)] + node_id[len(prefix) :].split(".", 1)[0]
                 hop = self.children.get(child)
             else:
-                hop = self.parent
+                hop = self._towards_direct(node_id) or self.parent
         if len(self._hops) >= _HOPS_KEPT:
             self._hops.clear()
         self._hops[node_id] = hop
@@ -170,11 +183,11 @@ class Relay:
             frame.close_fds()
             raise ProtocolError(f"node {link.peer} sent a frame claiming to be from {source}")
         if kind is not FrameKind.TELL and kind is not FrameKind.ASK:
-            link.relayed.pop((destination, frame.corr), None)
+            relayed = link.relayed.pop((destination, frame.corr), None)
             if destination == self.id:
                 self._on_answer(frame, source)
             else:
-                self._pass_answer(frame, destination)
+                self._pass_answer(frame, destination, None if relayed is None else relayed[1])
             return
         node_id, _, actor = destination.partition("/")
         if node_id == self.id and actor.startswith("@"):
@@ -190,6 +203,12 @@ class Relay:
             frame.route = f"{address}|{source}"
             node_id, _, actor = address.partition("/")
         if node_id == self.id:
+            if actor == SWITCHED:
+                # The peer sends direct from now on: its link is read once what it sent
+                # this way is passed on (some may wait in lanes behind full mailboxes).
+                link.passed(frame)
+                self.direct.on_switched(source, self._lanes.waiting_from(link))
+                return
             self._on_request(link, frame, actor, source)
         else:
             self.forward(link, frame, node_id, source)
@@ -218,7 +237,7 @@ class Relay:
             self._refuse(came_from, frame, source, "protocol", str(too_large), too_large)
             return
         if frame.kind is FrameKind.ASK:
-            out.relayed[(source, frame.corr)] = frame.route.partition("|")[0]
+            out.relayed[(source, frame.corr)] = (frame.route.partition("|")[0], came_from)
         else:
             out.send_credit -= len(data)
         try:
@@ -233,9 +252,10 @@ class Relay:
             frame.close_fds()
         came_from.passed(frame)
 
-    def _pass_answer(self, frame: Frame, destination: str) -> None:
-        """Send an answer on towards the asker's node (dropped if there is no way)."""
-        out = self.link_towards(destination)
+    def _pass_answer(self, frame: Frame, destination: str, back: Link | None) -> None:
+        """Send an answer on towards the asker's node, the way its ask came (``back``) when
+        that is known (dropped if there is no way)."""
+        out = back if back is not None else self.link_towards(destination)
         if out is None or out.down:
             frame.close_fds()
             return
@@ -280,16 +300,21 @@ class Relay:
             return exc
 
         self._outbox.asks.fail_link(link, gone)
-        for (asker, corr), destination in link.relayed.items():
+        for (asker, corr), (destination, back) in link.relayed.items():
             self._outbox.send_failure(
                 asker, corr, Failure(kind="gone", type_name="ActorGone",
-                                     message=f"actor {destination}: {text}", in_doubt=True)
+                                     message=f"actor {destination}: {text}", in_doubt=True),
+                via=back,
             )
         link.relayed.clear()
-        if not link.is_parent:
+        if link.direct:
+            self.direct.dropped(link)
+            self._hops.clear()
+        elif not link.is_parent:
             if self.children.get(link.peer) is link:
                 del self.children[link.peer]
                 self._hops.clear()
+                self.direct.child_gone(link.peer)
             lost: list[tuple[str, str | None, int | None]] = [
                 (path, address, None) for path, address in self.names.drop(link)]
             named = {path for path, _, _ in lost}

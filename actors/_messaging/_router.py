@@ -13,6 +13,8 @@ message goes from part to part without a lookup or an indirection on its way:
   :class:`Sender` of every ActorRef made in this process;
 - ``inbox`` (``_inbox``): requests from other processes, decoded and delivered to the
   local ``mailboxes`` (``_mailboxes``), or handled inline;
+- ``direct`` (``_direct``): direct links between two workers of the master, set up on
+  first use (in the master: the ones it granted, within their bound);
 - ``lanes`` (``_lanes``): messages that could not be passed on at once, and requests held
   for a path whose actor is restarting;
 - ``names`` (``_names``: which actor holds which path; made by the caller, which sets how
@@ -41,6 +43,7 @@ from .._base._control import (
 )
 from .._base._events import Event, EventSink, ExitReason
 from ._control_table import ControlTable
+from ._direct import DirectLinks, LinkOffer, LinkRefused, LinkRequest
 from ._inbox import Inbox
 from ._lanes import Lanes
 from ._link import Link
@@ -78,10 +81,11 @@ class Router:
         self.lanes = Lanes(nursery, names, self.outbox.refuse)
         self.inbox = Inbox(self.mailboxes, self.outbox, self.lanes)
         self.controls = ControlTable()
+        self.direct = DirectLinks(node_id, nursery, max_frame_size)
         self.relay = Relay(
             node_id, names=names, mailboxes=self.mailboxes, outbox=self.outbox,
             inbox=self.inbox, lanes=self.lanes, controls=self.controls,
-            publisher=self.publisher,
+            publisher=self.publisher, direct=self.direct,
         )
         # The parts made before the relay send through its links.
         self.outbox.attach(self.relay)
@@ -91,13 +95,17 @@ class Router:
         # link's owner (a worker handle in the parent, the bootstrap in a worker).
         controls = self.controls
         controls.register(Heartbeat, Link.on_heartbeat, from_parent=True, from_children=True)
-        controls.register(Credit, Link.on_credit, from_parent=True, from_children=True)
+        controls.register(Credit, Link.on_credit, from_parent=True, from_children=True,
+                          from_peers=True)
         controls.register(SystemStopping, self.relay.on_system_stopping, from_parent=True)
         controls.register(NameRegistered, names.on_registered, from_children=True)
         controls.register(NameUnregistered, names.on_unregistered, from_children=True)
         controls.register(PoolDeclared, names.on_pool, from_children=True)
         controls.register(PoolDropped, names.on_pool, from_children=True)
         controls.register(EventReport, self.publisher.on_report, from_children=True)
+        controls.register(LinkRequest, self.direct.on_request, from_children=True)
+        controls.register(LinkOffer, self.direct.on_offer, from_parent=True)
+        controls.register(LinkRefused, self.direct.on_refused, from_parent=True)
 
     @property
     def stopping(self) -> bool:
