@@ -129,6 +129,10 @@ class PendingAsks:
         pending = self._pending[corr] = Pending(link, answered)
         return corr, pending
 
+    def __len__(self) -> int:
+        """Asks out now."""
+        return len(self._pending)
+
     def get(self, corr: int) -> Pending | None:
         return self._pending.get(corr)
 

@@ -261,8 +261,9 @@ class Outbox:
                 FrameKind.ASK, message, corr=corr, route=f"{address}|{self.id}",
                 max_frame_size=self.max_frame_size,
             )
-            # Written at once (no deferral): the asker waits for the answer anyway.
-            await self._send(link, address, data, fds, defer=False)
+            # The only ask out is written at once (its asker waits for the answer anyway);
+            # beside others, it leaves with theirs in one write by the channel's writer.
+            await self._send(link, address, data, fds, defer=len(self.asks) > 1)
             await pending.event.wait()
         finally:
             self.asks.close(corr)
