@@ -74,7 +74,8 @@ class ReplyTransport(Protocol):
     """What sends an answer back to an asker in another process (the outbox)."""
 
     def send_reply(
-        self, target: str, corr: int, value: Message | None, via: Link | None = None
+        self, target: str, corr: int, value: Message | None, via: Link | None = None,
+        *, defer: bool = False,
     ) -> None: ...
 
     def send_failure(
@@ -103,11 +104,14 @@ class Reply:
         self._corr = corr
         self._via = via
 
-    def send(self, value: Message | None) -> None:
+    def send(self, value: Message | None, *, defer: bool = False) -> None:
+        """Answer with ``value``; with ``defer``, a frame waits for the channel's writer
+        (more answers are about to follow it: they leave in one write)."""
         if self._pending is not None:
             self._pending.resolve(value)
         else:
-            self._transport.send_reply(self._target, self._corr, value, self._via)
+            self._transport.send_reply(self._target, self._corr, value, self._via,
+                                       defer=defer)
 
     def fail(self, failure: Failure) -> None:
         if self._pending is not None:

@@ -316,10 +316,12 @@ class Outbox:
             pending.resolve(None if isinstance(message, _NoneReply) else message)
 
     def send_reply(
-        self, target: str, corr: int, value: Message | None, via: Link | None = None
+        self, target: str, corr: int, value: Message | None, via: Link | None = None,
+        *, defer: bool = False,
     ) -> None:
         """Answer ask ``corr`` of node ``target`` (the :class:`ReplyTransport` of Reply), on
-        ``via`` (the link the ask came on) when given."""
+        ``via`` (the link the ask came on) when given; ``defer`` leaves it to the channel's
+        writer."""
         if value is None:
             value = _NONE_REPLY
         try:
@@ -330,7 +332,7 @@ class Outbox:
         except ProtocolError as exc:
             self.send_failure(target, corr, Failure.from_exception("protocol", exc), via)
             return
-        self._send_answer(target, data, fds, via)
+        self._send_answer(target, data, fds, via, defer)
 
     def send_failure(
         self, target: str, corr: int, failure: Failure, via: Link | None = None
@@ -363,7 +365,7 @@ class Outbox:
             log.debug("dropping a message from node %s: %s", source, text)
 
     def _send_answer(
-        self, target: str, data: bytes, fds: list[int], via: Link | None
+        self, target: str, data: bytes, fds: list[int], via: Link | None, defer: bool = False
     ) -> None:
         # The way the ask came: a hop that forwarded it waits for its answer (Link.relayed),
         # and an ask that came on a direct link is answered there.
@@ -372,7 +374,7 @@ class Outbox:
             log.debug("dropping a reply to %s: no route", target)
             return
         try:
-            link.channel.send_nowait(data, fds)
+            link.channel.send_nowait(data, fds, defer=defer)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             log.debug("dropping a reply to %s: link down", target)
 

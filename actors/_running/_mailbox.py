@@ -161,25 +161,42 @@ class ActorMailbox:
         cls = type(actor)
         receive = self._recv
         budget = _FAIRNESS_BUDGET
+        # The answer of the last ask handled, sent once the loop knows whether another
+        # message waits: then it is deferred, and the answers of a run of asks leave in one
+        # write; else it is written at once. It is always sent before anything is awaited
+        # (nothing can cancel the loop while it holds one) and before the next handler runs.
+        answer: Reply | None = None
+        result: Message | None = None
         while True:
             budget -= 1
             if budget <= 0:
                 budget = _FAIRNESS_BUDGET
+                if answer is not None:
+                    answer.send(result, defer=True)
+                    answer = None
                 await trio.lowlevel.checkpoint()
             try:
                 message, reply = receive.receive_nowait()
             except trio.WouldBlock:
                 waiting = True
             except trio.EndOfChannel:
+                if answer is not None:
+                    answer.send(result)
                 return
             else:
                 waiting = False
             if waiting:  # (awaited outside the except: an idle actor keeps no traceback)
+                if answer is not None:
+                    answer.send(result)
+                    answer = None
                 budget = _FAIRNESS_BUDGET
                 try:
                     message, reply = await receive.receive()
                 except trio.EndOfChannel:
                     return
+            if answer is not None:
+                answer.send(result, defer=True)
+                answer = None
             name = cls.handler_for(type(message))
             if name is None:
                 error = no_handler(cls, type(message))
@@ -215,8 +232,7 @@ class ActorMailbox:
                 if reply is not None:
                     self._count_ask(began)
             self._current = None
-            if reply is not None:
-                reply.send(result)
+            answer = reply
 
     def _count_ask(self, began: float) -> None:
         took = trio.current_time() - began
