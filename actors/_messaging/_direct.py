@@ -16,8 +16,15 @@ actor keep their order. If the peer dies before its marker comes, the end of the
 (EOF) is noticed all the same.
 
 A direct link is a :class:`Link` with ``direct`` set: it carries requests and answers both
-ways and credit for tells; nothing else may come on it. When it goes down (its peer died),
-the relay fails what was sent on it (``ActorGone``, ``in_doubt``), as for any link. Each
+ways, credit for tells, and the two messages of an orderly stop; nothing else may come on it.
+When it goes down (its peer died), the relay fails what was sent on it (``ActorGone``,
+``in_doubt``), as for any link.
+
+An orderly stop leaves nothing in doubt, as through the master: a worker whose actor is done
+says so on each direct link (:class:`LinkClosing`); the peer sends nothing more on it (what
+follows goes through the master, which knows the worker is stopping) and answers
+:class:`LinkClosed`, behind everything it sent on the link. The worker reads its direct
+links until every one of them answered (``wait_closed``, within its exit's time bound). Each
 process keeps one :class:`DirectLinks`: in a worker the links it has, in the master the pairs
 it granted (to keep the bound).
 """
@@ -39,6 +46,8 @@ __all__ = [
     "DIRECT_LINKS",
     "SWITCHED",
     "DirectLinks",
+    "LinkClosed",
+    "LinkClosing",
     "LinkOffer",
     "LinkRefused",
     "LinkRequest",
@@ -69,6 +78,14 @@ class LinkRefused(Message, tag="actors.LinkRefused"):
     """No direct link to node ``peer``: go on through the master."""
 
     peer: str
+
+
+class LinkClosing(Message, tag="actors.LinkClosing"):
+    """The sender's actor is done: send nothing more on this direct link."""
+
+
+class LinkClosed(Message, tag="actors.LinkClosed"):
+    """Nothing more comes on this direct link (the answer to :class:`LinkClosing`)."""
 
 
 class Switched(Message, tag="actors.Switched"):
@@ -103,6 +120,8 @@ class DirectLinks:
         self._asked: set[str] = set()  # peers asked for (or refused): never asked twice
         self._switched: set[str] = set()  # peers whose marker came before their link
         self._granted: dict[str, set[str]] = {}  # master: node -> its peers
+        self._closing: set[Link] = set()  # links asked to close, not answered yet
+        self._settled = trio.Event()  # one of them answered or went down
         # A worker of the master (``0.N``) may have direct links; others never ask.
         self._eligible = node_id.count(".") == 1
         self._table: LinkTable
@@ -191,6 +210,37 @@ class DirectLinks:
         """A direct link went down: forget it (its peer's node is never used again)."""
         if self.links.get(link.peer) is link:
             del self.links[link.peer]
+        self._settled.set()
+
+    def close_all(self) -> None:
+        """This worker's actor is done: ask every peer to send nothing more directly."""
+        for link in self.links.values():
+            if not link.closing and link.notify(LinkClosing()):
+                link.closing = True
+                link.stop_sending()
+                self._closing.add(link)
+        self._table.links_changed()
+
+    async def wait_closed(self) -> None:
+        """Wait until every peer asked by :meth:`close_all` answered or is gone (bound it:
+        the caller's exit does)."""
+        while any(not link.down for link in self._closing):
+            self._settled = trio.Event()
+            await self._settled.wait()
+
+    def on_closing(self, link: Link, message: LinkClosing) -> None:
+        """The peer's actor is done (its control table handler): nothing more goes on the
+        link; what follows goes through the master."""
+        if not link.closing:
+            link.closing = True
+            link.stop_sending()
+            self._table.links_changed()
+        link.notify(LinkClosed())
+
+    def on_closed(self, link: Link, message: LinkClosed) -> None:
+        """The peer sends nothing more on the link (its control table handler)."""
+        self._closing.discard(link)
+        self._settled.set()
 
     # -- the master's side ------------------------------------------------------------------
 

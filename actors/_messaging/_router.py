@@ -43,7 +43,14 @@ from .._base._control import (
 )
 from .._base._events import Event, EventSink, ExitReason
 from ._control_table import ControlTable
-from ._direct import DirectLinks, LinkOffer, LinkRefused, LinkRequest
+from ._direct import (
+    DirectLinks,
+    LinkClosed,
+    LinkClosing,
+    LinkOffer,
+    LinkRefused,
+    LinkRequest,
+)
 from ._inbox import Inbox
 from ._lanes import Lanes
 from ._link import Link
@@ -106,6 +113,8 @@ class Router:
         controls.register(LinkRequest, self.direct.on_request, from_children=True)
         controls.register(LinkOffer, self.direct.on_offer, from_parent=True)
         controls.register(LinkRefused, self.direct.on_refused, from_parent=True)
+        controls.register(LinkClosing, self.direct.on_closing, from_peers=True)
+        controls.register(LinkClosed, self.direct.on_closed, from_peers=True)
 
     @property
     def stopping(self) -> bool:

@@ -282,11 +282,14 @@ async def _run_actor(
         failure = Failure.from_exception("remote", cell.failure, actor=start.path)
     link.closing = True  # the actor is done: nothing new goes up, answers still do
     link.notify(Stopping(failure=failure))
+    router.direct.close_all()
     await _flush(link.channel)
-    # Read until the parent ends the channel: whatever it sent before it heard of the stop
-    # is answered (refused), so nothing sent to this worker is left in doubt.
+    # Read until the parent ends the channel, and each direct link's peer said it sends
+    # nothing more: whatever was sent before they heard of the stop is answered (refused),
+    # so nothing sent to this worker is left in doubt.
     with trio.move_on_after(_EXIT_FLUSH_TIMEOUT):
         await parent_gone.wait()
+        await router.direct.wait_closed()
     return 0 if failure is None else 1
 
 

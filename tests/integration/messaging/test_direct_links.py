@@ -60,10 +60,20 @@ class Outcomes(Message):
     pass
 
 
+class StopNow(Message):
+    pass
+
+
+class AskUntilGone(Message):
+    target: ActorRef
+    askers: int
+
+
 class Outcome(Message):
     started: int
     gone_in_doubt: int
     other: list[str]
+    ended: int
 
 
 def _sockets() -> Opened:
@@ -101,8 +111,12 @@ class Receiver(Actor):
         return _sockets()
 
     @handler
+    async def stop_now(self, msg: StopNow) -> None:
+        self.ctx.stop()
+
+    @handler
     async def hang(self, msg: Hang) -> None:
-        Path(self.signals, str(os.getpid())).touch()
+        await trio.Path(self.signals, str(os.getpid())).touch()
         await trio.sleep_forever()
 
 
@@ -111,6 +125,7 @@ class Sender(Actor):
 
     def __init__(self) -> None:
         self.started = 0
+        self.ended = 0
         self.gone_in_doubt = 0
         self.other: list[str] = []
 
@@ -148,9 +163,32 @@ class Sender(Actor):
             self.other.append("answered")
 
     @handler
+    async def ask_until_gone(self, msg: AskUntilGone) -> None:
+        for _ in range(msg.askers):
+            self.ctx.start_soon(self._ask_until_gone, msg.target)
+
+    async def _ask_until_gone(self, target: ActorRef) -> None:
+        # Asking on after refusals: sends keep reaching the worker while it stops and after
+        # it is gone, until each asker has heard "gone" 200 times.
+        self.started += 1
+        refused = 0
+        try:
+            while refused < 200:
+                try:
+                    await target.ask(Count(), Counted)
+                except ActorGone as exc:
+                    if exc.in_doubt:
+                        self.gone_in_doubt += 1
+                    refused += 1
+        except Exception as exc:
+            self.other.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            self.ended += 1
+
+    @handler
     async def outcomes(self, msg: Outcomes) -> Outcome:
         return Outcome(started=self.started, gone_in_doubt=self.gone_in_doubt,
-                       other=self.other)
+                       other=self.other, ended=self.ended)
 
 
 async def _sockets_of(ref: ActorRef) -> int:
@@ -206,6 +244,33 @@ async def test_a_worker_killed_with_asks_on_a_direct_link_fails_them_in_doubt(
 
             await eventually(all_failed, what="every ask to b failed in doubt")
             assert await _sockets_of(a) == before_a  # a's end of the dead link is closed
+
+
+async def test_a_worker_that_stops_leaves_nothing_in_doubt_on_its_direct_links() -> None:
+    # A stop is orderly: what was sent to the worker before it said it is stopping is
+    # answered (or refused) by it, over the direct link as through the master.
+    with trio.fail_after(TIMEOUT):
+        async with open_system() as system:
+            a = await system.spawn(Sender, name="a", process=True)
+            b = await system.spawn(Receiver, name="b", process=True)
+            before_a = await _sockets_of(a)
+            await a.ask(Send(target=b, count=1), Counted)
+
+            async def linked() -> bool:
+                return await _sockets_of(a) == before_a + 1
+
+            await eventually(linked, what="the direct link from a to b")
+            askers = 16
+            await a.ask(AskUntilGone(target=b, askers=askers))
+            await b.tell(StopNow())
+
+            async def all_ended() -> bool:
+                return (await a.ask(Outcomes(), Outcome)).ended == askers
+
+            await eventually(all_ended, what="every asker of b ended")
+            outcome = await a.ask(Outcomes(), Outcome)
+            assert outcome.other == []
+            assert outcome.gone_in_doubt == 0
 
 
 async def test_direct_links_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
