@@ -290,7 +290,7 @@ class Channel:
             return
         self._decoder.feed(data)
         try:
-            while (frame := self._decoder.next_frame()) is not None:
+            for frame in self._decoder.frames():
                 if frame.nfds:
                     if len(self._fifo) < frame.nfds and not self._short:
                         raise TruncatedHandles(
@@ -300,6 +300,7 @@ class Channel:
                     frame.fds = [self._fifo.popleft() for _ in range(count)]
                     self._short = False
                 self._ready.append(frame)
+            self._decoder.frames()  # raises the error a frame returned above was ahead of
             if self._fifo and not self._decoder.buffered:
                 raise UnexpectedHandles(f"{len(self._fifo)} fds arrived that no frame claims")
             if len(self._fifo) > _MAX_PENDING_FDS:

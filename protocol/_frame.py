@@ -294,13 +294,58 @@ class FrameDecoder:
         A bad header raises here only once the frames before it were returned (by this call
         or an earlier one): they are already taken out of the decoder and would be lost.
         """
+        # next_frame's work in one loop, for all the frames of a read (a channel's read
+        # often holds hundreds): the lookups and the call are paid once per read, and each
+        # Frame is filled in without a call to its __init__.
+        if self._failed is not None:
+            raise self._failed
         out: list[Frame] = []
+        buf = self._buf
+        pos = self._pos
+        available = len(buf)
+        unpack = _HEADER.unpack_from
+        heads = self._heads
+        limit = self.max_frame_size
+        kinds = _KINDS
+        new_frame = Frame.__new__
+        append = out.append
         try:
-            while (frame := self.next_frame()) is not None:
-                out.append(frame)
+            while available - pos >= HEADER_SIZE:
+                length, kind, nfds, tag_len, route_len, reserved, corr = unpack(buf, pos)
+                if (length > limit or kind not in kinds or reserved != 0
+                        or tag_len + route_len > length):
+                    self._pos = pos
+                    self.next_frame()  # raises the header's error (and keeps it)
+                end = pos + HEADER_SIZE + length
+                if available < end:
+                    break
+                start = pos + HEADER_SIZE
+                body_start = start + tag_len + route_len
+                head = buf[start:body_start]
+                names = heads.get(head if type(head) is bytes else bytes(head))
+                if names is None:
+                    self._pos = pos
+                    frame = self.next_frame()  # decodes and caches the names, or raises
+                    assert frame is not None
+                    append(frame)
+                    pos = end
+                    continue
+                frame = new_frame(Frame)
+                frame.kind = kinds[kind]
+                frame.corr = corr
+                frame.tag, frame.route = names
+                body = buf[body_start:end]
+                frame.body = body if type(body) is bytes else bytes(body)
+                frame.nfds = nfds
+                frame.fds = []
+                frame.size = HEADER_SIZE + length
+                append(frame)
+                pos = end
         except (DecodeError, FrameTooLarge):
             if not out:
                 raise
             # The error is kept in self._failed: the next call raises it.
+            return out
+        self._pos = pos
         return out
 

@@ -257,6 +257,46 @@ def test_random_chunks_yield_the_messages_in_order(sequence, data) -> None:
     check_decoded(frames, sequence)
 
 
+def _as_tuples(frames: list[Frame]) -> list[tuple[object, ...]]:
+    return [(f.kind, f.corr, f.tag, f.route, f.body, f.nfds, f.size) for f in frames]
+
+
+@given(
+    st.lists(envelopes, max_size=8),
+    st.data(),
+    st.sampled_from([b"", b"\xff" * 20, struct.pack("<IBBHHHQ", 1 << 30, 1, 0, 0, 0, 0, 0)]),
+)
+def test_frames_in_bulk_are_next_frame_one_by_one(sequence, data, tail: bytes) -> None:
+    # frames() parses a read's frames in one loop: the same frames, the same errors, at the
+    # same points, as next_frame() called until it returns None.
+    stream = encode_all(sequence) + tail
+    cuts = sorted(data.draw(st.sets(st.integers(0, len(stream)), max_size=6)))
+    bulk, single = FrameDecoder(), FrameDecoder()
+    for start, end in itertools.pairwise([0, *cuts, len(stream)]):
+        bulk.feed(stream[start:end])
+        single.feed(stream[start:end])
+        one_by_one: list[Frame] = []
+        single_error: type[Exception] | None = None
+        try:
+            while (frame := single.next_frame()) is not None:
+                one_by_one.append(frame)
+        except (DecodeError, FrameTooLarge) as exc:
+            single_error = type(exc)
+        in_bulk: list[Frame] = []
+        bulk_error: type[Exception] | None = None
+        try:
+            in_bulk = bulk.frames()
+            if single_error is not None and one_by_one:
+                bulk.frames()  # the error comes once the frames before it are taken
+        except (DecodeError, FrameTooLarge) as exc:
+            bulk_error = type(exc)
+        assert _as_tuples(in_bulk) == _as_tuples(one_by_one)
+        assert bulk_error == single_error
+        assert bulk.buffered == single.buffered
+        if single_error is not None:
+            return
+
+
 @given(st.lists(envelopes, max_size=5))
 def test_one_byte_chunks_yield_the_messages_in_order(sequence) -> None:
     stream = encode_all(sequence)
