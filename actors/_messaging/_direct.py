@@ -57,6 +57,8 @@ __all__ = [
 DIRECT_LINKS = 16
 """Direct links a worker may have at once; past this, it talks through the master."""
 
+_ASKED_KEPT = 1024  # peers remembered as asked for (or refused)
+
 SWITCHED = "~switched"
 """The reserved actor id of the marker a side sends through the master once it sends direct."""
 
@@ -148,6 +150,10 @@ class DirectLinks:
         parent = self._table.parent
         if parent is None or len(self.links) >= DIRECT_LINKS:
             return  # asked again on a later first send, once a link went down
+        if len(self._asked) >= _ASKED_KEPT:
+            # Workers come and go (a restart is a new node): forget the old answers rather
+            # than keep one per node for good. A peer asked again costs one request.
+            self._asked = set(self.links)
         self._asked.add(peer)
         parent.notify(LinkRequest(peer=peer))
 
