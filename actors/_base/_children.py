@@ -104,6 +104,7 @@ class SupervisorWire(Message, tag="actors.SupervisorWire"):
     restart: str
     shutdown: float | str
     template: WorkerWire | None = None  # (a pool's)
+    policy: str = "round_robin"  # (a pool's)
     size: int | None = None  # (a pool's)
 
 

@@ -148,9 +148,10 @@ class NameRegistered(Message, tag="actors.NameRegistered"):
 
 class PoolDeclared(Message, tag="actors.PoolDeclared"):
     """A pool runs at ``path``: a send to it goes to one of its members (``path/0``, ...)
-    (sent up towards the master, as names are)."""
+    (sent up towards the master, as names are); ``policy``: how it picks one."""
 
     path: str
+    policy: str = "round_robin"
 
 
 class PoolDropped(Message, tag="actors.PoolDropped"):

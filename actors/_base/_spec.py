@@ -19,6 +19,7 @@ __all__ = [
     "Backoff",
     "ChildSpec",
     "CommandSpec",
+    "PoolPolicy",
     "PoolSpec",
     "RestartType",
     "Shutdown",
@@ -324,6 +325,10 @@ def supervisor(
     )
 
 
+PoolPolicy = Literal["round_robin", "least_busy"]
+"""How a pool's path picks a member for each send."""
+
+
 @dataclass(frozen=True)
 class PoolSpec(SupervisorSpec):
     """A supervisor of ``size`` workers made from one ``template``, named ``0`` to
@@ -331,6 +336,7 @@ class PoolSpec(SupervisorSpec):
 
     template: WorkerSpec | None = None
     size: int = 1
+    policy: PoolPolicy = "round_robin"
 
 
 def pool(
@@ -343,15 +349,20 @@ def pool(
     backoff: Backoff | None = None,
     restart: RestartType = "permanent",
     shutdown: Shutdown = "infinity",
+    policy: PoolPolicy = "round_robin",
 ) -> PoolSpec:
     """Spec of a pool: ``size`` identical children from ``template`` (a ``worker(...)``;
     its name is not used), ``name/0`` to ``name/{size-1}``, under a one_for_one supervisor
-    with these flags. A ref to the pool's path spreads sends over the members that run, in
-    turn, and waits through their restarts; ``system.scale`` resizes it."""
+    with these flags. A ref to the pool's path spreads sends over the members that run and
+    waits through their restarts; ``system.scale`` resizes it. ``policy``: ``round_robin``
+    (in turn) or ``least_busy`` (the member with the fewest asks in flight from the sending
+    process, in turn among equals)."""
     if not isinstance(template, WorkerSpec):
         raise TypeError(f"a pool's template is a worker(...) spec, not {template!r}")
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError("a pool's size is an int >= 1")
+    if policy not in ("round_robin", "least_busy"):
+        raise ValueError(f"a pool's policy is 'round_robin' or 'least_busy', not {policy!r}")
     base = supervisor(name, max_restarts=max_restarts, within=within, backoff=backoff,
                       restart=restart, shutdown=shutdown,
                       children=[replace(template, name=str(i)) for i in range(size)])
@@ -359,4 +370,5 @@ def pool(
         name=base.name, strategy=base.strategy, max_restarts=base.max_restarts,
         within=base.within, backoff=base.backoff, children=base.children,
         restart=base.restart, shutdown=base.shutdown, template=template, size=size,
+        policy=policy,
     )

@@ -41,6 +41,10 @@ class NameRegistry:
         self._awaiting: dict[str, trio.Event] = {}
         self._pools: dict[str, dict[str, str]] = {}  # a pool's path -> its members' names
         self._turns: dict[str, int] = {}  # a pool's path -> how many sends it spread
+        self._least_busy: set[str] = set()  # the pools whose sends go to the least busy
+        # A least-busy pool's member's address -> the asks from this process in flight to
+        # it (counted by the outbox: ``begin``/``end``).
+        self.in_flight: dict[str, int] = {}
 
     def get(self, path: str) -> str | None:
         """The address a send to ``path`` goes to now (a pool's: its next member's)."""
@@ -49,27 +53,52 @@ class NameRegistry:
             members = self._pools.get(path)
             if members:
                 turn = self._turns[path] = self._turns[path] + 1
-                address = list(members.values())[turn % len(members)]
+                addresses = list(members.values())
+                if path in self._least_busy:  # fewest in flight; in turn among equals
+                    count = self.in_flight.get
+                    addresses = addresses[turn % len(addresses):] + addresses[
+                        :turn % len(addresses)]
+                    return min(addresses, key=lambda a: count(a, 0))
+                address = addresses[turn % len(addresses)]
         return address
 
-    def declare_pool(self, path: str) -> None:
+    def counts(self, path: str) -> bool:
+        """Whether asks to ``path`` are counted (``begin``/``end``): a least-busy pool's."""
+        return path in self._least_busy
+
+    def begin(self, address: str) -> None:
+        """An ask to a least-busy pool's member at ``address`` is in flight."""
+        self.in_flight[address] = self.in_flight.get(address, 0) + 1
+
+    def end(self, address: str) -> None:
+        """That ask was answered (or failed, or was cancelled)."""
+        left = self.in_flight.get(address, 0) - 1
+        if left > 0:
+            self.in_flight[address] = left
+        else:
+            self.in_flight.pop(address, None)
+
+    def declare_pool(self, path: str, policy: str = "round_robin") -> None:
         """A pool runs at ``path`` (its supervisor starts): sends to it spread over its
-        members, and wait (as for a restart) while it has none."""
+        members (by ``policy``), and wait (as for a restart) while it has none."""
         self._pools.setdefault(path, {})
         self._turns.setdefault(path, -1)
+        if policy == "least_busy":
+            self._least_busy.add(path)
         for name, address in self.names.items():
             if _member_of(name) == path:
                 self._pools[path][name] = address
         self._supervised.add(path)
         upstream = self._upstream()
         if upstream is not None:
-            upstream.notify(PoolDeclared(path=path))
+            upstream.notify(PoolDeclared(path=path, policy=policy))
 
     def drop_pool(self, path: str) -> None:
         """The pool at ``path`` ended."""
         if self._pools.pop(path, None) is None:
             return
         self._turns.pop(path, None)
+        self._least_busy.discard(path)
         self._supervised.discard(path)
         self._wake(path)
         upstream = self._upstream()
@@ -175,7 +204,7 @@ class NameRegistry:
             log.error("node %s (%s) may not declare a pool at %r: refused", link.peer,
                       link.subtree, message.path)
         elif isinstance(message, PoolDeclared):
-            self.declare_pool(message.path)
+            self.declare_pool(message.path, message.policy)
         else:
             self.drop_pool(message.path)
 

@@ -240,6 +240,15 @@ class Outbox:
         if address is None:
             assert ref.path is not None
             address = await self._resolve(ref.path)
+            if self.names.counts(ref.path):  # a least-busy pool: it counts asks in flight
+                self.names.begin(address)
+                try:
+                    return await self._ask_at(address, ref, message)
+                finally:
+                    self.names.end(address)
+        return await self._ask_at(address, ref, message)
+
+    async def _ask_at(self, address: str, ref: ActorRef, message: Message) -> Message | None:
         if address == current_actor.get():
             raise CallingSelf(
                 f"actor {ref.path or address} asked itself from its own handler: it would "

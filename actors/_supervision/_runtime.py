@@ -267,6 +267,7 @@ def spec_to_wire(spec: ChildSpec) -> SpecWire:
         restart=spec.restart, shutdown=spec.shutdown,
         template=None if template is None else spec_to_wire(template),
         size=spec.size if isinstance(spec, PoolSpec) else None,
+        policy=spec.policy if isinstance(spec, PoolSpec) else "round_robin",
     )
 
 
@@ -294,6 +295,7 @@ def spec_from_wire(wire: SpecWire) -> ChildSpec:
             within=wire.within, backoff=backoff,
             restart=wire.restart,  # type: ignore[arg-type]  # (checked by pool())
             shutdown=wire.shutdown,  # type: ignore[arg-type]
+            policy=wire.policy,  # type: ignore[arg-type]  # (checked by pool())
         )
     return supervisor(
         wire.name, strategy=wire.strategy,  # type: ignore[arg-type]  # (checked)

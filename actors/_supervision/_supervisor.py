@@ -138,7 +138,8 @@ class Supervisor(ChildBase):
         error: BaseException | None = None
         self.router.publish(ActorStarted(path=self.path, pid=self.pid))
         if isinstance(self.spec, PoolSpec):
-            self.router.names.declare_pool(self.path)  # sends to its path go to its members
+            # Sends to its path go to its members.
+            self.router.names.declare_pool(self.path, self.spec.policy)
         try:
             with self._scope, unwrap_actor_errors():
                 async with trio.open_nursery() as nursery:

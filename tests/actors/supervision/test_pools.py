@@ -147,3 +147,60 @@ async def test_start_child_of_a_pool_returns_a_ref_that_spreads(
         await system.terminate_child("root/p")
         with pytest.raises(ActorNotFound):
             await ref.ask(Job(n=1))
+
+
+class Hold(Message):
+    pass
+
+
+class Held(Message):
+    by: str
+
+
+class Holder(Actor):
+    """Answers a Hold after 30 s: an ask it holds keeps it busy that long."""
+
+    @handler
+    async def hold(self, msg: Hold) -> Held:
+        await trio.sleep(30)
+        return Held(by=self.ctx.path)
+
+    @handler
+    async def job(self, msg: Job) -> Done:
+        return Done(n=msg.n, by=self.ctx.path)
+
+
+def test_a_pools_policy_is_round_robin_or_least_busy() -> None:
+    assert pool("p", worker(Member), size=2).policy == "round_robin"
+    assert pool("p", worker(Member), size=2, policy="least_busy").policy == "least_busy"
+    with pytest.raises(ValueError, match="policy"):
+        pool("p", worker(Member), size=2, policy="random")  # type: ignore[arg-type]
+
+
+async def test_a_least_busy_pool_sends_to_the_member_with_fewest_asks_in_flight(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    spec = supervisor("root", children=[
+        pool("held", worker(Holder), size=3, policy="least_busy"),
+    ])
+    async with open_system(spec) as system:
+        held = system.ref("root/held")
+        holders: list[str] = []
+
+        async def hold() -> None:
+            holders.append((await held.ask(Hold(), Held)).by)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(2):  # two asks held 30 s: by two members, one each
+                nursery.start_soon(hold)
+            await trio.testing.wait_all_tasks_blocked()
+            # Every ask from now on goes to the one member holding none, while the others
+            # are busy (round robin would send two of these three to busy members).
+            done = [await held.ask(Job(n=n), Done) for n in range(3)]
+            assert len({d.by for d in done}) == 1
+        assert sorted([*holders, done[0].by]) == [
+            "root/held/0", "root/held/1", "root/held/2",
+        ]
+        # Nothing in flight any more: in turn again.
+        done = [await held.ask(Job(n=n), Done) for n in range(3)]
+        assert len({d.by for d in done}) == 3
