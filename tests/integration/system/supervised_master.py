@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import trio
 
@@ -16,13 +17,18 @@ class Noter(Actor):
         self.label = label
 
     async def drain(self) -> None:
+        self._note("drain")
         await trio.sleep(1.0)  # a drain that takes a while: siblings drain at the same time
 
     async def cleanup(self) -> None:
-        # One short O_APPEND write: the workers drain (and clean up) at the same time.
+        self._note("stop")
+
+    def _note(self, what: str) -> None:
+        # One short O_APPEND write (the workers drain and clean up at the same time), with
+        # the system-wide monotonic clock, which every process reads alike.
         descriptor = os.open(self.journal, os.O_WRONLY | os.O_APPEND)
         try:
-            os.write(descriptor, f"stop {self.label}\n".encode())
+            os.write(descriptor, f"{what} {self.label} {time.monotonic()}\n".encode())
         finally:
             os.close(descriptor)
 

@@ -34,14 +34,19 @@ async def test_sigterm_drains_every_worker_at_once_and_exits_0(tmp_path: Path) -
             workers = set(descendants())
             assert len(workers) >= 3  # three workers (and the fork server)
             master.send_signal(signal.SIGTERM)
-            started = trio.current_time()
             status = await master.wait()
-            elapsed = trio.current_time() - started
             while chunk := await stdout.receive_some():
                 output += chunk
     assert status == 0, output
-    assert b"got SIGTERM" in output, output
-    assert sorted(journal.read_text().splitlines()) == ["stop a", "stop b", "stop c"], output
-    # Three drains of 1 s each, at the same time: about one of them, not their sum.
-    assert elapsed < 2.5, elapsed
+    # (The script prints "got SIGTERM" when until_signalled returns; a SIGTERM that comes
+    # between its "ready" and that call is the system's own to obey: the same orderly stop.)
+    notes = [line.split() for line in journal.read_text().splitlines()]
+    assert sorted((what, label) for what, label, _ in notes) == [
+        ("drain", "a"), ("drain", "b"), ("drain", "c"), ("stop", "a"), ("stop", "b"),
+        ("stop", "c"),
+    ], output
+    # The three drains ran at the same time: each began before any of them ended.
+    began = max(float(at) for what, _, at in notes if what == "drain")
+    ended = min(float(at) for what, _, at in notes if what == "stop")
+    assert began < ended, notes
     assert not set(descendants()) & workers
