@@ -84,10 +84,10 @@ class Starter:
         self.spawner = spawner
         self.kinds = dict(kinds or {})
         self.state = state  # what actors of this process reach as ctx.state
-        self.workers: set[ProcessHandle] = set()  # running, started from this process
+        # The worker processes and commands started from this process, while they run.
+        self.processes: set[ProcessHandle | CommandHandle] = set()
         self.state_service = state_service  # its address, for workers started from here
         self.output = output  # where the workers' output goes (None: where ours does)
-        self.commands: set[CommandHandle] = set()  # running, started from this process
         # Where commands' sockets come from (the listeners' layer sets it; None: nowhere).
         self.listening: ListeningSockets | None = None
         # The plain supervisors of this process, by path, for the runtime operations
@@ -163,18 +163,24 @@ class Starter:
             notices=notices, state_service=self.state_service, max_memory=spec.max_memory,
             output=self.output,
         )
-        self.workers.add(handle)
+        await self._start_process(parent, handle)
+        return handle
+
+    async def _start_process(self, parent: Parent, handle: ProcessHandle | CommandHandle
+                             ) -> None:
+        """Start ``handle`` under ``parent``, listed (for ``kill_all``) while it runs."""
+        self.processes.add(handle)
         try:
             await _start_under(parent, handle)
         except BaseException:
-            self.workers.discard(handle)  # it never ran, or it is gone already
+            self.processes.discard(handle)  # it never ran, or it is gone already
             raise
-        parent.nursery.start_soon(self._forget, handle)
-        return handle
 
-    async def _forget(self, handle: ProcessHandle) -> None:
-        await handle.done.wait()
-        self.workers.discard(handle)
+        async def forget() -> None:
+            await handle.done.wait()
+            self.processes.discard(handle)
+
+        parent.nursery.start_soon(forget)
 
     async def _start_command(self, parent: Parent, spec: CommandSpec, path: str) -> Child:
         handle = CommandHandle(
@@ -183,25 +189,13 @@ class Starter:
             listening=self.listening, parent=parent, shutdown_timeout=grace_of(spec.shutdown),
             output=self.output, relays=self.router.nursery,
         )
-        self.commands.add(handle)
-        try:
-            await _start_under(parent, handle)
-        except BaseException:
-            self.commands.discard(handle)  # it never ran, or it is gone already
-            raise
-        parent.nursery.start_soon(self._forget_command, handle)
+        await self._start_process(parent, handle)
         return handle
-
-    async def _forget_command(self, handle: CommandHandle) -> None:
-        await handle.done.wait()
-        self.commands.discard(handle)
 
     def kill_all(self) -> None:
         """SIGKILL every worker and command this process started (a stop 'at once')."""
-        for handle in list(self.workers):
+        for handle in list(self.processes):
             handle.kill_now()
-        for command in list(self.commands):
-            command.kill_now()
 
     async def _start_cell(self, parent: Parent, spec: WorkerSpec, path: str) -> Cell:
         try:
