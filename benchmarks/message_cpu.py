@@ -67,11 +67,13 @@ async def _one_round() -> dict[str, float]:
         await asker.ask(AskMany(target=sink, n=10, warmup=500))  # and the direct link
         out: dict[str, float] = {}
 
-        start = cpu(master, worker)
+        start, in_worker = cpu(master, worker), cpu(worker)
         for seq in range(TELLS):
             await sink.tell(Ping(seq=seq, payload=PAYLOAD))
         await sink.ask(Count())
         out["tell"] = (cpu(master, worker) - start) / TELLS
+        # The worker's share alone: in a flood it is the side that limits the rate.
+        out["tell, worker only"] = (cpu(worker) - in_worker) / TELLS
 
         start = cpu(master, worker)
         for seq in range(ASKS):

@@ -75,7 +75,7 @@ class Inbox:
             mailbox.deliver_nowait(message, reply)
         except trio.WouldBlock:
             self._lanes.deliver_later(link, actor, frame, source, message,
-                                      self.deliver_in_turn)
+                                      self.deliver_in_turn, self.deliver_now)
             return
         except ActorGone as exc:
             if reply is not None:
@@ -104,6 +104,33 @@ class Inbox:
             else:
                 log.debug("dropping a message from node %s: %s", source, exc)
         link.passed(frame)
+
+    def deliver_now(self, link: Link, actor: str, frame: Frame, source: str,
+                    message: Message | None) -> Message | None:
+        """Deliver one message of a delivery lane if its mailbox has room: None once it is
+        passed on (or failed), else the decoded message, to wait for room with."""
+        if message is None:
+            message = self._decode_request(link, frame, source)
+            if message is None:
+                return None
+        reply = (Reply(self._outbox, target=source, corr=frame.corr, via=link)
+                 if frame.kind is FrameKind.ASK else None)
+        try:
+            mailbox = self._local(actor)
+            inline = mailbox.inline_handler(message)
+            if inline is None:
+                mailbox.deliver_nowait(message, reply)
+            else:
+                self._handle_inline(mailbox, inline, message, reply)
+        except trio.WouldBlock:
+            return message
+        except ActorGone as exc:
+            if reply is not None:
+                reply.fail(Failure.from_exception("gone", exc))
+            else:
+                log.debug("dropping a message from node %s: %s", source, exc)
+        link.passed(frame)
+        return None
 
     def _decode_request(self, link: Link, frame: Frame, source: str) -> Message | None:
         """The message of a request frame, or None once its failure is handled."""

@@ -30,12 +30,17 @@ from .._base._control import FailureKind
 from ._link import Link
 from ._names import NameRegistry
 
-__all__ = ["Deliver", "Lane", "Lanes", "Refuse", "Route", "SendOn"]
+__all__ = ["Deliver", "DeliverNow", "Lane", "Lanes", "Refuse", "Route", "SendOn"]
 
 log = logging.getLogger("actors")
 
+_DELIVER_BUDGET = 1024  # lane messages delivered back to back before the lane's task waits
+
 Deliver = Callable[[Link, str, Frame, str, Message | None], Awaitable[None]]
 """Deliver one message of a lane from a link to a local actor (the inbox's)."""
+DeliverNow = Callable[[Link, str, Frame, str, Message | None], Message | None]
+"""Deliver one message of a lane if its mailbox has room now: None once it is passed on
+(or its failure handled), else its decoded message, for :data:`Deliver` to wait with."""
 SendOn = Callable[[Link, Link, Frame, str], None]
 """Send one frame on from one link to another, now (the relay's)."""
 Route = Callable[[Link, Frame], None]
@@ -81,20 +86,36 @@ class Lanes:
     # -- delivery lanes ---------------------------------------------------------------------
 
     def deliver_later(self, link: Link, actor: str, frame: Frame, source: str,
-                      message: Message, deliver: Deliver) -> None:
+                      message: Message, deliver: Deliver,
+                      deliver_now: DeliverNow | None = None) -> None:
         """Open the lane from ``link`` to local actor ``actor`` (its mailbox is full), with
-        ``message`` first; ``deliver`` passes each message on, waiting for room."""
+        ``message`` first; ``deliver`` passes each message on, waiting for room, and
+        ``deliver_now``, if given, passes on those that find room without waiting."""
         key = (link, actor)
         lane = self.delivery[key] = Lane(link)
         lane.items.append((frame, source, message))
-        self.nursery.start_soon(self._deliver, key, lane, deliver)
+        self.nursery.start_soon(self._deliver, key, lane, deliver, deliver_now)
 
-    async def _deliver(self, key: tuple[Link, str], lane: Lane, deliver: Deliver) -> None:
+    async def _deliver(self, key: tuple[Link, str], lane: Lane, deliver: Deliver,
+                       deliver_now: DeliverNow | None) -> None:
         """Deliver one lane's messages in order, each as soon as its mailbox has room."""
         link, actor = key
+        budget = _DELIVER_BUDGET
         try:
             while lane.items:
                 frame, source, message = lane.items[0]
+                if deliver_now is not None and budget > 0:
+                    # In a flood the lane is long and the mailbox takes dozens at once when
+                    # its actor has run: those go in this loop, with no coroutine each; only
+                    # the first that finds it full waits. The budget bounds the run between
+                    # two waits when nothing fills up (messages taken by inline handlers).
+                    budget -= 1
+                    message = deliver_now(link, actor, frame, source, message)
+                    if message is None:
+                        lane.passed_on()
+                        continue
+                    lane.items[0] = (frame, source, message)
+                budget = _DELIVER_BUDGET
                 await deliver(link, actor, frame, source, message)
                 lane.passed_on()
         finally:

@@ -76,6 +76,38 @@ async def test_a_delivery_lane_keeps_the_order_then_goes(nursery: trio.Nursery) 
         assert lanes.delivery == {}  # empty: later messages go straight to the mailbox
 
 
+async def test_a_delivery_lane_passes_on_what_finds_room_without_waiting(
+    nursery: trio.Nursery,
+) -> None:
+    lanes = Lanes(nursery, NameRegistry(), Refused())
+    box = Mailbox()
+    room = [0]  # messages the mailbox takes now, without waiting
+    now: list[int] = []
+
+    def deliver_now(link: Link, actor: str, frame: Frame, source: str,
+                    message: Message | None) -> Message | None:
+        if room[0] == 0:
+            return Item() if message is None else message  # full: the lane waits with it
+        room[0] -= 1
+        now.append(frame.corr)
+        return None
+
+    async with link_pair() as (down, _):
+        lanes.deliver_later(down, "1", frame(1), "0.2", Item(), box.deliver, deliver_now)
+        lane = lanes.delivery[(down, "1")]
+        for n in range(2, 6):
+            lane.items.append((frame(n), "0.2", None))
+        await trio.testing.wait_all_tasks_blocked()
+        assert (now, box.got) == ([], [])  # the mailbox is full: the first one waits
+        room[0] = 2
+        box.room.set()
+        await trio.testing.wait_all_tasks_blocked()
+        # The waiting one, then two without waiting, then each of the rest waits again
+        # (and finds room at once here).
+        assert (now, box.got) == ([2, 3], [1, 4, 5])
+        assert lanes.delivery == {}
+
+
 async def test_a_delivery_lane_ended_by_a_shutdown_refuses_what_is_left() -> None:
     refused = Refused()
     async with link_pair() as (down, _):
