@@ -133,6 +133,35 @@ def test_redefining_the_same_class_replaces_it() -> None:
     assert registry.decode(second.message_tag, b'{"n": 1}') == second(n=1)
 
 
+def test_a_class_redefined_after_a_decode_is_decoded_as_the_new_one() -> None:
+    def define(field: type) -> type[Message]:
+        class Changing(Message, tag="tests.protocol.message.changing"):
+            n: field  # type: ignore[valid-type]
+
+        return Changing
+
+    first = define(int)
+    assert type(registry.decode(first.message_tag, b'{"n": 1}')) is first
+    second = define(str)  # the validator bound on the first decode is forgotten
+    assert registry.decode(second.message_tag, b'{"n": "a"}') == second(n="a")
+    with pytest.raises(InvalidMessage):
+        registry.decode(second.message_tag, b'{"n": 1}')
+
+
+def test_a_rebuilt_class_is_decoded_with_its_new_validator() -> None:
+    class Later(Message, tag="tests.protocol.message.later"):
+        value: Missing  # type: ignore[name-defined]
+
+    Missing = int  # the name the rebuild resolves, in this function's namespace
+    Later.model_rebuild()
+    assert registry.decode("tests.protocol.message.later", b'{"value": 2}') == Later(value=2)
+    old = Later.__pydantic_validator__
+    Later.model_rebuild(force=True)
+    assert Later.__pydantic_validator__ is not old
+    assert "tests.protocol.message.later" not in registry._validators  # bound anew
+    assert registry.decode("tests.protocol.message.later", b'{"value": 3}') == Later(value=3)
+
+
 def test_redefining_with_an_explicit_tag_replaces_it() -> None:
     def define() -> type[Message]:
         class Tagged(Message, tag="tests.protocol.message.redefined"):
