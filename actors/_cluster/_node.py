@@ -93,7 +93,7 @@ class ClusterNode:
         corr, pending = await self._sending.send("ask", node, incarnation, to, message)
         assert pending is not None
         try:
-            await pending.event.wait()
+            await pending.wait()
         finally:
             self._sending.forget(corr)
         return pending.result()

@@ -39,28 +39,52 @@ def to_exception(failure: Failure) -> ActorError:
 
 
 class Pending:
-    """An ask waiting for its reply (a task waiting on ``event``, or an ``answered`` call)."""
+    """An ask waiting for its reply (a task in :meth:`wait`, or an ``answered`` call)."""
 
-    __slots__ = ("answered", "error", "event", "link", "value")
+    # The asker parks itself and is rescheduled by the answer, without a trio.Event: one
+    # per ask cost an object and its set, a KI-protected set() and a coroutine layer, for
+    # the one task that ever waits on it.
+    __slots__ = ("_task", "answered", "done", "error", "link", "value")
 
     def __init__(self, link: Link | None, answered: Answered | None = None) -> None:
-        self.event = trio.Event()
+        self.done = False
+        self._task: trio.lowlevel.Task | None = None
         self.link = link
         self.value: Message | None = None
         self.error: BaseException | None = None
         self.answered = answered
 
+    async def wait(self) -> None:
+        """Wait for the answer (at once if it came); cancellable, as any wait."""
+        if self.done:
+            await trio.lowlevel.checkpoint()
+            return
+        self._task = trio.lowlevel.current_task()
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            self._task = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def _wake(self) -> None:
+        self.done = True
+        task = self._task
+        if task is not None:
+            self._task = None
+            trio.lowlevel.reschedule(task)
+
     def resolve(self, value: Message | None) -> None:
-        if not self.event.is_set():
+        if not self.done:
             self.value = value
-            self.event.set()
+            self._wake()
             if self.answered is not None:
                 self.answered(value, None)
 
     def fail(self, error: BaseException) -> None:
-        if not self.event.is_set():
+        if not self.done:
             self.error = error
-            self.event.set()
+            self._wake()
             if self.answered is not None:
                 self.answered(None, error)
 

@@ -261,7 +261,7 @@ class Outbox:
                 await self._local(actor).deliver(message, Reply(self, pending=pending))
             except ActorGone as exc:
                 raise _Undelivered(exc) from None
-            await pending.event.wait()
+            await pending.wait()
             return _answer(pending)
         link = self._route_out(address)
         corr, pending = self.asks.open(link)
@@ -273,7 +273,7 @@ class Outbox:
             # The only ask out is written at once (its asker waits for the answer anyway);
             # beside others, it leaves with theirs in one write by the channel's writer.
             await self._send(link, address, data, fds, defer=len(self.asks) > 1)
-            await pending.event.wait()
+            await pending.wait()
         finally:
             self.asks.close(corr)
         return _answer(pending)
