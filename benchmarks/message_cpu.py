@@ -6,7 +6,8 @@ Usage::
 
 Each round opens a system with ``ipc.py``'s ``Sink`` in a worker process (and its ``Asker``
 in another), warms up, and measures, from ``/proc/<pid>/stat`` (user + system time, in
-clock ticks), the CPU the master and the worker(s) spend on: 50 000 tells (then a count),
+clock ticks), the CPU the master and the worker(s) spend on: 50 000 tells (then a count;
+the worker's share apart too, the side that limits a flood),
 4 000 sequential asks, 16 000 asks by 64 concurrent askers, and 4 000 asks from one worker to
 the other (after the direct link is set up). Wall-clock rates on a shared machine move with
 its load; CPU per message moves much less, so this is the figure to compare between two
