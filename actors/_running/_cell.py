@@ -72,6 +72,11 @@ class Cell(ChildBase):
     relieved (:meth:`relieve`), and then stops.
     """
 
+    __slots__ = ("_at_once", "_killed_now", "_ref", "_report_events", "_retirements",
+                 "_setup_scope", "_teardown_scope", "actor", "address", "drain_timeout",
+                 "failure", "mailbox", "manage_children", "nursery", "pid", "register_name",
+                 "restarts", "router", "running", "shared_state", "spawn", "start_timeout")
+
     kind: ChildKind = "actor"
 
     def __init__(
@@ -91,6 +96,8 @@ class Cell(ChildBase):
         manage_children: ManageChildren | None = None,
     ) -> None:
         super().__init__(path, parent, shutdown_timeout)
+        self.address = None
+        self.restarts = 0
         self.router = router
         self.actor = actor
         self.start_timeout = start_timeout
@@ -246,7 +253,16 @@ class Cell(ChildBase):
                     if not at_once:
                         self._open()
                     task_status.started(self.ref)
-                    await self._serve_then_stop()
+                    # Served here, not in a method of its own: an idle actor holds every
+                    # frame of its chain (~250 B each).
+                    try:
+                        await mailbox.serve()
+                        if self.failure is None:
+                            self.stop()  # (its mailbox is closed, or the system is stopping)
+                    except Exception as exc:
+                        self.fail(exc)
+                    finally:
+                        await self._stop_serving()
                 nursery.cancel_scope.cancel()
             if self.address is None and self.failure is not None:
                 raise self.failure  # the start failed: whoever started us hears why
@@ -278,22 +294,15 @@ class Cell(ChildBase):
             self.failure.reason = reason
         return self.failure is None
 
-    async def _serve_then_stop(self) -> None:
-        try:
-            await self.mailbox.serve()
-            if self.failure is None:
-                self.stop()  # (its mailbox is closed, or the system is stopping)
-        except Exception as exc:
-            self.fail(exc)
-        finally:
-            self._close_mailbox()
-            self.mailbox.fail_queued()
-            with self._scope_of_teardown():
-                if self.failure is None or self._retirements is not None:
-                    await self._drain()
-                self._stopping(None)
-                await stop_children(self)
-                await self._cleanup()
+    async def _stop_serving(self) -> None:
+        self._close_mailbox()
+        self.mailbox.fail_queued()
+        with self._scope_of_teardown():
+            if self.failure is None or self._retirements is not None:
+                await self._drain()
+            self._stopping(None)
+            await stop_children(self)
+            await self._cleanup()
 
     async def _drain(self) -> None:
         # Only an actor with a drain of its own reports how it went (the others have nothing
