@@ -39,10 +39,17 @@ async def main(journal: str) -> None:
         worker(Noter, name=label, process=True, journal=journal, label=label)
         for label in ("a", "b", "c")
     ])
-    async with open_system(tree) as system:
-        print("ready", flush=True)
+    async with open_system(tree) as system, trio.open_nursery() as nursery:
+        # "ready" once until_signalled listens (it does before its first await), so that a
+        # SIGTERM sent at once goes to it, not to the system's own handler: printed first,
+        # a master that lost the CPU a moment after it missed the signal.
+        nursery.start_soon(_say_ready)
         signal_number = await system.until_signalled()
         print(f"got {signal_number.name}", flush=True)
+
+
+async def _say_ready() -> None:
+    print("ready", flush=True)
 
 
 if __name__ == "__main__":
