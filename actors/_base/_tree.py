@@ -346,8 +346,12 @@ class Parent(Protocol):
     takes itself off as it ends, and :func:`stop_children` stops them the last first."""
 
     path: str
-    nursery: trio.Nursery
     running: list[Child]
+
+    @property
+    def nursery(self) -> trio.Nursery:
+        """Where its children run (a cell opens one when it first starts something)."""
+        ...
 
 
 class Root:

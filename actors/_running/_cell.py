@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
@@ -47,6 +48,62 @@ def drain_budget(shutdown: float) -> float:
     return shutdown - min(shutdown / 4, 1.0)
 
 
+class _Host:
+    """The nursery of what an actor starts (``ctx.start_soon``, ``ctx.spawn``), opened when
+    it first starts something: most actors never do, and a nursery, its cancel scope and
+    status and their sets were ~1 KB of every idle actor. It runs as a task beside the
+    cell's, in the cell's parent's nursery, until the cell ends (:meth:`close`)."""
+
+    __slots__ = ("_cancelled", "_ended", "_opened", "_pending", "nursery")
+
+    def __init__(self, outer: trio.Nursery, name: str) -> None:
+        self.nursery: trio.Nursery | None = None
+        # What was started before the nursery opened (its task had not run yet).
+        self._pending: list[tuple[Callable[[], Awaitable[object]], str | None]] = []
+        self._opened = trio.Event()
+        self._ended = trio.Event()
+        self._cancelled = False
+        outer.start_soon(self._run, name=name)
+
+    async def _run(self) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                if self._cancelled:
+                    nursery.cancel_scope.cancel()
+                pending, self._pending = self._pending, []
+                for function, name in pending:
+                    nursery.start_soon(function, name=name)
+                self._opened.set()
+                await trio.sleep_forever()  # (until the cell ends: close cancels it)
+        finally:
+            self._opened.set()
+            self._ended.set()
+
+    def start_soon(self, function: Callable[[], Awaitable[object]], name: str | None) -> None:
+        if self.nursery is None:
+            self._pending.append((function, name))
+        else:
+            self.nursery.start_soon(function, name=name)
+
+    async def opened(self) -> trio.Nursery:
+        await self._opened.wait()
+        if self.nursery is None:
+            raise RuntimeError("the actor's nursery did not open: its parent is stopping")
+        return self.nursery
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        if self.nursery is not None:
+            self.nursery.cancel_scope.cancel()
+
+    async def close(self) -> None:
+        """Cancel what runs in it, and wait until it all ended (as a nursery's exit does)."""
+        self.cancel()
+        with trio.CancelScope(shield=True):
+            await self._ended.wait()
+
+
 @dataclass(frozen=True)
 class Retirement:
     """A retiring cell wants a successor: its actor crashed (``failure``), or asked to be
@@ -72,9 +129,9 @@ class Cell(ChildBase):
     relieved (:meth:`relieve`), and then stops.
     """
 
-    __slots__ = ("_at_once", "_killed_now", "_ref", "_report_events", "_retirements",
+    __slots__ = ("_at_once", "_host", "_killed_now", "_ref", "_report_events", "_retirements",
                  "_setup_scope", "_teardown_scope", "actor", "address", "drain_timeout",
-                 "failure", "mailbox", "manage_children", "nursery", "pid", "register_name",
+                 "failure", "mailbox", "manage_children", "pid", "register_name",
                  "restarts", "router", "running", "shared_state", "spawn", "start_timeout")
 
     kind: ChildKind = "actor"
@@ -113,13 +170,13 @@ class Cell(ChildBase):
         self.drain_timeout = drain_budget(shutdown_timeout)
         self.pid = os.getpid()
         # Cancel scopes are made when first needed: most actors never use the setup's or
-        # the teardown's, and what cancels the actor is its nursery's own scope.
+        # the teardown's, and what cancels a handler is its mailbox's (ActorMailbox.kill).
         self._setup_scope: trio.CancelScope | None = None
         self._teardown_scope: trio.CancelScope | None = None
         self._killed_now = False  # its grace ran out: cancel it all, once it runs
         self._report_events = report_events
         self._at_once = False  # made ready by start_at_once, before its task ran
-        self.nursery: trio.Nursery
+        self._host: _Host | None = None  # the nursery of what it starts, once it does
 
     @property
     def ref(self) -> ActorRef:
@@ -128,6 +185,27 @@ class Cell(ChildBase):
     @property
     def children(self) -> list[Child]:
         return self.running
+
+    @property
+    def nursery(self) -> trio.Nursery:
+        """Where what the actor starts runs, once it is open (:meth:`hosting`)."""
+        host = self._host
+        if host is None or host.nursery is None:
+            raise RuntimeError(f"actor {self.path} has not opened its nursery")
+        return host.nursery
+
+    def _hosted(self) -> _Host:
+        if self._host is None:
+            self._host = _Host(self.parent.nursery, self.path)
+        return self._host
+
+    async def hosting(self) -> trio.Nursery:
+        """Its nursery, opened now if it was not (before it starts children)."""
+        return await self._hosted().opened()
+
+    def start_task(self, function: Callable[[], Awaitable[object]], name: str | None) -> None:
+        """Run ``function`` beside the actor (``ctx.start_soon``) until the actor ends."""
+        self._hosted().start_soon(function, name)
 
     def _report(self, event: ActorStarted | ActorReady) -> None:
         if self._report_events:
@@ -186,8 +264,11 @@ class Cell(ChildBase):
         if not self.done.is_set():
             self._killed = f"did not stop within {self.shutdown_timeout} s"
             self._killed_now = True
-            if hasattr(self, "nursery"):
-                self.nursery.cancel_scope.cancel()
+            self.mailbox.kill()
+            if self._setup_scope is not None:
+                self._setup_scope.cancel()
+            if self._host is not None:
+                self._host.cancel()
             self._scope_of_teardown().cancel()
         await self.done.wait()
 
@@ -214,7 +295,9 @@ class Cell(ChildBase):
         run: that wait is several scheduling passes, most of the cost of a spawn."""
         if self.has_setup:
             raise RuntimeError(f"actor {self.path} has a setup to wait for: use run")
-        nursery.start_soon(self.run)  # (raises, with nothing done, if the nursery is closed)
+        # (Raises, with nothing done, if the nursery is closed. Named by its path: a name
+        # made from the function would be a new string per actor.)
+        nursery.start_soon(self.run, name=self.path)
         self._at_once = True
         self._enter()
         self._open()
@@ -244,29 +327,29 @@ class Cell(ChildBase):
             self._enter()
         current_actor.set(None)  # not its parent's handler any more (spawned from one)
         try:
-            async with trio.open_nursery() as nursery:
-                self.nursery = nursery
-                if self._killed_now:  # (its grace ran out before its task ran)
-                    nursery.cancel_scope.cancel()
-                self.actor._actor_context = CellContext(self)
-                if at_once or await self._set_up():
-                    if not at_once:
-                        self._open()
-                    task_status.started(self.ref)
-                    # Served here, not in a method of its own: an idle actor holds every
-                    # frame of its chain (~250 B each).
-                    try:
-                        await mailbox.serve()
-                        if self.failure is None:
-                            self.stop()  # (its mailbox is closed, or the system is stopping)
-                    except Exception as exc:
-                        self.fail(exc)
-                    finally:
-                        await self._stop_serving()
-                nursery.cancel_scope.cancel()
+            # No nursery of its own (what it starts runs in its _Host), and no cancel scope
+            # while it is idle: killed, its mailbox cancels the handler, and its setup's
+            # and teardown's scopes the rest.
+            self.actor._actor_context = CellContext(self)
+            if at_once or await self._set_up():
+                if not at_once:
+                    self._open()
+                task_status.started(self.ref)
+                # Served here, not in a method of its own: an idle actor holds every frame
+                # of its chain (~250 B each).
+                try:
+                    await mailbox.serve()
+                    if self.failure is None:
+                        self.stop()  # (its mailbox is closed, or the system is stopping)
+                except Exception as exc:
+                    self.fail(exc)
+                finally:
+                    await self._stop_serving()
             if self.address is None and self.failure is not None:
                 raise self.failure  # the start failed: whoever started us hears why
         finally:
+            if self._host is not None:  # what it started ends before it does
+                await self._host.close()
             mailbox.abandon()
             router.mailboxes.remove(mailbox.id)
             if self.address is not None and self.register_name:
@@ -278,7 +361,9 @@ class Cell(ChildBase):
 
     async def _set_up(self) -> bool:
         """Run ``setup`` within the start timeout; False if it (or a task it started)
-        failed, or did not return in time."""
+        failed, or did not return in time, or it was killed meanwhile."""
+        if self._killed_now:  # (its grace ran out before its task ran)
+            return False
         with self._scope_of_setup(), trio.move_on_after(self.start_timeout) as deadline:
             try:
                 await self.actor.setup()
@@ -292,7 +377,7 @@ class Cell(ChildBase):
             self._explain(reason)
             self.failure = SpawnError(f"actor {self.path} did not become ready: {detail}")
             self.failure.reason = reason
-        return self.failure is None
+        return self.failure is None and not self._killed_now
 
     async def _stop_serving(self) -> None:
         self._close_mailbox()

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+import trio
+
 from .._base._actor import Actor, SpecLike
 from .._base._children import ChildCount, ChildInfo
 from .._base._events import Demonitor, Monitor, Monitoring
@@ -31,6 +33,11 @@ class ContextHost(Parent, Protocol):
 
     @property
     def ref(self) -> ActorRef: ...
+
+    async def hosting(self) -> trio.Nursery: ...
+
+    def start_task(self, function: Callable[[], Awaitable[object]], name: str | None) -> None:
+        ...
 
     def fail(self, exc: BaseException) -> None: ...
 
@@ -76,6 +83,7 @@ class CellContext:
         **kwargs: Any,
     ) -> ActorRef:
         cell = self._cell
+        await cell.hosting()  # (its children run in its nursery: open it first)
         return await cell.spawn(
             cell, actor_class, name=name, process=process, shutdown=shutdown, kwargs=kwargs
         )
@@ -96,7 +104,7 @@ class CellContext:
             except Exception as exc:
                 cell.fail(exc)
 
-        cell.nursery.start_soon(guarded, name=name or getattr(function, "__name__", None))
+        cell.start_task(guarded, name or getattr(function, "__name__", None))
 
     def crash(self, exc: BaseException) -> None:
         self._cell.fail(exc)

@@ -164,8 +164,8 @@ class ActorMailbox(_Queue):
 
     ``accepting``: open, taking messages (the router reads it for every message)."""
 
-    __slots__ = ("_current", "_owner", "accepting", "actor", "address", "ask_buckets",
-                 "ask_seconds", "asks", "handled", "id", "path", "router")
+    __slots__ = ("_busy", "_current", "_killed", "_owner", "accepting", "actor", "address",
+                 "ask_buckets", "ask_seconds", "asks", "handled", "id", "path", "router")
 
     def __init__(self, router: Router, actor: Actor, *, path: str, owner: MailboxOwner
                  ) -> None:
@@ -184,6 +184,8 @@ class ActorMailbox(_Queue):
         self.asks = 0
         self.ask_seconds = 0.0
         self.ask_buckets: list[int] | None = None
+        self._busy: trio.CancelScope | None = None  # while it serves (not while it waits)
+        self._killed = False
 
     def open(self) -> None:
         """Take messages (the actor is ready)."""
@@ -248,85 +250,104 @@ class ActorMailbox(_Queue):
 
     async def serve(self) -> None:
         """Serve the messages one at a time until the mailbox is closed and empty, or a
-        handler meets an actor gone because the system is stopping (the cell then stops).
-        A handler's exception is raised (the actor crashed): its ask got it first."""
+        handler meets an actor gone because the system is stopping (the cell then stops),
+        or the actor is killed (:meth:`kill`). A handler's exception is raised (the actor
+        crashed): its ask got it first."""
         # Set once for the loop (what a handler starts inherits it either way): an ask from
-        # the actor's own handler to itself is refused, not left waiting forever. One
-        # function, not two: an idle actor holds every frame of its chain.
+        # the actor's own handler to itself is refused, not left waiting forever.
         token = current_actor.set(self.address)
         try:
-            actor = self.actor
-            cls = type(actor)
-            budget = _FAIRNESS_BUDGET
-            # The answer of the last ask handled, sent once the loop knows whether another
-            # message waits: then it is deferred, and the answers of a run of asks leave in one
-            # write; else it is written at once. It is always sent before anything is awaited
-            # (nothing can cancel the loop while it holds one) and before the next handler runs.
-            answer: Reply | None = None
-            result: Message | None = None
             while True:
-                budget -= 1
-                if budget <= 0:
-                    budget = _FAIRNESS_BUDGET
-                    if answer is not None:
-                        answer.send(result, defer=True)
-                        answer = None
-                    await trio.lowlevel.checkpoint()
-                item = self._take()
-                if item is None:
-                    if answer is not None:
-                        answer.send(result)
-                        answer = None
-                    if self._closed:
-                        return
-                    # An idle actor keeps nothing of its last message (nor its reply's handle).
-                    item = message = reply = result = None
-                    budget = _FAIRNESS_BUDGET
-                    self._reader = trio.lowlevel.current_task()
-                    await trio.lowlevel.wait_task_rescheduled(self._abort_read)
-                    continue
+                # A cancel scope while it works, none while it waits: what kills the actor
+                # cancels its handler, and an idle actor holds no scope (~600 B with its
+                # status and their sets).
+                with trio.CancelScope() as busy:
+                    self._busy = busy
+                    if self._killed:
+                        busy.cancel()
+                    gone = await self._serve_messages()
+                self._busy = None
+                del busy  # (nor the scope itself, while it waits)
+                if gone or self._killed or self._closed:
+                    return
+                self._reader = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(self._abort_read)
+        finally:
+            current_actor.reset(token)
+
+    def kill(self) -> None:
+        """Stop at once: the handler running (if any) is cancelled, nothing more is served."""
+        self._killed = True
+        if self._busy is not None:
+            self._busy.cancel()
+        self.close()
+
+    async def _serve_messages(self) -> bool:
+        """Serve what waits, one at a time; True if the loop must end (the system is
+        stopping), False once nothing waits."""
+        actor = self.actor
+        cls = type(actor)
+        budget = _FAIRNESS_BUDGET
+        # The answer of the last ask handled, sent once the loop knows whether another
+        # message waits: then it is deferred, and the answers of a run of asks leave in one
+        # write; else it is written at once. It is always sent before anything is awaited
+        # (nothing can cancel the loop while it holds one) and before the next handler runs.
+        answer: Reply | None = None
+        result: Message | None = None
+        while not self._killed:
+            budget -= 1
+            if budget <= 0:
+                budget = _FAIRNESS_BUDGET
                 if answer is not None:
                     answer.send(result, defer=True)
                     answer = None
-                message, reply = item
-                name = cls.handler_for(type(message))
-                if name is None:
-                    error = no_handler(cls, type(message))
-                    if reply is not None:
-                        reply.fail(Failure.from_exception("remote", error, actor=self.path))
-                    else:
-                        log.warning("actor %s dropped a message: %s", self.path, error)
-                    continue
-                self._current = reply
-                began = 0.0 if reply is None else trio.current_time()
-                try:
-                    result = await getattr(actor, name)(message)
-                    if result is not None and not isinstance(result, Message):
-                        raise TypeError(
-                            f"handler {cls.__qualname__}.{name} returned {type(result).__name__},"
-                            " not a Message or None"
-                        )
-                except ActorGone as exc:
-                    if not self.router.stopping:
-                        self._handler_failed(reply, exc)
-                        raise
-                    # Another actor stopped first in a shutdown: part of it, not a crash.
-                    log.info("actor %s: %s (the system is shutting down)", self.path, exc)
-                    if reply is not None:
-                        reply.fail(self.gone("the system is shutting down", in_doubt=True))
-                    self._current = None
-                    return
-                except Exception as exc:
+                await trio.lowlevel.checkpoint()
+            item = self._take()
+            if item is None:
+                break
+            if answer is not None:
+                answer.send(result, defer=True)
+                answer = None
+            message, reply = item
+            name = cls.handler_for(type(message))
+            if name is None:
+                error = no_handler(cls, type(message))
+                if reply is not None:
+                    reply.fail(Failure.from_exception("remote", error, actor=self.path))
+                else:
+                    log.warning("actor %s dropped a message: %s", self.path, error)
+                continue
+            self._current = reply
+            began = 0.0 if reply is None else trio.current_time()
+            try:
+                result = await getattr(actor, name)(message)
+                if result is not None and not isinstance(result, Message):
+                    raise TypeError(
+                        f"handler {cls.__qualname__}.{name} returned {type(result).__name__},"
+                        " not a Message or None"
+                    )
+            except ActorGone as exc:
+                if not self.router.stopping:
                     self._handler_failed(reply, exc)
                     raise
-                finally:
-                    self.handled += 1
-                    if reply is not None:
-                        self._count_ask(began)
+                # Another actor stopped first in a shutdown: part of it, not a crash.
+                log.info("actor %s: %s (the system is shutting down)", self.path, exc)
+                if reply is not None:
+                    reply.fail(self.gone("the system is shutting down", in_doubt=True))
                 self._current = None
-                answer = reply
-        finally:
-            current_actor.reset(token)
+                return True
+            except Exception as exc:
+                self._handler_failed(reply, exc)
+                raise
+            finally:
+                self.handled += 1
+                if reply is not None:
+                    self._count_ask(began)
+            self._current = None
+            answer = reply
+        if answer is not None:
+            answer.send(result)
+        return False
 
     def _count_ask(self, began: float) -> None:
         took = trio.current_time() - began
