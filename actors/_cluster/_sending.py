@@ -194,7 +194,10 @@ class Sending:
             written = await self.broker.call("a send", self._append(
                 keys=queue.keys, args=[self.bound, queue.incarnation, *batch]))
         except BrokerUnavailable:
-            return True  # the node's broker watch fails what is in flight
+            # The node's broker watch fails what is in flight; until it does, the writer
+            # waits before it tries again (a broker that fails at once, without a
+            # checkpoint, would otherwise spin here and starve that watch).
+            return False
         finally:
             queue.writing = False
             queue.work.set()
